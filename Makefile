@@ -1,0 +1,45 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP_CORE := $(VENV)/.installed-core
+STAMP_DEV := $(VENV)/.installed-dev
+DEMO_DIR ?= $(HOME)/.cache/medseg-agent/demo
+DEMO_OUT ?= runs/demo
+
+.PHONY: demo test lint venv clean bench
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip wheel setuptools
+
+# torch/torchvision first (local copy on the build machines), then sam2 without build isolation
+# and without its optional CUDA extension, then the package itself.
+$(STAMP_CORE): $(PY) pyproject.toml
+	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
+	SAM2_BUILD_CUDA=0 $(PIP) install -q --no-build-isolation sam2==1.1.0
+	$(PIP) install -q -e .
+	touch $@
+
+$(STAMP_DEV): $(STAMP_CORE)
+	$(PIP) install -q -e '.[dev,train]'
+	touch $@
+
+venv: $(STAMP_CORE)
+
+demo: $(STAMP_CORE)
+	$(VENV)/bin/medseg-agent demo --data $(DEMO_DIR) --out $(DEMO_OUT)
+
+test: $(STAMP_DEV)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(PY) -m pytest -q
+
+lint: $(STAMP_DEV)
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench: $(STAMP_CORE)
+	$(PY) benchmarks/environment_overhead.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

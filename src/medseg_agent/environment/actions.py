@@ -1,0 +1,106 @@
+"""The action model shared by every protocol, policy and trainer.
+
+Actions live in *model coordinates* (what the policy wrote, in the episode's coordinate space) and
+are converted to full-resolution pixels by :class:`CoordinateFrame` at the environment boundary.
+Tool names match the reference system exactly so trained models stay compatible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+ADD_BBOX = "add_bbox"
+ADD_POINT = "add_point"
+STOP_ACTION = "stop_action"
+TOOL_NAMES = (ADD_BBOX, ADD_POINT, STOP_ACTION)
+
+
+class CoordinateSpace(StrEnum):
+    """How a policy writes coordinates.
+
+    ``norm1000``: integers on a 0–999 grid of the image the model sees (Qwen-VL agents, MedSAM-Agent).
+    ``norm1``: floats in [0, 1] (IBISAgent). ``pixel``: pixels of the image shown to the model
+    (the resized observation), as Qwen2.5-VL's absolute coordinates.
+    """
+
+    NORM1000 = "norm1000"
+    NORM1 = "norm1"
+    PIXEL = "pixel"
+
+
+@dataclass(frozen=True)
+class AddBox:
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+    @property
+    def name(self) -> str:
+        return ADD_BBOX
+
+    def arguments(self) -> dict[str, Any]:
+        return {"bbox_2d": [_num(self.x1), _num(self.y1), _num(self.x2), _num(self.y2)]}
+
+
+@dataclass(frozen=True)
+class AddPoint:
+    x: float
+    y: float
+    positive: bool = True
+
+    @property
+    def name(self) -> str:
+        return ADD_POINT
+
+    @property
+    def point_type(self) -> str:
+        return "positive" if self.positive else "negative"
+
+    def arguments(self) -> dict[str, Any]:
+        return {"point_2d": [_num(self.x), _num(self.y)], "point_type": self.point_type}
+
+
+@dataclass(frozen=True)
+class Stop:
+    """End the episode; ``answer`` carries IBIS-style final text when the protocol has one."""
+
+    answer: str | None = None
+
+    @property
+    def name(self) -> str:
+        return STOP_ACTION
+
+    def arguments(self) -> dict[str, Any]:
+        return {}
+
+
+Action = AddBox | AddPoint | Stop
+
+
+def action_to_dict(action: Action) -> dict[str, Any]:
+    """JSON form used in trajectory records: ``{"name": ..., "arguments": {...}}``."""
+    out: dict[str, Any] = {"name": action.name, "arguments": action.arguments()}
+    if isinstance(action, Stop) and action.answer is not None:
+        out["answer"] = action.answer
+    return out
+
+
+def action_from_dict(data: dict[str, Any]) -> Action:
+    """Inverse of :func:`action_to_dict` for records we wrote ourselves (trusted input)."""
+    name, args = data["name"], data.get("arguments", {})
+    if name == ADD_BBOX:
+        return AddBox(*[float(v) for v in args["bbox_2d"]])
+    if name == ADD_POINT:
+        x, y = args["point_2d"]
+        return AddPoint(float(x), float(y), args.get("point_type", "positive") == "positive")
+    if name == STOP_ACTION:
+        return Stop(data.get("answer"))
+    raise ValueError(f"unknown action name {name!r} in record")
+
+
+def _num(value: float) -> int | float:
+    """Integers stay integers in JSON (the 0–999 grid); fractional values keep 4 decimals."""
+    return int(value) if float(value).is_integer() else round(float(value), 4)

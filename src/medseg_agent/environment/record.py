@@ -1,0 +1,157 @@
+"""The trajectory record: everything that happened in one episode, enough to reproduce every mask.
+
+Records are the currency between the environment, the expert generator, the SFT/RL exports, the
+evaluator and the reward library. Masks are stored as COCO RLE (exact) or as PNG files next to the
+record; :func:`load_record` validates the file and names what is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field, ValidationError
+
+from medseg_agent.io.atomic import atomic_write_json
+from medseg_agent.io.masks import decode_rle, read_mask_png, write_mask_png
+
+SCHEMA_VERSION = 1
+
+
+class TurnRecord(BaseModel):
+    turn: int  # 1-based index of the policy reply
+    raw_text: str | None = None
+    reasoning: str | None = None
+    action: dict[str, Any] | None = None  # model coordinates, {"name", "arguments"}
+    action_pixels: dict[str, Any] | None = None  # the same action in full-resolution pixels
+    error: dict[str, str] | None = None  # {"kind", "message"}
+    mask_rle: dict[str, Any] | None = None  # mask after this turn (None: unchanged / error)
+    mask_png: str | None = None  # alternative to mask_rle, relative to the record file
+    iou: float | None = None
+    dice: float | None = None
+    tool_score: float | None = None
+    tool_seconds: float = 0.0
+    policy_seconds: float = 0.0
+    env_seconds: float = 0.0
+
+
+class TrajectoryRecord(BaseModel):
+    schema_version: int = SCHEMA_VERSION
+    sample_id: str = ""
+    dataset: str = ""
+    modality: str = ""
+    target: str = ""
+    image_path: str | None = None
+    image_size: tuple[int, int]
+    spacing: tuple[float, float] | None = None
+    protocol: str = "medsam"
+    coordinate_space: str = "norm1000"
+    view_size: tuple[int, int]
+    tool: str = ""
+    policy: str = ""
+    max_turns: int = 5
+    turns: list[TurnRecord] = Field(default_factory=list)
+    final_mask_rle: dict[str, Any] | None = None
+    final_mask_png: str | None = None
+    gt_mask_rle: dict[str, Any] | None = None
+    final_metrics: dict[str, float | None] = Field(default_factory=dict)
+    stop_reason: str = ""
+    num_interactions: int = 0
+    num_errors: int = 0
+    wall_seconds: float = 0.0
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+    # -- derived views used by rewards and evaluation -------------------------------------
+    def action_turns(self) -> list[TurnRecord]:
+        """Turns whose action ran the tool (box or point), in order."""
+        return [t for t in self.turns if t.action and t.action["name"] != "stop_action" and t.error is None]
+
+    def iou_trace(self) -> list[float]:
+        return [t.iou for t in self.action_turns() if t.iou is not None]
+
+    @property
+    def stopped(self) -> bool:
+        return self.stop_reason == "stop_action"
+
+
+class RecordError(ValueError):
+    """A record file that cannot be used, with the file and the field named."""
+
+
+def _mask_from(rle: dict[str, Any] | None, png: str | None, base: Path | None, what: str) -> np.ndarray | None:
+    if rle is not None:
+        return decode_rle(rle)
+    if png is not None:
+        if base is None:
+            raise RecordError(f"{what} is stored as PNG {png!r}; pass the record's folder to read it")
+        return read_mask_png(base / png)
+    return None
+
+
+def turn_masks(record: TrajectoryRecord, base: Path | None = None) -> list[np.ndarray]:
+    """The mask after every tool-running turn, reproduced exactly."""
+    masks = []
+    for turn in record.action_turns():
+        mask = _mask_from(turn.mask_rle, turn.mask_png, base, f"turn {turn.turn} mask")
+        if mask is None:
+            raise RecordError(f"turn {turn.turn} ran the tool but stores no mask")
+        masks.append(mask)
+    return masks
+
+
+def final_mask(record: TrajectoryRecord, base: Path | None = None) -> np.ndarray:
+    mask = _mask_from(record.final_mask_rle, record.final_mask_png, base, "final mask")
+    if mask is None:
+        return np.zeros(tuple(record.image_size), dtype=bool)
+    return mask
+
+
+def gt_mask(record: TrajectoryRecord) -> np.ndarray | None:
+    return decode_rle(record.gt_mask_rle) if record.gt_mask_rle is not None else None
+
+
+def save_record(record: TrajectoryRecord, path: str | Path, masks_as_png: bool = False) -> Path:
+    """Write atomically. With ``masks_as_png`` the masks go to ``<stem>_masks/`` beside the file."""
+    path = Path(path)
+    data = record.model_copy(deep=True)
+    if masks_as_png:
+        folder = path.parent / f"{path.stem}_masks"
+        for turn in data.turns:
+            if turn.mask_rle is not None:
+                name = f"{folder.name}/turn_{turn.turn:02d}.png"
+                write_mask_png(path.parent / name, decode_rle(turn.mask_rle))
+                turn.mask_rle, turn.mask_png = None, name
+        if data.final_mask_rle is not None:
+            name = f"{folder.name}/final.png"
+            write_mask_png(path.parent / name, decode_rle(data.final_mask_rle))
+            data.final_mask_rle, data.final_mask_png = None, name
+    atomic_write_json(path, data.model_dump(mode="json"))
+    return path
+
+
+def record_from_dict(data: dict[str, Any], source: str = "<record>") -> TrajectoryRecord:
+    try:
+        record = TrajectoryRecord.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise RecordError(f"{source}: field {where!r}: {first['msg']}") from None
+    if record.schema_version > SCHEMA_VERSION:
+        raise RecordError(
+            f"{source}: schema_version {record.schema_version} is newer than this medseg-agent "
+            f"understands ({SCHEMA_VERSION}); upgrade medseg-agent"
+        )
+    return record
+
+
+def load_record(path: str | Path) -> TrajectoryRecord:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RecordError(f"record file {path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"{path} is not valid JSON: {exc}") from None
+    return record_from_dict(data, str(path))
