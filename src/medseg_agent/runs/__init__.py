@@ -1,0 +1,1 @@
+"""Long runs that write incrementally, resume after a kill and report progress."""

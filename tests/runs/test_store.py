@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import pytest
+
+from medseg_agent.runs.parallel import run_jobs
+from medseg_agent.runs.store import ResultStore
+
+
+def _setup():
+    return {"offset": 10}
+
+
+def _work(state, job):
+    return {"value": job + state["offset"]}
+
+
+def test_store_skips_done_jobs_and_survives_a_torn_line(tmp_path):
+    path = tmp_path / "results.jsonl"
+    store = ResultStore(path)
+    ran = run_jobs([(f"j{i}", i) for i in range(3)], _setup, _work, store, show_progress=False)
+    assert ran == 3
+    with path.open("ab") as handle:  # a kill in the middle of a write
+        handle.write(b'{"key": "j3", "val')
+    store = ResultStore(path)
+    assert store.keys == {"j0", "j1", "j2"}
+    ran = run_jobs([(f"j{i}", i) for i in range(5)], _setup, _work, store, show_progress=False)
+    assert ran == 2
+    rows = list(ResultStore(path).rows())
+    assert [r["key"] for r in rows] == ["j0", "j1", "j2", "j3", "j4"]
+    assert rows[4]["value"] == 14
+    with pytest.raises(ValueError, match="already stored"):
+        store.append("j0", {})
+
+
+def test_worker_processes_give_the_same_results(tmp_path):
+    store = ResultStore(tmp_path / "r.jsonl")
+    run_jobs([(f"j{i}", i) for i in range(6)], _setup, _work, store, workers=2, show_progress=False)
+    assert sorted(r["value"] for r in store.rows()) == list(range(10, 16))
