@@ -192,6 +192,7 @@ class SegmentationEnv:
             self.base_view, self.mask, self.image.shape[:2], self.state.box, self.state.points, self.state.labels
         )
         text_out = observation_text if error is not None else self.protocol.followup_user_text(observation_text)
+        turn.observation_text = text_out
         turn.env_seconds = time.perf_counter() - start - tool_seconds
         if self.done:
             self.record.wall_seconds = time.perf_counter() - self._start

@@ -27,6 +27,7 @@ class TurnRecord(BaseModel):
     action: dict[str, Any] | None = None  # model coordinates, {"name", "arguments"}
     action_pixels: dict[str, Any] | None = None  # the same action in full-resolution pixels
     error: dict[str, str] | None = None  # {"kind", "message"}
+    observation_text: str | None = None  # the user text the policy got back after this turn
     mask_rle: dict[str, Any] | None = None  # mask after this turn (None: unchanged / error)
     mask_png: str | None = None  # alternative to mask_rle, relative to the record file
     iou: float | None = None
