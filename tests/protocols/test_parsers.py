@@ -62,7 +62,8 @@ def test_malformed_medsam_replies_are_typed_errors(text, kind):
 
 
 def test_call_inside_reasoning_is_not_executed():
-    text = "<think>maybe " + call("stop_action") + "</think>" + call("add_point", point_2d=[1, 2], point_type="positive")
+    point = call("add_point", point_2d=[1, 2], point_type="positive")
+    text = "<think>maybe " + call("stop_action") + "</think>" + point
     assert medsam.parse(text, FRAME).action == AddPoint(1, 2, True)
 
 

@@ -167,12 +167,10 @@ class SegmentationEnv:
         turn.policy_seconds = policy_seconds
         if action is not None:
             turn.action = action_to_dict(action)
-            if isinstance(action, Stop) and self.interactions == 0:
-                if self.first_stops_refused < self.config.first_stop_retries:
-                    self.first_stops_refused += 1
-                    error = ActionError(
-                        ErrorKind.REJECTED, "nothing is segmented yet; create a mask before stopping"
-                    )
+            refuse_stop = self.interactions == 0 and self.first_stops_refused < self.config.first_stop_retries
+            if isinstance(action, Stop) and refuse_stop:
+                self.first_stops_refused += 1
+                error = ActionError(ErrorKind.REJECTED, "nothing is segmented yet; create a mask before stopping")
         tool_seconds = 0.0
         if error is not None:
             observation_text = self._on_error(turn, error)

@@ -1,0 +1,111 @@
+"""Evaluate a segmentation tool with the standard interactive protocol (RITM / SimpleClick).
+
+The clicker policy clicks up to ``max_clicks`` times from an empty mask through the same
+environment every other policy uses (exact pixel coordinates, no early stop). Reported: mIoU after
+k clicks and NoC@X = the first click (1-based) at which IoU >= X, or ``max_clicks`` if never
+reached, with the number of samples that never reach X.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg_agent.data.sample import Sample
+from medseg_agent.environment.actions import CoordinateSpace
+from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
+from medseg_agent.environment.runner import run_episode
+from medseg_agent.io.atomic import atomic_write_json, atomic_write_text
+from medseg_agent.policies.clicker import ClickerPolicy
+from medseg_agent.tools.base import SegmentationTool
+
+DEFAULT_THRESHOLDS = (0.80, 0.85, 0.90)
+DEFAULT_KS = (1, 3, 5)
+
+
+@dataclass
+class ClickCurve:
+    sample_id: str
+    dataset: str
+    modality: str
+    target: str
+    ious: list[float]  # IoU after click 1..n (padded with the last value to max_clicks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+
+def click_curve(tool: SegmentationTool, sample: Sample, max_clicks: int = 20) -> ClickCurve:
+    """IoU after each of ``max_clicks`` clicker clicks on one sample."""
+    env = SegmentationEnv(
+        tool,
+        EpisodeConfig(
+            max_turns=max_clicks,
+            coordinate_space=CoordinateSpace.PIXEL,
+            view_longest_side=None,
+            keep_masks=False,
+        ),
+    )
+    record = run_episode(env, ClickerPolicy(stop_iou=None), sample)
+    ious = record.iou_trace()
+    if not ious:
+        ious = [0.0]
+    # The clicker stops early only when no error is left: IoU stays where it is.
+    ious = ious + [ious[-1]] * (max_clicks - len(ious))
+    return ClickCurve(sample.sample_id, sample.dataset, sample.modality, sample.target, ious)
+
+
+def noc(ious: Sequence[float], threshold: float, max_clicks: int) -> int:
+    for index, value in enumerate(ious[:max_clicks], start=1):
+        if value >= threshold:
+            return index
+    return max_clicks
+
+
+def summarize_curves(
+    curves: Iterable[ClickCurve],
+    max_clicks: int = 20,
+    ks: Sequence[int] = DEFAULT_KS,
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+) -> list[dict[str, Any]]:
+    """One row per group (overall, each dataset, each modality) with mIoU@k and NoC@X."""
+    curves = list(curves)
+    groups: dict[tuple[str, str], list[ClickCurve]] = defaultdict(list)
+    for curve in curves:
+        groups[("all", "all")].append(curve)
+        groups[("dataset", curve.dataset)].append(curve)
+        groups[("modality", curve.modality)].append(curve)
+    rows = []
+    for (level, name), members in sorted(groups.items(), key=lambda kv: (kv[0][0] != "all", kv[0])):
+        matrix = np.array([c.ious[:max_clicks] for c in members])
+        row: dict[str, Any] = {"group": level, "name": name, "samples": len(members)}
+        for k in ks:
+            if k <= max_clicks:
+                row[f"mIoU@{k}"] = float(matrix[:, k - 1].mean())
+        for t in thresholds:
+            label = f"{round(t * 100)}"
+            nocs = [noc(c.ious, t, max_clicks) for c in members]
+            row[f"NoC@{label}"] = float(np.mean(nocs))
+            row[f">={max_clicks}@{label}"] = int(sum(1 for c in members if max(c.ious[:max_clicks]) < t))
+        rows.append(row)
+    return rows
+
+
+def write_tables(rows: list[dict[str, Any]], curves: list[ClickCurve], out_dir: Path) -> tuple[Path, Path]:
+    """CSV of the summary rows and JSON with rows + every per-sample curve (atomic writes)."""
+    csv_path, json_path = out_dir / "tool_eval.csv", out_dir / "tool_eval.json"
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else [])
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: f"{v:.4f}" if isinstance(v, float) else v for k, v in row.items()})
+    atomic_write_text(csv_path, buffer.getvalue())
+    atomic_write_json(json_path, {"summary": rows, "curves": [c.to_dict() for c in curves]})
+    return csv_path, json_path
