@@ -10,8 +10,9 @@ both masks empty       1.0     1.0    1.0    0.0
 exactly one empty      0.0     0.0    0.0    inf
 =====================  ======  =====  =====  ======
 
-Surface definitions match MONAI (see :mod:`medseg_agent.metrics.surface`); MONAI itself returns NaN
-in the both-empty row.
+Surface definitions match MONAI (see :mod:`medseg_agent.metrics.surface`). MONAI itself returns NaN
+for NSD/HD95 in the both-empty row and for HD95 (``percentile=95``) in the one-empty row; with
+``ignore_empty=False`` its Dice/IoU match this table.
 """
 
 from __future__ import annotations
