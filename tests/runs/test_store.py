@@ -36,3 +36,13 @@ def test_worker_processes_give_the_same_results(tmp_path):
     store = ResultStore(tmp_path / "r.jsonl")
     run_jobs([(f"j{i}", i) for i in range(6)], _setup, _work, store, workers=2, show_progress=False)
     assert sorted(r["value"] for r in store.rows()) == list(range(10, 16))
+
+
+def test_non_finite_numbers_are_stored_as_null(tmp_path):
+    from medseg_agent.io.atomic import atomic_write_json, read_jsonl
+
+    store = ResultStore(tmp_path / "r.jsonl")
+    store.append("a", {"hd95": float("inf"), "nested": [float("nan"), 1.5]})
+    assert read_jsonl(tmp_path / "r.jsonl")[0] == {"key": "a", "hd95": None, "nested": [None, 1.5]}
+    atomic_write_json(tmp_path / "x.json", {"v": float("-inf")})
+    assert (tmp_path / "x.json").read_text().strip() == '{\n "v": null\n}'

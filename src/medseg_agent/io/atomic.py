@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -29,8 +30,23 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_safe(value: Any) -> Any:
+    """Replace NaN/inf (e.g. HD95 against an empty mask) by None: standard JSON has no Infinity."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def dumps(data: Any, indent: int | None = None) -> str:
+    return json.dumps(json_safe(data), indent=indent, ensure_ascii=False, allow_nan=False)
+
+
 def atomic_write_json(path: str | Path, data: Any, indent: int | None = 1) -> None:
-    atomic_write_text(path, json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
+    atomic_write_text(path, dumps(data, indent) + "\n")
 
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
@@ -41,7 +57,7 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+    line = (dumps(record) + "\n").encode("utf-8")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         os.write(fd, line)
