@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from medseg_agent.environment.actions import AddBox, AddPoint, CoordinateSpace, Stop
+from medseg_agent.environment.actions import AddBox, AddPoint, CoordinateSpace
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
 from medseg_agent.environment.record import final_mask, load_record, save_record, turn_masks
 from medseg_agent.environment.render import NEGATIVE_COLOR
