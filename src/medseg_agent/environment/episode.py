@@ -23,7 +23,7 @@ from medseg_agent.environment.actions import (
 )
 from medseg_agent.environment.coordinates import CoordinateFrame, view_size_for
 from medseg_agent.environment.record import TrajectoryRecord, TurnRecord
-from medseg_agent.environment.render import render_overlay, resize_view
+from medseg_agent.environment.render import render_overlay, resize_view, tinted
 from medseg_agent.io.masks import encode_rle
 from medseg_agent.metrics import dice, iou, segmentation_metrics
 from medseg_agent.protocols import ActionError, ActionProtocol, ErrorKind, ToolCall, get_protocol
@@ -110,6 +110,7 @@ class SegmentationEnv:
         self.view_size = view_size_for((h, w), self.config.view_longest_side)
         self.frame = CoordinateFrame(self.space, (h, w), self.view_size)
         self.base_view = resize_view(self.image, self.view_size)
+        self.tinted_view = tinted(self.base_view)
         tool_start = time.perf_counter()
         self._session = session or self.tool.set_image(self.image)
         encode_seconds = time.perf_counter() - tool_start
@@ -187,7 +188,13 @@ class SegmentationEnv:
         turn.tool_seconds = tool_seconds
         self.record.turns.append(turn)
         view = render_overlay(
-            self.base_view, self.mask, self.image.shape[:2], self.state.box, self.state.points, self.state.labels
+            self.base_view,
+            self.mask,
+            self.image.shape[:2],
+            self.state.box,
+            self.state.points,
+            self.state.labels,
+            self.tinted_view,
         )
         text_out = observation_text if error is not None else self.protocol.followup_user_text(observation_text)
         turn.observation_text = text_out
@@ -236,7 +243,7 @@ class SegmentationEnv:
         return f"{self.protocol.error_text(error)} Please try again."
 
     def _describe(self) -> str:
-        fraction = float(self.mask.mean())
+        fraction = np.count_nonzero(self.mask) / self.mask.size
         remaining = self.config.max_turns - self.interactions
         return f"The mask now covers {fraction:.1%} of the image; {remaining} action(s) left."
 

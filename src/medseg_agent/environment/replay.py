@@ -13,7 +13,7 @@ import numpy as np
 from medseg_agent.environment.actions import CoordinateSpace
 from medseg_agent.environment.episode import PromptState
 from medseg_agent.environment.record import TrajectoryRecord, turn_masks
-from medseg_agent.environment.render import render_overlay, resize_view
+from medseg_agent.environment.render import render_overlay, resize_view, tinted
 from medseg_agent.protocols import get_protocol
 from medseg_agent.protocols.conversation import Conversation
 from medseg_agent.tools.base import as_rgb_uint8
@@ -25,6 +25,7 @@ def replay_views(record: TrajectoryRecord, image: np.ndarray, base: Path | None 
     if tuple(image.shape[:2]) != tuple(record.image_size):
         raise ValueError(f"image shape {image.shape[:2]} does not match the record's {tuple(record.image_size)}")
     base_view = resize_view(image, tuple(record.view_size))
+    tinted_view = tinted(base_view)
     masks = iter(turn_masks(record, base))
     state = PromptState()
     mask = None
@@ -39,7 +40,9 @@ def replay_views(record: TrajectoryRecord, image: np.ndarray, base: Path | None 
                 state.points.append(tuple(args["point_2d"]))
                 state.labels.append(1 if args["point_type"] == "positive" else 0)
             mask = next(masks)
-        views.append(render_overlay(base_view, mask, image.shape[:2], state.box, state.points, state.labels))
+        views.append(
+            render_overlay(base_view, mask, image.shape[:2], state.box, state.points, state.labels, tinted_view)
+        )
     return views
 
 

@@ -15,7 +15,9 @@ def encode_rle(mask: np.ndarray) -> dict[str, Any]:
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"RLE needs a 2-D mask, got shape {mask.shape}")
-    rle = coco_mask.encode(np.asfortranarray(mask.astype(np.uint8)))
+    as_bytes = mask.view(np.uint8) if mask.dtype == bool else (mask != 0).view(np.uint8)
+    # cv2.transpose is a fast SIMD copy; its transpose view is the column-major layout COCO RLE reads.
+    rle = coco_mask.encode(cv2.transpose(np.ascontiguousarray(as_bytes)).T)
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
 
 
