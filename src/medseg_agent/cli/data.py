@@ -1,0 +1,131 @@
+"""``medseg-agent data ...``: build the demo dataset and inspect datasets.
+
+``data_app`` is wired into the main CLI elsewhere; it also runs on its own
+(``python -m medseg_agent.cli.data --help``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+data_app = typer.Typer(
+    help="Datasets: build the real demo dataset, list what a dataset folder/file contains.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+console = Console()
+
+
+@data_app.command("build-demo")
+def build_demo(
+    out: Path | None = typer.Option(
+        None, "--out", help="Output folder (default: $MEDSEG_AGENT_CACHE/demo or ~/.cache/medseg-agent/demo)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Rebuild even if a complete build is there."),
+) -> None:
+    """Build the demo dataset (brain MRI + AAL from Debian mricron-data, DSB 2018 nuclei from the
+    stardist wheel) in BiomedParse layout; reuses a complete build unless --force."""
+    from medseg_agent.data.demo import DemoBuildError, build_demo_dataset, default_demo_dir, demo_summary
+
+    target = out if out is not None else default_demo_dir()
+    start = time.perf_counter()
+    try:
+        with console.status(f"building demo dataset in {target}") as status:
+
+            def progress(msg: str) -> None:
+                status.update(msg)
+                console.log(msg)
+
+            path = build_demo_dataset(target, force=force, progress=progress)
+    except DemoBuildError as exc:
+        console.print(f"[red]demo build failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    summary = demo_summary(path)
+    elapsed = time.perf_counter() - start
+    console.print(f"demo dataset: [bold]{path}[/bold] ({elapsed:.1f} s)")
+    console.print(
+        f"{summary['n_samples']} samples on {summary['n_images']} images; "
+        + ", ".join(f"{m}: {n}" for m, n in sorted(summary["modality"].items()))
+    )
+    table = Table(title="targets")
+    table.add_column("target")
+    table.add_column("samples", justify="right")
+    for name, n in sorted(summary["target"].items()):
+        table.add_row(name, str(n))
+    console.print(table)
+
+
+@data_app.command("list")
+def list_dataset(
+    path: Path = typer.Argument(..., help="Dataset folder or file (BiomedParse, JSON, manifest, NIfTI, DICOM)."),
+    format: str = typer.Option("auto", "--format", "-f", help="auto, biomedparse, json, manifest, nifti, dicom."),
+    split: str | None = typer.Option(None, "--split", help="Only this split (e.g. test)."),
+    label: Path | None = typer.Option(None, "--label", help="Volumes: label volume for a single NIfTI/DICOM image."),
+    modality: str | None = typer.Option(None, "--modality", help="Volumes: CT, MRI, ... (default: guessed)."),
+    window: str | None = typer.Option(None, "--window", help="Volumes: CT window preset or W400L40."),
+    axis: str | None = typer.Option(None, "--axis", help="Volumes: axial (default), coronal or sagittal."),
+    every_k: int | None = typer.Option(None, "--every-k", help="Volumes: keep every k-th labelled slice."),
+    min_area: int | None = typer.Option(None, "--min-area", help="Volumes: minimum label area in pixels."),
+    max_skipped: int = typer.Option(50, "--max-skipped", help="Skipped samples to list one by one."),
+) -> None:
+    """Count samples per dataset / modality / target and list skipped samples with reasons."""
+    from medseg_agent.data import open_dataset
+
+    given = {
+        "label": label,
+        "modality": modality,
+        "window": window,
+        "axis": axis,
+        "every_k": every_k,
+        "min_area": min_area,
+    }
+    options = {k: v for k, v in given.items() if v is not None}
+    try:
+        ds = open_dataset(path, format=format, split=split, **options)
+    except (ValueError, FileNotFoundError, TypeError) as exc:
+        console.print(f"[red]cannot open {path}:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    counts: Counter[tuple[str, str, str]] = Counter()
+    splits: Counter[str] = Counter()
+    with console.status(f"reading {path}"):
+        for s in ds:
+            counts[(s.dataset, s.modality, str(s.meta.get("target_name") or s.target))] += 1
+            splits[s.split] += 1
+    table = Table(title=f"{ds.name} ({ds.format}) — {sum(counts.values())} samples")
+    table.add_column("dataset")
+    table.add_column("modality")
+    table.add_column("target")
+    table.add_column("samples", justify="right")
+    for (dname, modality, target), n in sorted(counts.items()):
+        table.add_row(dname, modality, target, str(n))
+    console.print(table)
+    if splits:
+        console.print("splits: " + ", ".join(f"{k}: {v}" for k, v in sorted(splits.items())))
+    if ds.skipped:
+        st = Table(title=f"skipped: {len(ds.skipped)}", title_style="bold red")
+        st.add_column("sample")
+        st.add_column("reason")
+        st.add_column("path", overflow="fold")
+        for s in ds.skipped[:max_skipped]:
+            st.add_row(s.sample_id, s.reason, s.path)
+        console.print(st)
+        if len(ds.skipped) > max_skipped:
+            console.print(f"... and {len(ds.skipped) - max_skipped} more skipped")
+    else:
+        console.print("skipped: 0")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``data`` command group to the main CLI (called by ``medseg_agent.cli.app``)."""
+    app.add_typer(data_app, name="data")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    data_app()

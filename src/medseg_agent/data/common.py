@@ -1,0 +1,280 @@
+"""Shared helpers of the readers: loading 2-D images and masks, modality names, target text,
+and turning an (image, mask) pair into a :class:`Sample` or a :class:`SkippedSample`."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .intensity import WindowSpec, ensure_rgb_uint8, to_display_rgb
+from .sample import Sample, SkippedSample
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npy", ".dcm", ".nii", ".nii.gz")
+
+# Canonical modality names follow BiomedParse's (CT, MRI, X-Ray, Ultrasound, Endoscope, Dermoscopy,
+# Fundus, OCT, Pathology), plus Microscopy/PET/Mammography for data BiomedParse does not cover.
+_MODALITY_ALIASES: dict[str, str] = {
+    "ct": "CT",
+    "cta": "CT",
+    "mri": "MRI",
+    "mr": "MRI",
+    "x-ray": "X-Ray",
+    "xray": "X-Ray",
+    "x_ray": "X-Ray",
+    "cxr": "X-Ray",
+    "radiograph": "X-Ray",
+    "ultrasound": "Ultrasound",
+    "us": "Ultrasound",
+    "echo": "Ultrasound",
+    "endoscope": "Endoscope",
+    "endoscopy": "Endoscope",
+    "colonoscopy": "Endoscope",
+    "dermoscopy": "Dermoscopy",
+    "dermoscope": "Dermoscopy",
+    "fundus": "Fundus",
+    "oct": "OCT",
+    "pathology": "Pathology",
+    "histopathology": "Pathology",
+    "histology": "Pathology",
+    "microscopy": "Microscopy",
+    "fluorescence": "Microscopy",
+    "pet": "PET",
+    "mammography": "Mammography",
+    "mg": "Mammography",
+}
+_MRI_SEQUENCES = ("T1", "T2", "FLAIR", "ADC", "DWI", "PD", "T1GD", "T1CE", "SWI")
+
+
+def canonical_modality(token: str | None) -> tuple[str, str | None]:
+    """``"MRI-FLAIR"`` -> ``("MRI", "FLAIR")``; ``"x-ray"`` -> ``("X-Ray", None)``;
+    ``"T2"`` -> ``("MRI", "T2")``; unknown tokens are returned unchanged."""
+    if not token:
+        return "unknown", None
+    t = token.strip()
+    low = t.lower()
+    if low in _MODALITY_ALIASES:
+        return _MODALITY_ALIASES[low], None
+    head, sep, rest = t.partition("-")
+    if sep and head.lower() in ("mri", "mr"):
+        return "MRI", rest or None
+    if sep and head.lower() in _MODALITY_ALIASES:
+        return _MODALITY_ALIASES[head.lower()], rest or None
+    if t.upper() in _MRI_SEQUENCES:
+        return "MRI", t
+    return t, None
+
+
+def is_known_modality(token: str | None) -> bool:
+    if not token:
+        return False
+    canon, _ = canonical_modality(token)
+    return canon in set(_MODALITY_ALIASES.values())
+
+
+def describe_target(target: str, modality: str | None = None, site: str | None = None) -> str:
+    """BiomedParse-style prompt: ``"left kidney in abdomen CT"`` (parts left out when unknown)."""
+    parts = [target.strip()]
+    tail = " ".join(p for p in (site, modality) if p and p != "unknown")
+    if tail:
+        parts.append(f"in {tail}")
+    return " ".join(parts)
+
+
+def decode_name(token: str) -> str:
+    """File-name token to words: ``left+kidney`` -> ``left kidney``."""
+    return re.sub(r"\s+", " ", token.replace("+", " ")).strip()
+
+
+def encode_name(words: str) -> str:
+    """Words to a file-name token: ``left kidney`` -> ``left+kidney`` (no ``_`` or ``/`` left)."""
+    token = re.sub(r"[\s_/\\]+", "+", words.strip())
+    return re.sub(r"[^A-Za-z0-9+\-.]", "", token)
+
+
+def strip_image_ext(name: str) -> str:
+    low = name.lower()
+    for ext in (".nii.gz", *IMAGE_EXTENSIONS):
+        if low.endswith(ext):
+            return name[: -len(ext)]
+    return Path(name).stem
+
+
+def is_image_file(path: Path) -> bool:
+    low = path.name.lower()
+    return path.is_file() and not low.startswith(".") and low.endswith(IMAGE_EXTENSIONS)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def read_array(path: str | Path) -> np.ndarray:
+    """Read a 2-D image file as a raw array (no intensity mapping)."""
+    p = Path(path)
+    low = p.name.lower()
+    if low.endswith((".tif", ".tiff")):
+        import tifffile
+
+        arr = tifffile.imread(str(p))
+    elif low.endswith(".npy"):
+        arr = np.load(p, allow_pickle=False)
+    elif low.endswith((".nii", ".nii.gz")):
+        import nibabel as nib
+
+        arr = np.asanyarray(nib.load(str(p)).dataobj)
+        arr = np.squeeze(arr)
+    elif low.endswith(".dcm"):
+        import pydicom
+
+        ds = pydicom.dcmread(str(p))
+        arr = ds.pixel_array.astype(np.float32)
+        arr = arr * float(getattr(ds, "RescaleSlope", 1) or 1) + float(getattr(ds, "RescaleIntercept", 0) or 0)
+    else:
+        from PIL import Image
+
+        with Image.open(p) as im:
+            im.load()
+            if im.mode in ("P", "CMYK", "YCbCr", "LAB", "HSV"):
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+            elif im.mode in ("LA", "PA"):
+                im = im.convert("L")
+            arr = np.asarray(im)
+    arr = np.asarray(arr)
+    if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # channel-first TIFF
+    return arr
+
+
+def load_image(path: str | Path, modality: str | None = None, window: WindowSpec | None = None) -> np.ndarray:
+    """Read an image file as display-ready (H, W, 3) uint8 (CT windowed, others percentile-normalised
+    unless already uint8)."""
+    arr = read_array(path)
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"expected a 2-D image, got an array of shape {arr.shape}")
+    if arr.ndim == 3 and arr.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected a 2-D image, got an array of shape {arr.shape}")
+    if arr.dtype == np.uint8 and window is None:
+        return ensure_rgb_uint8(arr)
+    return to_display_rgb(arr, modality, window=window)
+
+
+def load_mask(path: str | Path, label: int | None = None) -> np.ndarray:
+    """Read a mask file as (H, W) bool: non-zero (or ``== label``) pixels; colour masks use the max
+    over channels; JPEG masks are thresholded at half range against compression noise."""
+    arr = read_array(path)
+    if arr.ndim == 3 and arr.shape[2] in (3, 4):
+        arr = arr[:, :, :3].max(axis=2)
+    elif arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if arr.ndim != 2:
+        raise ValueError(f"expected a 2-D mask, got an array of shape {arr.shape}")
+    if label is not None:
+        return arr == label
+    if Path(path).suffix.lower() in (".jpg", ".jpeg"):
+        return arr > (127 if arr.dtype == np.uint8 else arr.max() / 2)
+    return arr > 0
+
+
+def _describe_error(exc: BaseException) -> str:
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+
+
+def check_pair(image: np.ndarray, mask: np.ndarray) -> str | None:
+    """Why an (image, mask) pair is unusable, or None when fine."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        return f"image is not RGB uint8 (shape {image.shape}, dtype {image.dtype})"
+    if mask.ndim != 2:
+        return f"mask is not 2-D (shape {mask.shape})"
+    if image.shape[:2] != mask.shape:
+        return (
+            f"image/mask shape mismatch: image {image.shape[0]}x{image.shape[1]}, mask {mask.shape[0]}x{mask.shape[1]}"
+        )
+    if not mask.any():
+        return "empty mask (no foreground pixels)"
+    return None
+
+
+def build_sample(
+    *,
+    sample_id: str,
+    image_path: str | Path | None,
+    mask_path: str | Path | None,
+    target: str,
+    modality: str,
+    dataset: str,
+    split: str = "test",
+    spacing: tuple[float, float] | None = None,
+    meta: dict[str, Any] | None = None,
+    image: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
+    load_image_fn: Callable[[], np.ndarray] | None = None,
+    load_mask_fn: Callable[[], np.ndarray] | None = None,
+) -> Sample | SkippedSample:
+    """Load (if needed) and validate one pair; any failure becomes a ``SkippedSample`` naming the file."""
+    ipath = str(image_path) if image_path is not None else ""
+    mpath = str(mask_path) if mask_path is not None else ""
+    if image is None:
+        if image_path is None and load_image_fn is None:
+            return SkippedSample(sample_id, mpath, "no image file for this mask")
+        try:
+            image = load_image_fn() if load_image_fn else load_image(image_path, modality)  # type: ignore[arg-type]
+        except FileNotFoundError:
+            return SkippedSample(sample_id, ipath, "image file not found")
+        except Exception as exc:  # any decoder error: report, never raise
+            return SkippedSample(sample_id, ipath, f"unreadable image: {_describe_error(exc)}")
+    if mask is None:
+        if mask_path is None and load_mask_fn is None:
+            return SkippedSample(sample_id, ipath, "no mask file for this image")
+        try:
+            mask = load_mask_fn() if load_mask_fn else load_mask(mask_path)  # type: ignore[arg-type]
+        except FileNotFoundError:
+            return SkippedSample(sample_id, mpath, "mask file not found")
+        except Exception as exc:
+            return SkippedSample(sample_id, mpath, f"unreadable mask: {_describe_error(exc)}")
+    problem = check_pair(image, mask)
+    if problem is not None:
+        if problem.startswith("image/mask") and ipath:
+            problem = f"{problem} (image {ipath})"
+        path = ipath if problem.startswith("image is") else (mpath or ipath)
+        return SkippedSample(sample_id, path, problem)
+    return Sample(
+        image=np.ascontiguousarray(image),
+        mask=np.ascontiguousarray(mask.astype(bool, copy=False)),
+        target=target,
+        modality=modality,
+        dataset=dataset,
+        sample_id=sample_id,
+        spacing=spacing,
+        split=split,
+        image_path=ipath or None,
+        mask_path=mpath or None,
+        meta=dict(meta or {}),
+    )
+
+
+def parse_spacing(value: Any) -> tuple[float, float] | None:
+    """``"0.7,0.7"`` / ``"0.7x0.7"`` / ``"[0.7, 0.7]"`` / ``0.7`` / ``[0.7, 0.7]`` -> (row, col) mm."""
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        v = float(value)
+        return (v, v) if np.isfinite(v) and v > 0 else None
+    try:
+        if isinstance(value, list | tuple):
+            vals = [float(v) for v in value]
+        else:
+            text = str(value).strip().strip("[]()")
+            if not text:
+                return None
+            vals = [float(v) for v in re.split(r"[,x;\s]+", text) if v]
+    except (TypeError, ValueError):
+        raise ValueError(f"invalid spacing {value!r}") from None
+    if len(vals) == 1:
+        vals = vals * 2
+    if len(vals) != 2 or not all(np.isfinite(v) and v > 0 for v in vals):
+        raise ValueError(f"invalid spacing {value!r}")
+    return (vals[0], vals[1])
