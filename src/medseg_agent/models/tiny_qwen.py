@@ -1,0 +1,214 @@
+"""A tiny, randomly initialised Qwen-VL checkpoint built offline, for tests and smoke runs.
+
+Tests of the ``hf`` policy, SFT and RL must exercise the exact code path of a real checkpoint
+(``AutoProcessor`` / ``AutoModelForImageTextToText.from_pretrained``) without downloading weights.
+This writes such a checkpoint: a few-layer model from a small config, a byte-level BPE tokenizer
+trained in memory on the protocol's own texts with the Qwen special tokens, the Qwen-VL image and
+video processors and a chat template that supports tools. Its outputs are random text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from medseg_agent.models.chat_template import QWEN_VL_TOOL_TEMPLATE
+
+Arch = Literal["qwen3_vl", "qwen2_5_vl", "qwen2_vl"]
+ARCHS: tuple[str, ...] = ("qwen3_vl", "qwen2_5_vl", "qwen2_vl")
+
+# Control tokens of the Qwen2/2.5/3-VL tokenizers (special: dropped by skip_special_tokens).
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+# Markup tokens that must survive decoding, as in the real tokenizers (added, not special).
+MARKUP_TOKENS = ("<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<think>", "</think>")
+
+# Vision tower: patch size and processor class per architecture.
+_PATCH = {"qwen3_vl": 16, "qwen2_5_vl": 14, "qwen2_vl": 14}
+
+
+def _corpus() -> Iterator[str]:
+    """Texts the tokenizer learns merges from: our prompts, schemas and actions, plus numbers."""
+    from medseg_agent.environment.actions import AddBox, AddPoint, CoordinateSpace, Stop
+    from medseg_agent.protocols import PROTOCOLS, tool_schemas
+
+    for protocol_cls in PROTOCOLS.values():
+        protocol = protocol_cls()
+        for space in CoordinateSpace:
+            yield protocol.system_prompt(space)
+        yield protocol.first_user_text("left kidney in abdomen CT")
+        yield protocol.followup_user_text("The mask now covers 3.2% of the image; 4 action(s) left.")
+        for action in (AddBox(120, 80, 460, 390), AddPoint(300, 250, True), AddPoint(310, 260, False), Stop()):
+            try:
+                yield protocol.format_action(action, "The mask misses the lower part of the organ.")
+            except ValueError:
+                continue
+    yield json.dumps(tool_schemas())
+    yield " ".join(str(i) for i in range(1000))
+    yield "The quick brown fox jumps over the lazy dog. Segment the tumor, liver, lesion, nucleus, cell."
+
+
+def build_tokenizer(vocab_size: int = 600) -> Any:
+    """A byte-level BPE tokenizer with the Qwen special tokens, trained in memory (no download)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    core.train_from_iterator(_corpus(), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=list(SPECIAL_TOKENS[1:]),
+        model_max_length=32768,
+    )
+    tokenizer.add_tokens(list(MARKUP_TOKENS), special_tokens=False)
+    tokenizer.chat_template = QWEN_VL_TOOL_TEMPLATE
+    return tokenizer
+
+
+def _model_config(arch: str, vocab_size: int, token_ids: dict[str, int], hidden_size: int, layers: int) -> Any:
+    heads = 4
+    head_dim = hidden_size // heads
+    # Multimodal RoPE splits half the head dimension over (time, height, width).
+    half = head_dim // 2
+    mrope = [half - 2 * (half // 3), half // 3, half // 3]
+    text = {
+        "vocab_size": vocab_size,
+        "hidden_size": hidden_size,
+        "intermediate_size": hidden_size * 2,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 4096,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
+        "bos_token_id": token_ids["<|endoftext|>"],
+        "eos_token_id": token_ids["<|im_end|>"],
+        "pad_token_id": token_ids["<|endoftext|>"],
+    }
+    ids = {
+        "image_token_id": token_ids["<|image_pad|>"],
+        "video_token_id": token_ids["<|video_pad|>"],
+        "vision_start_token_id": token_ids["<|vision_start|>"],
+        "vision_end_token_id": token_ids["<|vision_end|>"],
+    }
+    patch = _PATCH[arch]
+    if arch == "qwen3_vl":
+        from transformers import Qwen3VLConfig
+
+        text["head_dim"] = head_dim
+        text["rope_parameters"]["mrope_interleaved"] = True
+        vision = {
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "patch_size": patch,
+            "out_hidden_size": hidden_size,
+            "num_position_embeddings": 256,
+            "deepstack_visual_indexes": [1],
+        }
+        return Qwen3VLConfig(text_config=text, vision_config=vision, **ids)
+    if arch == "qwen2_5_vl":
+        from transformers import Qwen2_5_VLConfig
+
+        vision = {
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "patch_size": patch,
+            "out_hidden_size": hidden_size,
+            "window_size": 112,
+            "fullatt_block_indexes": [1],
+        }
+        return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **ids)
+    from transformers import Qwen2VLConfig
+
+    vision = {"depth": 2, "embed_dim": 32, "hidden_size": hidden_size, "num_heads": 2, "patch_size": patch}
+    return Qwen2VLConfig(text_config=text, vision_config=vision, **ids)
+
+
+def _processor(arch: str, tokenizer: Any, max_pixels: int) -> Any:
+    from transformers import Qwen2VLImageProcessor
+
+    patch = _PATCH[arch]
+    size = {"shortest_edge": (patch * 2) ** 2, "longest_edge": max_pixels}
+    image_processor = Qwen2VLImageProcessor(patch_size=patch, merge_size=2, temporal_patch_size=2, size=size)
+    if arch == "qwen3_vl":
+        from transformers import Qwen3VLProcessor, Qwen3VLVideoProcessor
+
+        video = Qwen3VLVideoProcessor(patch_size=patch, merge_size=2, temporal_patch_size=2, size=size)
+        return Qwen3VLProcessor(image_processor, tokenizer, video, chat_template=QWEN_VL_TOOL_TEMPLATE)
+    from transformers import Qwen2VLVideoProcessor
+
+    video = Qwen2VLVideoProcessor(patch_size=patch, merge_size=2, temporal_patch_size=2, size=size)
+    if arch == "qwen2_5_vl":
+        from transformers import Qwen2_5_VLProcessor
+
+        return Qwen2_5_VLProcessor(image_processor, tokenizer, video, chat_template=QWEN_VL_TOOL_TEMPLATE)
+    from transformers import Qwen2VLProcessor
+
+    return Qwen2VLProcessor(image_processor, tokenizer, video, chat_template=QWEN_VL_TOOL_TEMPLATE)
+
+
+def build_tiny_qwen_vl(
+    out_dir: str | Path,
+    arch: Arch = "qwen3_vl",
+    *,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    vocab_size: int = 600,
+    max_pixels: int = 256 * 256,
+    seed: int = 0,
+) -> Path:
+    """Write a tiny random Qwen-VL checkpoint (model, tokenizer, processor, chat template) to ``out_dir``.
+
+    It loads with ``AutoProcessor.from_pretrained(out_dir)`` and
+    ``AutoModelForImageTextToText.from_pretrained(out_dir)`` like a real checkpoint. ``max_pixels``
+    caps the image size the processor feeds the vision tower (few image tokens keep CPU tests fast).
+    The same ``seed`` gives the same weights.
+    """
+    if arch not in ARCHS:
+        raise ValueError(f"unknown tiny Qwen-VL architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+    if hidden_size % 8:
+        raise ValueError(f"hidden_size must be a multiple of 8 (4 heads, even head size), got {hidden_size}")
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(vocab_size)
+    token_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    config = _model_config(arch, len(tokenizer), token_ids, hidden_size, num_layers)
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_config(config)
+    model.generation_config.eos_token_id = [token_ids["<|im_end|>"], token_ids["<|endoftext|>"]]
+    model.generation_config.pad_token_id = token_ids["<|endoftext|>"]
+    model.save_pretrained(out)
+    _processor(arch, tokenizer, max_pixels).save_pretrained(out)
+    return out

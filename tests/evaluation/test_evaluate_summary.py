@@ -1,0 +1,82 @@
+"""Summary definitions: sample mean vs class mean, format errors, HD95 with empty masks, IoU curves."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from medseg_agent.evaluation.gallery import pick_cases
+from medseg_agent.evaluation.summary import (
+    SampleResult,
+    aggregate,
+    class_mean,
+    iou_by_action,
+    summarize,
+    timing,
+    write_summary,
+)
+
+
+def result(key, target, dice, *, modality="CT", hd95=3.0, turns=2, actions=2, errors=0, stop="stop_action",
+           trace=(0.5,), failure=None):
+    return SampleResult(
+        key, "d1", modality, target, dice=dice, iou=dice / (2 - dice), nsd=dice, hd95=hd95, turns=turns,
+        actions=actions, format_errors=errors, stop_reason=stop, iou_trace=list(trace),
+        policy_seconds=[0.1] * turns, tool_seconds=[0.2] * turns, env_seconds=[0.01] * turns, failure=failure,
+    )
+
+
+RESULTS = [
+    result("a", "liver", 0.9, turns=3, actions=2, errors=1),
+    result("b", "liver", 0.7, hd95=math.inf, stop="turn_limit", trace=(0.3, 0.6)),
+    result("c", "liver", 0.8),
+    result("d", "kidney", 0.2, modality="MRI", stop="too_many_errors", turns=3, actions=0, errors=3, trace=()),
+    SampleResult("e", "d1", "MRI", "kidney", failure="ToolError: bad image"),
+]
+
+
+def test_sample_mean_class_mean_and_rates():
+    overall = aggregate(RESULTS)
+    assert overall["n"] == 4 and overall["failed"] == 1
+    assert overall["dice"] == pytest.approx((0.9 + 0.7 + 0.8 + 0.2) / 4)
+    assert overall["hd95"] == pytest.approx(3.0) and overall["hd95_inf"] == 1  # inf counted, not averaged
+    assert overall["format_error_rate"] == pytest.approx(4 / 10)  # invalid replies / replies
+    assert overall["stop_rate"] == pytest.approx(0.5)
+    assert overall["turns"] == pytest.approx(2.5) and overall["actions"] == pytest.approx(1.5)
+    classes = class_mean(RESULTS)
+    assert classes["n"] == 2 and classes["dice"] == pytest.approx((0.8 + 0.2) / 2)  # each class once
+    rows = {(r["level"], r["name"]): r for r in summarize(RESULTS)}
+    assert rows[("modality", "MRI")]["n"] == 1 and rows[("modality", "MRI")]["failed"] == 1
+    assert rows[("target", "liver")]["dice"] == pytest.approx(0.8)
+
+
+def test_iou_curves_carry_the_last_value_forward():
+    curves = iou_by_action(RESULTS, 3)
+    assert curves["CT"] == pytest.approx([(0.5 + 0.3 + 0.5) / 3, (0.5 + 0.6 + 0.5) / 3, (0.5 + 0.6 + 0.5) / 3])
+    assert curves["MRI"] == [0.0, 0.0, 0.0]  # never acted: IoU 0
+    assert len(curves["all"]) == 3
+
+
+def test_timing_splits_each_turn():
+    times = timing(RESULTS)
+    assert times["turns"] == 10
+    assert times["policy_per_turn"] == pytest.approx(0.1) and times["tool_per_turn"] == pytest.approx(0.2)
+    assert times["total_per_turn"] == pytest.approx(0.31)
+
+
+def test_written_tables_are_strict_json_csv_and_markdown(tmp_path):
+    paths = write_summary(RESULTS, tmp_path, max_actions=3, title="t")
+    payload = json.loads(paths["json"].read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON {c}"))
+    assert payload["summary"][0]["name"] == "sample mean" and payload["failures"][0]["key"] == "e"
+    markdown = paths["markdown"].read_text()
+    assert "| all | class mean | 2 |" in markdown and "(1 ∞)" in markdown and "ToolError: bad image" in markdown
+    assert paths["csv"].read_text().splitlines()[0].startswith("level,name,n,failed,dice,dice_std")
+    assert "inf" in paths["samples"].read_text()
+
+
+def test_gallery_rows_are_best_median_worst():
+    cases = pick_cases(RESULTS, per_row=4)
+    assert [r.key for r in cases["best"]] == ["a"] and [r.key for r in cases["worst"]] == ["d"]
+    assert pick_cases([], 4) == {}
