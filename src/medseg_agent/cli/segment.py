@@ -3,20 +3,37 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from medseg_agent.cli.common import (
+    ApiKeyOption,
+    BaseUrlOption,
     CheckpointOption,
     DeviceOption,
+    DtypeOption,
+    HistoryOption,
+    MaxTokensOption,
+    ModelOption,
+    ModelPathOption,
     ModelTypeOption,
+    NativeToolsOption,
+    PolicyDeviceOption,
+    PolicyName,
+    PolicyOptionOption,
     RandomWeightsOption,
+    RetriesOption,
+    StopIouOption,
+    TemperatureOption,
+    TimeoutOption,
     ToolOption,
     console,
     fail,
     make_tool,
+    parse_key_values,
+    policy_options,
 )
 
 
@@ -32,20 +49,25 @@ def segment(
     gt: Annotated[
         Path | None, typer.Option("--gt", help="Ground-truth mask (non-zero = target): per-turn IoU.")
     ] = None,
-    policy: Annotated[
-        str, typer.Option("--policy", help="clicker or expert (need --gt), openai (served MLLM), hf (local model).")
-    ] = "clicker",
+    policy: PolicyName = "clicker",
     protocol: Annotated[
         str, typer.Option("--protocol", help="medsam (tool calls) or ibis (click actions).")
     ] = "medsam",
     max_turns: Annotated[int, typer.Option("--max-turns", min=1, help="Interaction turns (boxes and clicks).")] = 5,
-    base_url: Annotated[
-        str | None, typer.Option("--base-url", help="openai: server URL, e.g. http://localhost:8000/v1")
-    ] = None,
-    model: Annotated[str | None, typer.Option("--model", help="openai: served model name.")] = None,
-    api_key: Annotated[str | None, typer.Option("--api-key", help="openai: key (default $OPENAI_API_KEY).")] = None,
-    native_tools: Annotated[bool, typer.Option("--native-tools", help="openai: use tools= function calling.")] = False,
-    model_path: Annotated[Path | None, typer.Option("--model-path", help="hf: local checkpoint folder.")] = None,
+    base_url: BaseUrlOption = None,
+    model: ModelOption = None,
+    api_key: ApiKeyOption = None,
+    model_path: ModelPathOption = None,
+    native_tools: NativeToolsOption = False,
+    max_history_images: HistoryOption = None,
+    temperature: TemperatureOption = 0.0,
+    max_tokens: MaxTokensOption = 512,
+    timeout: TimeoutOption = 120.0,
+    max_retries: RetriesOption = 3,
+    policy_device: PolicyDeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    stop_iou: StopIouOption = None,
+    policy_option: PolicyOptionOption = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for stochastic policies.")] = 0,
 ) -> None:
     """Segment TARGET in IMAGE with a policy driving a tool; writes the final mask, one overlay per
@@ -67,10 +89,28 @@ def segment(
         fail(str(exc))
     if gt_mask is not None and gt_mask.shape != pixels.shape[:2]:
         fail(f"--gt {gt} has shape {gt_mask.shape}, but {image} is {pixels.shape[:2]}")
-    options = _policy_options(policy, base_url, model, api_key, native_tools, model_path)
+    from medseg_agent.policies.chat import PolicyError
+
     try:
+        options = policy_options(
+            policy,
+            base_url=base_url,
+            model=model,
+            api_key=api_key,
+            model_path=model_path,
+            native_tools=native_tools,
+            max_history_images=max_history_images,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            timeout=timeout,
+            max_retries=max_retries,
+            policy_device=policy_device,
+            dtype=dtype,
+            stop_iou=stop_iou,
+            extra=parse_key_values(policy_option),
+        )
         agent = build_policy(policy, **options)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OSError, PolicyError) as exc:
         fail(str(exc))
     if agent.uses_ground_truth and gt_mask is None:
         fail(f"policy {policy!r} needs the ground truth: pass --gt MASK")
@@ -84,30 +124,14 @@ def segment(
         write_image_png(out / f"overlay_{step['n']:02d}.png", observation.image)
         step["n"] += 1
 
-    record = run_episode(env, agent, sample, seed=seed, on_step=write_overlay)
+    try:
+        record = run_episode(env, agent, sample, seed=seed, on_step=write_overlay)
+    except PolicyError as exc:
+        fail(f"the {policy} policy failed: {exc}")
     write_mask_png(out / "mask.png", env.mask)
     save_record(record, out / "trajectory.json")
     _print_turns(record)
     console.print(f"wrote {out / 'mask.png'}, {step['n']} overlays and {out / 'trajectory.json'}")
-
-
-def _policy_options(
-    policy: str,
-    base_url: str | None,
-    model: str | None,
-    api_key: str | None,
-    native_tools: bool,
-    model_path: Path | None,
-) -> dict[str, Any]:
-    if policy == "openai":
-        if not base_url or not model:
-            fail("--policy openai needs --base-url and --model")
-        return {"base_url": base_url, "model": model, "api_key": api_key, "native_tools": native_tools}
-    if policy == "hf":
-        if model_path is None:
-            fail("--policy hf needs --model-path (a local checkpoint folder)")
-        return {"model_path": str(model_path)}
-    return {}
 
 
 def _print_turns(record) -> None:

@@ -24,7 +24,17 @@ def run_episode(
     """Run ``policy`` on ``sample`` until it stops, errs out or reaches the turn limit.
 
     ``on_step(observation)`` is called after reset and after every step (overlay writers, UIs).
+    A look-ahead policy (one with ``bind_session``, e.g. the expert) gets the episode's tool session,
+    so its probes reuse the single image encode.
     """
+    encode_seconds = None
+    bind = getattr(policy, "bind_session", None)
+    if callable(bind):
+        if session is None:
+            started = time.perf_counter()
+            session = env.tool.set_image(sample.image)
+            encode_seconds = time.perf_counter() - started
+        bind(session)
     observation = env.reset(
         sample.image,
         sample.target,
@@ -63,4 +73,6 @@ def run_episode(
         if on_step:
             on_step(observation)
     assert env.record is not None
+    if encode_seconds is not None:
+        env.record.meta["encode_seconds"] = encode_seconds
     return env.record

@@ -12,7 +12,6 @@ says nothing about the model: rerun the same command once the server is back.
 
 from __future__ import annotations
 
-import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -69,18 +68,9 @@ def evaluate_sample(worker: Worker, job: tuple[str, Sample]) -> dict[str, Any]:
     if worker.policy.uses_ground_truth and sample.mask is None:
         return {**identity, "failure": {"type": "NoGroundTruth", "message": "the policy needs a ground-truth mask"}}
     try:
-        session, encode_seconds = None, None
-        bind = getattr(worker.policy, "bind_session", None)
-        if callable(bind):  # a look-ahead policy (the expert) shares the episode's encoded image
-            started = time.perf_counter()
-            session = worker.env.tool.set_image(sample.image)
-            encode_seconds = time.perf_counter() - started
-            bind(session)
-        record = run_episode(worker.env, worker.policy, sample, seed=sample_seed(worker.seed, key), session=session)
+        record = run_episode(worker.env, worker.policy, sample, seed=sample_seed(worker.seed, key))
     except ToolError as exc:
         return {**identity, "failure": {"type": type(exc).__name__, "message": str(exc)}}
-    if encode_seconds is not None:
-        record.meta["encode_seconds"] = encode_seconds
     return {"record": record.model_dump(mode="json")}
 
 
