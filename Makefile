@@ -23,7 +23,7 @@ $(STAMP_CORE): $(PY) pyproject.toml
 	touch $@
 
 $(STAMP_DEV): $(STAMP_CORE)
-	$(PIP) install -q -e '.[dev,train]'
+	$(PIP) install -q -e '.[dev,rl]'
 	touch $@
 
 venv: $(STAMP_CORE)

@@ -1,0 +1,237 @@
+"""Stage 2 on one machine: multi-turn GRPO with TRL's ``GRPOTrainer`` and an ``environment_factory``.
+
+TRL (>= 1.1, experimental) runs the rollouts itself: one :class:`SegmentationEnvironment` per
+rollout, whose public methods ``add_bbox``, ``add_point`` and ``stop_action`` are the tools (their
+schemas come from the protocol's schemas, the one place they live), each returning the overlay image
+and the protocol's follow-up text. ``get_reward`` scores the finished episode's record with the
+reward library. Use verl (:mod:`medseg_agent.training.verl`) for multi-GPU / multi-node runs and
+fast rollout engines; this path is for a single box and for debugging rewards end to end.
+
+Rows: ``prompt`` (system prompt without the textual tool listing + the first user text), ``images``
+(the view), ``medseg_episode`` (JSON: what the environment needs to start, as in the verl rows).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from medseg_agent.data.sample import Sample
+from medseg_agent.environment.actions import ADD_BBOX, ADD_POINT, STOP_ACTION, CoordinateSpace
+from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
+from medseg_agent.environment.record import TrajectoryRecord
+from medseg_agent.protocols import ToolCall, get_protocol, tool_schemas
+from medseg_agent.rewards import RewardSpec, resolve_reward, score_record
+from medseg_agent.tools.base import SegmentationTool
+from medseg_agent.training.verl.episodes import EpisodeSpec, finished_text
+
+
+def _google_docstring(name: str) -> str:
+    """A Google-style docstring built from the protocol's schema (TRL derives the tool schema from it)."""
+    schema = next(s["function"] for s in tool_schemas(CoordinateSpace.NORM1000) if s["function"]["name"] == name)
+    properties = schema["parameters"]["properties"]
+    lines = [schema["description"]]
+    if properties:
+        lines += ["", "Args:"] + [f"    {arg}: {spec['description']}" for arg, spec in properties.items()]
+    return "\n".join(lines)
+
+
+class SegmentationEnvironment:
+    """One GRPO rollout's episode. TRL calls ``reset(**row)``, then the tool methods, then ``get_reward``."""
+
+    def __init__(self, tool: SegmentationTool, config: EpisodeConfig, reward: RewardSpec) -> None:
+        self.tool, self.config, self.reward = tool, config, reward
+        self.env: SegmentationEnv | None = None
+
+    def reset(self, **row: Any) -> None:
+        from medseg_agent.io.masks import decode_rle
+
+        spec = EpisodeSpec.from_kwargs(json.loads(row["medseg_episode"]))
+        self.env = SegmentationEnv(self.tool, self.config)
+        self.env.reset(
+            spec.load_image(),
+            spec.target,
+            decode_rle(spec.gt_mask_rle),
+            sample_id=spec.sample_id,
+            dataset=spec.dataset,
+            modality=spec.modality,
+            spacing=spec.spacing,
+            policy_name="trl-grpo",
+        )
+        return None
+
+    def _step(self, name: str, arguments: dict[str, Any]) -> list[dict[str, Any]] | str:
+        from PIL import Image
+
+        if self.env is None:
+            raise RuntimeError("reset() must be called before the tools")
+        if self.env.done:
+            return "The episode is over and the mask is final; do not call more tools."
+        observation = self.env.step(None, tool_calls=[ToolCall(name, arguments)])
+        text = finished_text(self.env.record) if self.env.done else observation.text
+        if observation.error is not None or name == STOP_ACTION:
+            return text
+        overlay = Image.fromarray(observation.image)
+        return [{"type": "image", "image": overlay}, {"type": "text", "text": text}]
+
+    def add_bbox(self, bbox_2d: list[int]) -> list[dict[str, Any]] | str:
+        return self._step(ADD_BBOX, {"bbox_2d": bbox_2d})
+
+    def add_point(self, point_2d: list[int], point_type: Literal["positive", "negative"]) -> list[dict[str, Any]] | str:
+        return self._step(ADD_POINT, {"point_2d": point_2d, "point_type": point_type})
+
+    def stop_action(self) -> list[dict[str, Any]] | str:
+        return self._step(STOP_ACTION, {})
+
+    def record(self) -> TrajectoryRecord:
+        """The episode's record, closed if the model stopped without ``stop_action``."""
+        if self.env is None or self.env.record is None:
+            raise RuntimeError("no episode: reset() was not called")
+        if not self.env.done:
+            self.env._finish("policy_ended")  # SegmentationEnv has no public finish()
+        return self.env.record
+
+    def get_reward(self) -> float:
+        return score_record(self.record(), self.reward).total
+
+
+SegmentationEnvironment.add_bbox.__doc__ = _google_docstring(ADD_BBOX)
+SegmentationEnvironment.add_point.__doc__ = _google_docstring(ADD_POINT)
+SegmentationEnvironment.stop_action.__doc__ = _google_docstring(STOP_ACTION)
+
+
+def grpo_rows(samples: Iterable[Sample], view_longest_side: int | None = 512) -> list[dict[str, Any]]:
+    """TRL rows for ``samples``, from the same builder as the verl rows (one source of prompts)."""
+    from PIL import Image
+
+    from medseg_agent.training.verl.dataset import rl_row
+
+    rows = []
+    for index, sample in enumerate(samples):
+        row = rl_row(sample, index, view_longest_side=view_longest_side)
+        system, user = row["prompt"]
+        view = Image.open(io.BytesIO(row["images"][0]["bytes"])).convert("RGB")
+        create = row["extra_info"]["tools_kwargs"]["medseg_episode"]["create_kwargs"]
+        rows.append(
+            {
+                "prompt": [system, {"role": "user", "content": user["content"].removeprefix("<image>")}],
+                "images": [view],
+                "medseg_episode": json.dumps(create),
+            }
+        )
+    return rows
+
+
+@dataclass
+class GRPOOptions:
+    model: str
+    output_dir: str
+    tool: str = "classic"
+    tool_device: str = "cpu"
+    reward: str = "medseg"
+    reward_overrides: list[str] = field(default_factory=list)
+    max_turns: int = 5
+    num_generations: int = 4
+    max_completion_length: int = 1024
+    learning_rate: float = 1e-6
+    batch_size: int = 4  # prompts x generations per device step, a multiple of num_generations
+    grad_accum: int = 1
+    max_steps: int = -1
+    epochs: float = 1.0
+    beta: float = 0.0  # no KL, as both reference systems
+    temperature: float = 1.0
+    chat_template: str | None = "qwen3_vl"  # "qwen3_vl": TRL's Qwen3-VL template; a path; None: keep
+    use_cpu: bool = False
+    gradient_checkpointing: bool = True
+    logging_steps: int = 1
+    save_steps: int = 100
+    seed: int = 0
+    report_to: str = "none"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class GRPOResult:
+    output_dir: Path
+    steps: int
+    rewards: list[float]
+
+
+def _chat_template(name: str) -> str:
+    if name == "qwen3_vl":
+        from trl.chat_template_utils import qwen3_vl_chat_template
+
+        return qwen3_vl_chat_template
+    path = Path(name)
+    if not path.is_file():
+        raise FileNotFoundError(f"chat template {name!r} is neither 'qwen3_vl' nor a file")
+    return path.read_text()
+
+
+def run_grpo(options: GRPOOptions, dataset: Any) -> GRPOResult:
+    """Train with TRL's GRPOTrainer on ``dataset`` (rows of :func:`grpo_rows`); save to ``output_dir/final``."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from medseg_agent.tools.registry import build_tool
+
+    processor = AutoProcessor.from_pretrained(options.model, padding_side="left")
+    if options.chat_template:
+        template = _chat_template(options.chat_template)
+        processor.chat_template = template
+        processor.tokenizer.chat_template = template
+    model = AutoModelForImageTextToText.from_pretrained(options.model, dtype="auto")
+    tool = build_tool(options.tool, device=options.tool_device)
+    episode_config = EpisodeConfig(max_turns=options.max_turns, protocol=get_protocol("medsam").name)
+    reward = resolve_reward(options.reward, options.reward_overrides or None)
+
+    rewards: list[float] = []
+
+    class RewardLog(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001 - transformers' signature
+            if logs and "reward" in logs:
+                rewards.append(float(logs["reward"]))
+
+    config = GRPOConfig(
+        output_dir=options.output_dir,
+        learning_rate=options.learning_rate,
+        num_generations=options.num_generations,
+        max_completion_length=options.max_completion_length,
+        per_device_train_batch_size=options.batch_size,
+        gradient_accumulation_steps=options.grad_accum,
+        max_steps=options.max_steps,
+        num_train_epochs=options.epochs,
+        beta=options.beta,
+        temperature=options.temperature,
+        max_tool_calling_iterations=options.max_turns + 2,
+        use_cpu=options.use_cpu,
+        gradient_checkpointing=options.gradient_checkpointing,
+        logging_steps=options.logging_steps,
+        save_steps=options.save_steps,
+        seed=options.seed,
+        report_to=options.report_to,
+        **options.extra,
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        args=config,
+        train_dataset=dataset,
+        processing_class=processor,
+        environment_factory=lambda: SegmentationEnvironment(tool, episode_config, reward),
+        callbacks=[RewardLog()],
+    )
+    from transformers.trainer_utils import get_last_checkpoint
+
+    out = Path(options.output_dir)
+    trainer.train(resume_from_checkpoint=get_last_checkpoint(str(out)) if out.is_dir() else None)
+    final = out / "final"
+    trainer.model.save_pretrained(final)
+    processor.save_pretrained(final)
+    from medseg_agent.io.atomic import atomic_write_json
+
+    atomic_write_json(final / "medseg_grpo.json", {"options": asdict(options), "rewards": rewards})
+    return GRPOResult(final, trainer.state.global_step, rewards)

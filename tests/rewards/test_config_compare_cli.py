@@ -1,0 +1,164 @@
+"""Reward specs from YAML and overrides, the comparison sandbox, and the `reward` commands."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import typer
+from reward_cases import build_record, gt_rect, rect
+from typer.testing import CliRunner
+
+from medseg_agent.environment.record import save_record
+from medseg_agent.rewards import (
+    RewardConfigError,
+    get_preset,
+    load_reward_config,
+    resolve_reward,
+    score_record,
+    spec_from_dict,
+)
+from medseg_agent.rewards.compare import compare, format_report, load_records
+
+
+def test_yaml_merges_over_a_preset(tmp_path):
+    path = tmp_path / "strict.yaml"
+    path.write_text(
+        "preset: medseg\nname: strict_stop\n"
+        "groups:\n  quality:\n    terms: {stopping: 0.1, click_correctness: null}\n"
+        "params: {good_iou: 0.85}\n"
+    )
+    spec = load_reward_config(path)
+    base = get_preset("medseg")
+    assert spec.name == "strict_stop" and spec.params.good_iou == 0.85
+    quality = spec.groups["quality"]
+    assert quality.terms["stopping"] == 0.1 and "click_correctness" not in quality.terms
+    assert quality.terms["outcome_dice"] == base.groups["quality"].terms["outcome_dice"]
+    assert quality.clip == (0.0, None) and spec.terms == base.terms
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"terms": {"dice": 1.0}}, r"terms\.dice: unknown term"),
+        ({"terms": {"outcome_dice": "high"}}, r"terms\.outcome_dice: expected a number"),
+        ({"groups": {"q": {"weight": 1, "clip": [0]}}}, r"groups\.q\.clip: expected \[low, high\]"),
+        ({"params": {"good_iou": "x"}}, r"params\.good_iou: expected a number"),
+        ({"preset": "nope"}, "unknown reward preset 'nope'"),
+        ({"weights": {}}, r"unknown key\(s\) \['weights'\]"),
+        ({}, "has no terms"),
+    ],
+)
+def test_bad_configs_name_the_field(data, message):
+    with pytest.raises(RewardConfigError, match=message):
+        spec_from_dict(data, "my.yaml")
+
+
+def test_overrides_from_the_command_line():
+    spec = resolve_reward("medsam_agent", ["groups.quality.terms.improvement=0.2", "params.medsam_free_turns=2"])
+    assert spec.groups["quality"].terms["improvement"] == 0.2 and spec.params.medsam_free_turns == 2
+    assert spec.groups["quality"].weight == 0.8  # untouched fields keep the preset's values
+    with pytest.raises(RewardConfigError, match="KEY=VALUE"):
+        resolve_reward("medseg", ["good_iou"])
+    with pytest.raises(RewardConfigError, match="neither a preset"):
+        resolve_reward("medsam")
+
+
+def sandbox(folder):
+    """Two samples x three policies of known quality (good > mediocre; same Dice, fewer turns)."""
+    gt = gt_rect()
+    for sample in ("a", "b"):
+        good = build_record(gt, [("box", (0, 0, 4, 3), gt), ("stop", None)], policy="good", sample_id=sample)
+        slow = build_record(
+            gt,
+            [("box", (0, 0, 4, 1), rect(0, 1, 0, 4)), ("point", (2, 3, True), gt), ("stop", None)],
+            policy="slow",
+            sample_id=sample,
+        )
+        bad = build_record(
+            gt, [("box", (0, 0, 4, 1), rect(0, 1, 0, 4)), ("stop", None)], policy="bad", sample_id=sample
+        )
+        for record in (good, slow, bad):
+            save_record(record, folder / record.policy / f"{sample}.json", masks_as_png=record.policy == "slow")
+    (folder / "summary.json").write_text(json.dumps({"not": "a record"}))
+
+
+def test_compare_ranks_presets_on_known_orderings(tmp_path):
+    sandbox(tmp_path)
+    loaded = load_records(tmp_path)
+    assert len(loaded.records) == 6 and loaded.skipped[0][0] == "summary.json"
+    report = compare(loaded, [get_preset("medsam_agent"), get_preset("medseg")])
+    by_name = {p.preset: p for p in report.presets}
+    for summary in by_name.values():
+        assert summary.outcome_agreement == 1.0 and summary.outcome_pairs == 4  # good/slow beat bad per sample
+        assert summary.process_pairs == 2  # good vs slow: same Dice, fewer turns
+    assert by_name["medseg"].process_agreement == 1.0
+    policies = {row["policy"]: row for row in report.policies}
+    assert policies["good"]["turns"] == 1 and policies["slow"]["turns"] == 2
+    text = format_report(report)
+    assert "| medseg |" in text and "| good | 2 |" in text and "skipped 1 file" in text
+
+
+def cli() -> typer.Typer:
+    from medseg_agent.cli import reward
+
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None:
+        """medseg-agent (test harness: only the reward commands)."""
+
+    reward.register(app)
+    return app
+
+
+def test_reward_explain_and_compare_commands(tmp_path):
+    sandbox(tmp_path)
+    runner = CliRunner()
+    record = tmp_path / "slow" / "a.json"
+    result = runner.invoke(cli(), ["reward", "explain", str(record), "-r", "medsam_agent", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    from medseg_agent.environment.record import load_record
+
+    expected = score_record(load_record(record), "medsam_agent", base=record.parent)
+    assert data["total"] == pytest.approx(expected.total) and len(data["steps"]) == 3
+
+    result = runner.invoke(cli(), ["reward", "explain", str(record)])
+    assert result.exit_code == 0 and "overshoot" in result.output and "turns" in result.output
+
+    yaml_path = tmp_path / "mine.yaml"
+    yaml_path.write_text("preset: medseg\nname: mine\nterms: {format_valid: 0.3}\n")
+    result = runner.invoke(
+        cli(), ["reward", "compare", "--records", str(tmp_path), "-r", "medseg", "-r", str(yaml_path)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "| mine |" in result.output and "| bad | 2 |" in result.output
+
+    result = runner.invoke(cli(), ["reward", "explain", str(tmp_path / "missing.json")])
+    assert result.exit_code == 2 and "does not exist" in " ".join(result.output.split())
+    result = runner.invoke(cli(), ["reward", "explain", str(record), "--set", "terms.bogus=1"])
+    assert result.exit_code == 2 and "unknown term" in " ".join(result.output.split())
+
+
+def test_records_in_the_runs_jsonl_layouts(tmp_path):
+    gt = gt_rect()
+    good = build_record(gt, [("box", (0, 0, 4, 3), gt), ("stop", None)], policy="good")
+    bad = build_record(gt, [("box", (0, 0, 4, 1), rect(0, 1, 0, 4)), ("stop", None)], policy="bad")
+    dump = [r.model_dump(mode="json") for r in (good, bad)]
+    (tmp_path / "records.jsonl").write_text(  # evaluate: one record per line under "record"
+        "\n".join(json.dumps({"key": f"k{i}", "record": d}) for i, d in enumerate(dump)) + "\n"
+    )
+    (tmp_path / "trajectories.jsonl").write_text(json.dumps({"key": "s", "trajectories": dump}) + "\n{}\n")
+    loaded = load_records(tmp_path)
+    names = sorted(name for name, _, _ in loaded.records)
+    assert names == ["records.jsonl:1", "records.jsonl:2", "trajectories.jsonl:1#0", "trajectories.jsonl:1#1"]
+    assert loaded.skipped == [("trajectories.jsonl:2", "no trajectory record in this line")]
+
+    runner = CliRunner()
+    result = runner.invoke(cli(), ["reward", "explain", str(tmp_path / "records.jsonl"), "--line", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["total"] == pytest.approx(score_record(bad, "medseg").total)
+    args = ["reward", "explain", str(tmp_path / "trajectories.jsonl"), "--trajectory", "2"]
+    result = runner.invoke(cli(), args)
+    assert result.exit_code == 2 and "holds 2 trajectory record(s)" in " ".join(result.output.split())

@@ -1,0 +1,92 @@
+"""The `train` commands that run without a GPU: RL rows, verl configs, the verl launch (dry run), bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from medseg_agent.io.masks import write_image_png, write_mask_png
+
+
+def cli() -> typer.Typer:
+    from medseg_agent.cli import train
+
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None:
+        """medseg-agent (test harness: only the train commands)."""
+
+    train.register(app)
+    return app
+
+
+def text(result) -> str:
+    return " ".join(result.output.split())
+
+
+def manifest(folder: Path) -> Path:
+    """Two synthetic samples in the manifest layout the readers accept."""
+    rows = []
+    for i, (cx, cy) in enumerate([(40, 30), (25, 20)]):
+        yy, xx = np.mgrid[:60, :80]
+        mask = (xx - cx) ** 2 + (yy - cy) ** 2 <= 12**2
+        image = np.clip(60 + 120 * mask, 0, 255).astype(np.uint8)
+        write_image_png(folder / f"img{i}.png", np.stack([image] * 3, 2))
+        write_mask_png(folder / f"mask{i}.png", mask)
+        rows.append(f"img{i}.png,mask{i}.png,bright disc,CT,synthetic,s{i}")
+    path = folder / "manifest.csv"
+    path.write_text("image,mask,target,modality,dataset,sample_id\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_rl_data_writes_rows_verl_reads(tmp_path):
+    import pyarrow.parquet as pq
+
+    result = CliRunner().invoke(
+        cli(), ["train", "rl-data", "--data", str(manifest(tmp_path)), "--out", str(tmp_path / "rl.parquet")]
+    )
+    assert result.exit_code == 0, result.output
+    table = pq.read_table(tmp_path / "rl.parquet").to_pylist()
+    assert [row["extra_info"]["sample_id"] for row in table] == ["s0", "s1"]
+    assert table[0]["agent_name"] == "medseg_agent" and table[0]["prompt"][1]["content"].startswith("<image>")
+
+
+def test_rl_data_rejects_a_missing_dataset(tmp_path):
+    result = CliRunner().invoke(
+        cli(), ["train", "rl-data", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "x.parquet")]
+    )
+    assert result.exit_code == 2 and "nope" in text(result)
+
+
+def test_verl_config_and_rl_dry_run(tmp_path):
+    pytest.importorskip("verl")
+    runner = CliRunner()
+    result = runner.invoke(cli(), ["train", "verl-config", "--out", str(tmp_path / "cfg"), "--tool", "http://ts:9000"])
+    assert result.exit_code == 0, result.output
+    tools = yaml.safe_load((tmp_path / "cfg" / "tools.yaml").read_text())["tools"]
+    assert {t["config"]["tool"] for t in tools} == {"http://ts:9000"}
+
+    args = ["train", "rl", "--model", "/models/sft", "--train", str(tmp_path / "rl.parquet"), "--out", str(tmp_path)]
+    result = runner.invoke(cli(), [*args, "--nnodes", "2", "--dry-run", "--", "trainer.total_epochs=2"])
+    assert result.exit_code == 0, result.output
+    output = text(result)
+    assert (
+        "verl.trainer.main_ppo" in output and "trainer.nnodes=2" in output and output.endswith("trainer.total_epochs=2")
+    )
+    result = runner.invoke(cli(), [*args, "--dry-run", "--", "trainer.no_such_key=1"])
+    assert result.exit_code == 2 and "no_such_key" in text(result)
+
+
+def test_sft_command_names_bad_data(tmp_path):
+    bad = tmp_path / "rows.jsonl"
+    bad.write_text('{"text": "no messages here"}\n')
+    result = CliRunner().invoke(
+        cli(), ["train", "sft", "--model", "unused", "--data", str(bad), "--out", str(tmp_path / "o"), "--cpu"]
+    )
+    assert result.exit_code == 2 and "missing column" in text(result) and "rows.jsonl" in text(result)
