@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,8 +12,9 @@ from rich.console import Console
 
 from medseg_agent.tools.base import SegmentationTool
 
-console = Console()
-err_console = Console(stderr=True)
+# Tables stay readable when piped to a file or a CI log (Rich would otherwise assume 80 columns).
+console = Console(width=None if sys.stdout.isatty() else 140)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 ToolOption = Annotated[
     str,

@@ -100,12 +100,18 @@ def evaluate_tool(
 
 
 def print_summary(rows: list[dict[str, Any]], title: str) -> None:
+    """One line per group; numbers with 3 decimals (NoC with 2), failures as counts."""
     table = Table(title=title)
-    columns = list(rows[0])
-    for column in columns:
-        table.add_column(column, justify="left" if column in ("group", "name") else "right")
+    metrics = [c for c in rows[0] if c not in ("group", "name", "samples")]
+    table.add_column("group")
+    table.add_column("n", justify="right")
+    for column in metrics:
+        table.add_column(column.replace(">=", "fail"), justify="right")
     for row in rows:
-        table.add_row(*[f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in columns])
+        label = "all" if row["group"] == "all" else f"{row['group']}: {row['name']}"
+        cells = [f"{row[c]:.2f}" if c.startswith("NoC") else f"{row[c]:.3f}" if isinstance(row[c], float)
+                 else str(row[c]) for c in metrics]
+        table.add_row(label, str(row["samples"]), *cells)
     console.print(table)
 
 

@@ -1,0 +1,95 @@
+"""``medseg-agent serve``: the segmentation tool server for RL rollouts, web UIs and remote inference."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from medseg_agent.cli.common import (
+    CheckpointOption,
+    DeviceOption,
+    ModelTypeOption,
+    RandomWeightsOption,
+    err_console,
+    fail,
+    make_tool,
+)
+
+
+def serve(
+    tool: Annotated[
+        str, typer.Option("--tool", help="Segmentation tool to serve: classic (no weights), sam, medsam, sam2.")
+    ] = "classic",
+    checkpoint: CheckpointOption = None,
+    device: DeviceOption = "cpu",
+    model_type: ModelTypeOption = None,
+    random_weights: RandomWeightsOption = False,
+    host: Annotated[
+        str, typer.Option("--host", help="Interface to listen on; 0.0.0.0 exposes it to the network (use --token).")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8265,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            "--token",
+            envvar="MEDSEG_AGENT_TOKEN",
+            help="Require 'Authorization: Bearer TOKEN' on /v1/* and /metrics (clients read $MEDSEG_AGENT_TOKEN).",
+        ),
+    ] = None,
+    cache_mb: Annotated[
+        int, typer.Option("--cache-mb", min=0, help="Embedding cache budget (SAM 2 at 1024: ~16 MB per image).")
+    ] = 2048,
+    image_cache_mb: Annotated[int, typer.Option("--image-cache-mb", min=0, help="Uploaded-image budget.")] = 1024,
+    max_body_mb: Annotated[int, typer.Option("--max-body-mb", min=1, help="Largest request body (413 above).")] = 64,
+    max_image_side: Annotated[
+        int, typer.Option("--max-image-side", min=16, help="Largest image side in pixels (422 above).")
+    ] = 8192,
+    session_ttl: Annotated[
+        float, typer.Option("--session-ttl", min=1.0, help="Seconds of inactivity after which a session is deleted.")
+    ] = 900.0,
+    max_sessions: Annotated[int, typer.Option("--max-sessions", min=1, help="Live sessions (503 above).")] = 4096,
+    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Prompts decoded together at most.")] = 32,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
+) -> None:
+    """Serve a segmentation tool over HTTP, with one shared embedding per image.
+
+    Every session and prediction on the same image (e.g. the 8 GRPO rollouts of a prompt) shares one
+    cached embedding, computed once; concurrent decodes are batched; sessions expire when idle.
+    Interactive API docs at http://HOST:PORT/docs, health at /health, Prometheus metrics at /metrics.
+
+    Use it from any command with --tool http://HOST:PORT, e.g.
+
+      medseg-agent serve --tool sam2 --checkpoint MedSAM2_latest.pt --model-type configs/sam2.1/sam2.1_hiera_t.yaml
+
+      medseg-agent segment scan.png -t "liver" -o out --tool http://127.0.0.1:8265
+    """
+    from medseg_agent.serving.app import create_app
+    from medseg_agent.serving.config import MIB, ServerConfig
+    from medseg_agent.serving.server import run_server
+
+    if tool.startswith(("http://", "https://")):
+        fail("--tool must name a model (classic, sam, medsam, sam2), not another server's URL")
+    try:
+        config = ServerConfig(
+            token=token or None,
+            cache_bytes=cache_mb * MIB,
+            image_bytes=image_cache_mb * MIB,
+            max_body_bytes=max_body_mb * MIB,
+            max_image_side=max_image_side,
+            session_ttl_s=session_ttl,
+            max_sessions=max_sessions,
+            max_batch=max_batch,
+        )
+    except ValueError as exc:
+        fail(str(exc))
+    segmenter = make_tool(tool, checkpoint, device, model_type, random_weights)
+    if host not in ("127.0.0.1", "localhost", "::1") and config.token is None:
+        err_console.print(f"[yellow]warning:[/] serving on {host} without --token: anyone who can reach it can use it")
+    err_console.print(f"serving {segmenter.name} on http://{host}:{port} (docs: http://{host}:{port}/docs)")
+    run_server(create_app(segmenter, config), host=host, port=port, log_level=log_level, access_log=access_log)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
