@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
 import typer
 
@@ -13,7 +14,6 @@ from medseg_agent.cli.common import (
     RandomWeightsOption,
     err_console,
     fail,
-    make_tool,
 )
 
 
@@ -25,6 +25,13 @@ def serve(
     device: DeviceOption = "cpu",
     model_type: ModelTypeOption = None,
     random_weights: RandomWeightsOption = False,
+    tool_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tool-option",
+            help="Extra tool option KEY=VALUE (JSON values), repeatable, e.g. image_size=512 for MedSAM2 weights.",
+        ),
+    ] = None,
     host: Annotated[
         str, typer.Option("--host", help="Interface to listen on; 0.0.0.0 exposes it to the network (use --token).")
     ] = "127.0.0.1",
@@ -61,7 +68,7 @@ def serve(
 
     Use it from any command with --tool http://HOST:PORT, e.g.
 
-      medseg-agent serve --tool sam2 --checkpoint MedSAM2_latest.pt --model-type configs/sam2.1/sam2.1_hiera_t.yaml
+      medseg-agent serve --tool sam2 --checkpoint MedSAM2_latest.pt --tool-option image_size=512
 
       medseg-agent segment scan.png -t "liver" -o out --tool http://127.0.0.1:8265
     """
@@ -84,11 +91,38 @@ def serve(
         )
     except ValueError as exc:
         fail(str(exc))
-    segmenter = make_tool(tool, checkpoint, device, model_type, random_weights)
+    segmenter = _build_tool(tool, checkpoint, device, model_type, random_weights, tool_option or [])
     if host not in ("127.0.0.1", "localhost", "::1") and config.token is None:
         err_console.print(f"[yellow]warning:[/] serving on {host} without --token: anyone who can reach it can use it")
     err_console.print(f"serving {segmenter.name} on http://{host}:{port} (docs: http://{host}:{port}/docs)")
     run_server(create_app(segmenter, config), host=host, port=port, log_level=log_level, access_log=access_log)
+
+
+def _build_tool(tool: str, checkpoint: Any, device: str, model_type: str | None, random_weights: bool,
+                pairs: list[str]) -> Any:
+    """The tool, like every command builds it, plus the --tool-option pairs (ToolError: a clean exit)."""
+    from medseg_agent.tools.base import ToolError
+    from medseg_agent.tools.registry import build_tool
+
+    options: dict[str, Any] = {}
+    if model_type:
+        options["config" if tool == "sam2" else "model_type"] = model_type
+    if random_weights:
+        options["allow_random_weights"] = True
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            fail(f"--tool-option expects KEY=VALUE, got {pair!r}")
+        try:
+            options[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key.strip()] = raw
+    try:
+        return build_tool(tool, checkpoint=checkpoint, device=device, **options)
+    except ToolError as exc:
+        fail(str(exc))
+    except TypeError as exc:  # an option the tool does not take
+        fail(f"--tool-option: {exc}")
 
 
 def register(app: typer.Typer) -> None:

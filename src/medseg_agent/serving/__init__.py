@@ -1,0 +1,6 @@
+"""The segmentation tool server built for RL rollouts and its HTTP clients.
+
+``app.create_app`` (FastAPI; imported lazily: clients must not need the server's dependencies),
+``server.BackgroundServer`` / ``server.run_server`` (uvicorn), ``client.HttpSegmentationTool``
+(``--tool http://host:port``) and ``client.ToolServerClient`` (the session API).
+"""

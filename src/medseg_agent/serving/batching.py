@@ -1,0 +1,226 @@
+"""All model work of the server, on one dedicated thread, with decode batching.
+
+Model calls never run on the event loop, so ``/health`` and uploads answer while an encode runs.
+One thread, because backends hold per-image state under a lock anyway and the CPU's cores are
+already used by the model's own intra-op threads. Decode requests queue up while the thread is
+busy; when it frees up, every waiting request for the same image goes to ``tool.decode_batch`` in
+one call (when the tool can batch), so eight rollouts clicking on one image cost about one decode.
+
+Waiting decodes go before waiting encodes: a decode is cheap and unblocks a rollout, while a queue
+of encodes (a new GRPO batch of images) would otherwise hold every rollout of the first image
+until the last image is encoded. Encodes still run between two decode batches, so none starves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+
+from medseg_agent.tools.base import ImageEmbedding, Prediction, Prompt, SegmentationTool
+
+T = TypeVar("T")
+DECODE, ENCODE = 0, 1  # priorities on the model thread: lower runs first
+
+
+class ModelThread:
+    """One daemon thread running submitted calls by priority (FIFO within a priority)."""
+
+    def __init__(self, name: str = "medseg-model") -> None:
+        self._queue: queue.PriorityQueue[tuple[int, int, Any]] = queue.PriorityQueue()
+        self._order = itertools.count()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, priority: int, fn: Callable[..., T], *args: Any) -> Future[T]:
+        future: Future[T] = Future()
+        self._queue.put((priority, next(self._order), (fn, args, future)))
+        return future
+
+    def stop(self) -> None:
+        """Cancel what has not started; the call running now finishes in the background."""
+        while True:
+            try:
+                _, _, item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                item[2].cancel()
+        self._queue.put((-1, next(self._order), None))
+
+    def _run(self) -> None:
+        while True:
+            _, _, item = self._queue.get()
+            if item is None:
+                return
+            fn, args, future = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # handed to the awaiting coroutine
+                future.set_exception(exc)
+
+
+@dataclass
+class _DecodeJob:
+    key: str
+    embedding: ImageEmbedding
+    prompt: Prompt
+    future: asyncio.Future[Prediction]
+
+
+@dataclass
+class WorkerStats:
+    encodes: int = 0
+    encode_seconds: float = 0.0
+    decode_batches: int = 0
+    decoded_prompts: int = 0
+    decode_seconds: float = 0.0
+    largest_batch: int = 0
+    batch_sizes: dict[int, int] = field(default_factory=dict)  # batch size -> how many batches
+
+
+class ModelWorker:
+    """Runs ``tool.encode`` and batched ``tool.decode_batch`` off the event loop.
+
+    Start it inside the running loop (:meth:`start`) and :meth:`stop` it on shutdown.
+    """
+
+    def __init__(self, tool: SegmentationTool, max_batch: int = 32) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.tool = tool
+        self.max_batch = max_batch
+        self.stats = WorkerStats()
+        self._thread: ModelThread | None = None
+        self._pending: deque[_DecodeJob] = deque()
+        self._wakeup: asyncio.Event | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._busy = 0  # model calls submitted and not finished (queued or running)
+
+    @property
+    def queue_depth(self) -> int:
+        """Decode requests waiting plus model calls submitted to the thread."""
+        return len(self._pending) + self._busy
+
+    async def start(self) -> None:
+        self._thread = ModelThread()
+        self._wakeup = asyncio.Event()
+        self._pump = asyncio.create_task(self._run(), name="medseg-decode-batcher")
+
+    async def stop(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+            await asyncio.gather(self._pump, return_exceptions=True)
+        for job in self._pending:
+            if not job.future.done():
+                job.future.set_exception(RuntimeError("the server is shutting down"))
+        self._pending.clear()
+        if self._thread is not None:
+            self._thread.stop()
+
+    async def encode(self, image: np.ndarray) -> ImageEmbedding:
+        return await self._submit(ENCODE, self._encode, image)
+
+    async def decode(self, key: str, embedding: ImageEmbedding, prompt: Prompt) -> Prediction:
+        """Queue one prediction; it may run together with others for the same image ``key``."""
+        if self._wakeup is None:
+            raise RuntimeError("ModelWorker.start() was not called")
+        future: asyncio.Future[Prediction] = asyncio.get_running_loop().create_future()
+        self._pending.append(_DecodeJob(key, embedding, prompt, future))
+        self._wakeup.set()
+        return await future
+
+    # -- internals --------------------------------------------------------------------------
+    async def _submit(self, priority: int, fn: Callable[..., T], *args: Any) -> T:
+        if self._thread is None:
+            raise RuntimeError("ModelWorker.start() was not called")
+        self._busy += 1
+        try:
+            return await asyncio.wrap_future(self._thread.submit(priority, fn, *args))
+        finally:
+            self._busy -= 1
+
+    def _encode(self, image: np.ndarray) -> ImageEmbedding:
+        start = time.perf_counter()
+        embedding = self.tool.encode(image)
+        self.stats.encodes += 1
+        self.stats.encode_seconds += time.perf_counter() - start
+        return embedding
+
+    async def _run(self) -> None:
+        assert self._wakeup is not None
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch = self._take_batch()
+                if not batch:
+                    continue
+                try:
+                    outcomes: list[Prediction | BaseException] = await self._submit(
+                        DECODE, self._decode_batch, batch
+                    )
+                except Exception as exc:  # the batcher itself must survive anything
+                    outcomes = [exc] * len(batch)
+                for job, outcome in zip(batch, outcomes, strict=True):
+                    if job.future.done():  # its caller went away
+                        continue
+                    if isinstance(outcome, BaseException):
+                        job.future.set_exception(outcome)
+                    else:
+                        job.future.set_result(outcome)
+
+    def _take_batch(self) -> list[_DecodeJob]:
+        """The oldest live request and every other waiting request for the same image."""
+        while self._pending and self._pending[0].future.done():
+            self._pending.popleft()
+        if not self._pending:
+            return []
+        key = self._pending[0].key
+        limit = self.max_batch if self.tool.supports_batch_decode else 1
+        batch: list[_DecodeJob] = []
+        rest: deque[_DecodeJob] = deque()
+        for job in self._pending:
+            if job.future.done():
+                continue
+            if job.key == key and len(batch) < limit:
+                batch.append(job)
+            else:
+                rest.append(job)
+        self._pending = rest
+        return batch
+
+    def _decode_batch(self, batch: list[_DecodeJob]) -> list[Prediction | BaseException]:
+        start = time.perf_counter()
+        embedding = batch[0].embedding
+        if len(batch) > 1:
+            try:
+                outcomes = list(self.tool.decode_batch(embedding, [job.prompt for job in batch]))
+            except Exception:  # one bad prompt must not fail the others: retry them one by one
+                outcomes = [self._decode_one(embedding, job.prompt) for job in batch]
+        else:
+            outcomes = [self._decode_one(embedding, batch[0].prompt)]
+        stats = self.stats
+        stats.decode_batches += 1
+        stats.decoded_prompts += len(batch)
+        stats.decode_seconds += time.perf_counter() - start
+        stats.largest_batch = max(stats.largest_batch, len(batch))
+        stats.batch_sizes[len(batch)] = stats.batch_sizes.get(len(batch), 0) + 1
+        return outcomes
+
+    def _decode_one(self, embedding: ImageEmbedding, prompt: Prompt) -> Prediction | BaseException:
+        try:
+            return self.tool.decode(embedding, prompt)
+        except Exception as exc:  # handed to the waiting request, which turns it into an answer
+            return exc

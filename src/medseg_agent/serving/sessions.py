@@ -1,0 +1,190 @@
+"""Interactive sessions: one image, its prompts, the previous logits and an undo history.
+
+Prompt semantics are the environment's (:class:`~medseg_agent.environment.episode.SegmentationEnv`):
+a new box starts a new mask (earlier box, points and logits are dropped); a point is added to the
+prompt and the previous low-resolution logits go with it. Session ids are unguessable
+(``secrets.token_urlsafe``) and a session is only reachable through its id; idle sessions expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from medseg_agent.environment.actions import AddBox, AddPoint
+from medseg_agent.environment.coordinates import CoordinateFrame
+from medseg_agent.environment.episode import PromptState
+from medseg_agent.serving.images import ImageStore
+from medseg_agent.tools.base import Prediction
+
+
+class SessionNotFound(KeyError):
+    """Unknown, deleted or expired session (answered as 404)."""
+
+
+class SessionLimit(RuntimeError):
+    """Too many live sessions (answered as 503)."""
+
+
+@dataclass
+class _Snapshot:
+    state: PromptState
+    mask_bits: np.ndarray
+    score: float | None
+    actions: int
+
+
+@dataclass
+class Session:
+    id: str
+    image_key: str
+    image: np.ndarray
+    frame: CoordinateFrame
+    undo_depth: int
+    state: PromptState = field(default_factory=PromptState)
+    score: float | None = None
+    actions: int = 0
+    created: float = field(default_factory=time.monotonic)
+    last_used: float = field(default_factory=time.monotonic)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one action at a time per session
+
+    def __post_init__(self) -> None:
+        h, w = self.image.shape[:2]
+        self._mask_bits = np.packbits(np.zeros(h * w, dtype=bool))  # 1 bit per pixel
+        self._history: deque[_Snapshot] = deque(maxlen=self.undo_depth)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.image.shape[0]), int(self.image.shape[1])
+
+    @property
+    def undo_available(self) -> int:
+        return len(self._history)
+
+    def mask(self) -> np.ndarray:
+        h, w = self.size
+        return np.unpackbits(self._mask_bits, count=h * w).astype(bool).reshape(h, w)
+
+    def mask_area(self) -> int:
+        return int(np.unpackbits(self._mask_bits).sum())
+
+    def next_state(self, action: AddBox | AddPoint) -> PromptState:
+        """The prompt state after ``action`` (nothing changes until :meth:`commit`)."""
+        if isinstance(action, AddBox):
+            x1, y1 = self.frame.to_pixels(action.x1, action.y1)
+            x2, y2 = self.frame.to_pixels(action.x2, action.y2)
+            return PromptState(box=(x1, y1, x2, y2))
+        px, py = self.frame.to_pixels(action.x, action.y)
+        old = self.state
+        return PromptState(
+            box=old.box,
+            points=[*old.points, (px, py)],
+            labels=[*old.labels, 1 if action.positive else 0],
+            logits=old.logits,
+        )
+
+    def commit(self, state: PromptState, prediction: Prediction) -> None:
+        """Make ``state`` current with its prediction; the previous state can be undone."""
+        self._history.append(self._snapshot())
+        state.logits = prediction.logits
+        self.state = state
+        self._mask_bits = np.packbits(np.asarray(prediction.mask, dtype=bool).reshape(-1))
+        self.score = float(prediction.score)
+        self.actions += 1
+
+    def undo(self) -> bool:
+        if not self._history:
+            return False
+        snap = self._history.pop()
+        self.state, self._mask_bits, self.score, self.actions = snap.state, snap.mask_bits, snap.score, snap.actions
+        return True
+
+    def reset(self) -> None:
+        """Back to an empty prompt and mask; the reset itself can be undone."""
+        if self.actions == 0 and self.state.box is None and not self.state.points:
+            return
+        self._history.append(self._snapshot())
+        h, w = self.size
+        self.state = PromptState()
+        self._mask_bits = np.packbits(np.zeros(h * w, dtype=bool))
+        self.score = None
+        self.actions = 0
+
+    def _snapshot(self) -> _Snapshot:
+        return _Snapshot(self.state, self._mask_bits, self.score, self.actions)
+
+
+class SessionStore:
+    """Live sessions by id. Each session pins its image in ``images`` until it is removed."""
+
+    def __init__(self, images: ImageStore, *, ttl_s: float, max_sessions: int, undo_depth: int) -> None:
+        self.images = images
+        self.ttl_s = ttl_s
+        self.max_sessions = max_sessions
+        self.undo_depth = undo_depth
+        self._sessions: dict[str, Session] = {}
+        self.created_total = 0
+        self.expired_total = 0
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def create(self, image_key: str, frame: CoordinateFrame) -> Session:
+        """A new session on a stored image; KeyError if the image is not stored (any more)."""
+        self.expire()
+        if len(self._sessions) >= self.max_sessions:
+            raise SessionLimit(
+                f"the server holds {len(self._sessions)} sessions (its limit); delete finished sessions"
+            )
+        image = self.images.pin(image_key)
+        if image is None:
+            raise KeyError(image_key)
+        session = Session(secrets.token_urlsafe(24), image_key, image, frame, self.undo_depth)
+        self._sessions[session.id] = session
+        self.created_total += 1
+        return session
+
+    def get(self, session_id: str) -> Session:
+        session = self._sessions.get(session_id)
+        now = time.monotonic()
+        if session is None:
+            raise SessionNotFound(session_id)
+        if now - session.last_used > self.ttl_s and not session.lock.locked():
+            self._remove(session_id)
+            self.expired_total += 1
+            raise SessionNotFound(session_id)
+        session.last_used = now
+        return session
+
+    def delete(self, session_id: str) -> bool:
+        return self._remove(session_id)
+
+    def expire(self) -> int:
+        """Delete sessions idle for longer than the TTL (a session busy with an action is kept)."""
+        now = time.monotonic()
+        stale = [
+            sid for sid, s in self._sessions.items() if now - s.last_used > self.ttl_s and not s.lock.locked()
+        ]
+        for sid in stale:
+            self._remove(sid)
+        self.expired_total += len(stale)
+        return len(stale)
+
+    def expires_in(self, session: Session) -> float:
+        return max(0.0, self.ttl_s - (time.monotonic() - session.last_used))
+
+    def clear(self) -> None:
+        for sid in list(self._sessions):
+            self._remove(sid)
+
+    def _remove(self, session_id: str) -> bool:
+        session = self._sessions.pop(session_id, None)
+        if session is None:
+            return False
+        self.images.unpin(session.image_key)
+        return True

@@ -1,0 +1,80 @@
+"""``medseg-agent serve`` as a user runs it: a real process, a token, a clean shutdown on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from medseg_agent.cli.app import app
+from medseg_agent.serving.client import ServerError, ToolServerClient
+from medseg_agent.tools.base import Prompt
+from medseg_agent.tools.registry import build_tool
+
+
+def test_serve_help_explains_the_options():
+    result = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
+    assert result.exit_code == 0
+    for option in ("--tool", "--token", "--cache-mb", "--session-ttl", "--max-body-mb", "--random-weights",
+                   "--tool-option"):
+        assert option in result.output
+
+
+def test_serve_reports_a_tool_option_the_tool_does_not_take():
+    wide = {"COLUMNS": "200"}
+    result = CliRunner().invoke(app, ["serve", "--tool", "classic", "--tool-option", "colour=1"], env=wide)
+    assert result.exit_code == 2 and "unexpected keyword argument 'colour'" in " ".join(result.output.split())
+    result = CliRunner().invoke(app, ["serve", "--tool-option", "no-equals-sign"], env=wide)
+    assert result.exit_code == 2 and "KEY=VALUE" in result.output
+
+
+def test_serve_refuses_a_url_as_the_tool():
+    result = CliRunner().invoke(app, ["serve", "--tool", "http://127.0.0.1:9"], env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "not another server's URL" in " ".join(result.output.split())
+
+
+@pytest.mark.slow
+def test_serve_command_runs_a_server_and_stops_on_sigterm(monkeypatch):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("MEDSEG_AGENT_TOKEN", "cli-secret")  # read by both the server and the client
+    env = dict(os.environ)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "medseg_agent.cli.app", "serve", "--tool", "classic", "--port", str(port),
+         "--log-level", "info"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, process.stdout.read()
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.2)
+        with pytest.raises(ServerError, match="401"):
+            ToolServerClient(url, token="wrong").create_session(np.zeros((8, 8), np.uint8))
+        tool = build_tool(url)  # the token comes from $MEDSEG_AGENT_TOKEN, like the server's
+        image = np.zeros((40, 40, 3), np.uint8)
+        image[10:30, 10:30] = 200
+        assert tool.set_image(image).predict(Prompt(box=np.array([8, 8, 32, 32]))).mask[20, 20]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    # uvicorn shuts down gracefully, then re-raises the signal it caught (exit status -SIGTERM)
+    assert process.returncode in (0, -signal.SIGTERM), output
+    assert f"serving classic on {url}" in output and "Application shutdown complete" in output
+    assert "Traceback" not in output

@@ -1,0 +1,31 @@
+"""The rollout benchmark runs end to end (a tiny workload with the classic tool) and its counts prove
+what the server saves: one encode per image, against one per action for the reference behaviour."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "rollout_server.py"
+
+
+@pytest.mark.slow
+def test_benchmark_counts_encodes_per_side_and_resumes(tmp_path):
+    out = tmp_path / "bench.json"
+    command = [sys.executable, str(SCRIPT), "--tool", "classic", "--images", "2", "--sessions", "3", "--actions", "2",
+               "--image-size", "64", "--reference-actions", "1", "--out", str(out)]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    sides = json.loads(out.read_text())["sides"]
+    assert (sides["server"]["encodes"], sides["server"]["decodes"], sides["server"]["actions"]) == (2, 12, 12)
+    assert (sides["ideal"]["encodes"], sides["ideal"]["decodes"]) == (2, 12)
+    reference = sides["reference"]
+    assert reference["encodes"] == reference["actions"] == 6 and reference["extrapolated"]
+    assert reference["extrapolated_wall_s"] == pytest.approx(2 * reference["wall_s"], rel=0.01)
+    assert "GRPO rollout workload" in first.stdout and "extrapolated" in first.stdout
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and again.stderr.count("already measured") == 3
