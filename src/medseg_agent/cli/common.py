@@ -53,12 +53,14 @@ def make_tool(
     device: str = "cpu",
     model_type: str | None = None,
     random_weights: bool = False,
+    extra: dict[str, Any] | None = None,
 ) -> SegmentationTool:
-    """Build a tool from CLI options, turning ToolError into a clean exit with the message."""
+    """Build a tool from CLI options (``extra``: further tool keywords, e.g. from --tool-option),
+    turning ToolError into a clean exit with the message."""
     from medseg_agent.tools.base import ToolError
     from medseg_agent.tools.registry import build_tool
 
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = dict(extra or {})
     if model_type:
         options["config" if tool == "sam2" else "model_type"] = model_type
     if random_weights:
@@ -68,6 +70,9 @@ def make_tool(
     except ToolError as exc:
         fail(str(exc))
         raise  # unreachable
+    except TypeError as exc:  # an option the tool does not take
+        fail(f"tool {tool!r}: {exc}")
+        raise
 
 
 def fail(message: str, code: int = 2) -> None:

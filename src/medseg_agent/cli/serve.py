@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import typer
@@ -14,6 +13,8 @@ from medseg_agent.cli.common import (
     RandomWeightsOption,
     err_console,
     fail,
+    make_tool,
+    parse_key_values,
 )
 
 
@@ -100,29 +101,12 @@ def serve(
 
 def _build_tool(tool: str, checkpoint: Any, device: str, model_type: str | None, random_weights: bool,
                 pairs: list[str]) -> Any:
-    """The tool, like every command builds it, plus the --tool-option pairs (ToolError: a clean exit)."""
-    from medseg_agent.tools.base import ToolError
-    from medseg_agent.tools.registry import build_tool
-
-    options: dict[str, Any] = {}
-    if model_type:
-        options["config" if tool == "sam2" else "model_type"] = model_type
-    if random_weights:
-        options["allow_random_weights"] = True
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            fail(f"--tool-option expects KEY=VALUE, got {pair!r}")
-        try:
-            options[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            options[key.strip()] = raw
+    """The tool, like every command builds it, plus the --tool-option pairs (errors: a clean exit)."""
     try:
-        return build_tool(tool, checkpoint=checkpoint, device=device, **options)
-    except ToolError as exc:
+        extra = parse_key_values(pairs, "--tool-option")
+    except ValueError as exc:
         fail(str(exc))
-    except TypeError as exc:  # an option the tool does not take
-        fail(f"--tool-option: {exc}")
+    return make_tool(tool, checkpoint, device, model_type, random_weights, extra)
 
 
 def register(app: typer.Typer) -> None:

@@ -63,6 +63,25 @@ class PromptState:
     labels: list[int] = field(default_factory=list)
     logits: np.ndarray | None = None
 
+    def after(self, action: AddBox | AddPoint, frame: CoordinateFrame) -> PromptState:
+        """The state after ``action`` (model coordinates), SAM-style; ``self`` is left unchanged.
+
+        A new box starts a new mask (earlier points and logits belonged to the old one); a point is
+        added to the prompt and keeps the box and the previous logits. The environment, the tool
+        server's sessions and replays all go through here.
+        """
+        if isinstance(action, AddBox):
+            x1, y1 = frame.to_pixels(action.x1, action.y1)
+            x2, y2 = frame.to_pixels(action.x2, action.y2)
+            return PromptState(box=(x1, y1, x2, y2))
+        px, py = frame.to_pixels(action.x, action.y)
+        return PromptState(
+            box=self.box,
+            points=[*self.points, (px, py)],
+            labels=[*self.labels, 1 if action.positive else 0],
+            logits=self.logits,
+        )
+
     def to_prompt(self) -> Prompt:
         return Prompt(
             box=None if self.box is None else np.array(self.box, dtype=np.float32),
@@ -205,20 +224,13 @@ class SegmentationEnv:
 
     # -- internals ------------------------------------------------------------------------
     def _apply(self, action: AddBox | AddPoint, turn: TurnRecord) -> float:
-        state = self.state
+        state = self.state = self.state.after(action, self.frame)
         if isinstance(action, AddBox):
-            x1, y1 = self.frame.to_pixels(action.x1, action.y1)
-            x2, y2 = self.frame.to_pixels(action.x2, action.y2)
-            # A new box starts a new mask: earlier points and logits belonged to the old one.
-            state.box, state.points, state.labels, state.logits = (x1, y1, x2, y2), [], [], None
-            turn.action_pixels = {"name": "add_bbox", "arguments": {"bbox_2d": [x1, y1, x2, y2]}}
+            turn.action_pixels = {"name": "add_bbox", "arguments": {"bbox_2d": list(state.box)}}
         else:
-            px, py = self.frame.to_pixels(action.x, action.y)
-            state.points.append((px, py))
-            state.labels.append(1 if action.positive else 0)
             turn.action_pixels = {
                 "name": "add_point",
-                "arguments": {"point_2d": [px, py], "point_type": action.point_type},
+                "arguments": {"point_2d": list(state.points[-1]), "point_type": action.point_type},
             }
         tool_start = time.perf_counter()
         prediction = self._session.predict(state.to_prompt())

@@ -75,18 +75,7 @@ class Session:
 
     def next_state(self, action: AddBox | AddPoint) -> PromptState:
         """The prompt state after ``action`` (nothing changes until :meth:`commit`)."""
-        if isinstance(action, AddBox):
-            x1, y1 = self.frame.to_pixels(action.x1, action.y1)
-            x2, y2 = self.frame.to_pixels(action.x2, action.y2)
-            return PromptState(box=(x1, y1, x2, y2))
-        px, py = self.frame.to_pixels(action.x, action.y)
-        old = self.state
-        return PromptState(
-            box=old.box,
-            points=[*old.points, (px, py)],
-            labels=[*old.labels, 1 if action.positive else 0],
-            logits=old.logits,
-        )
+        return self.state.after(action, self.frame)
 
     def commit(self, state: PromptState, prediction: Prediction) -> None:
         """Make ``state`` current with its prediction; the previous state can be undone."""
