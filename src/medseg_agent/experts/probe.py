@@ -1,0 +1,43 @@
+"""Try a candidate action on the episode's tool session without committing it.
+
+The expert's parsimony rule needs the mask an action *would* give before choosing it. The probe
+decodes on the same :class:`ToolSession` as the environment (the image is encoded once) and builds
+the prompt exactly as :class:`SegmentationEnv` does, so the mask it previews is the mask the
+environment produces when the action is then taken (checked in tests/experts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from medseg_agent.environment.actions import AddBox, AddPoint
+from medseg_agent.environment.episode import PromptState
+from medseg_agent.tools.base import Prediction, ToolSession
+
+
+def advance(state: PromptState, action: AddBox | AddPoint) -> PromptState:
+    """The prompt state after ``action`` (full-resolution pixels), with SAM-family semantics: a box
+    starts a new mask (earlier points and logits dropped); a point is added to the box and all earlier
+    points, with the previous prediction's logits as ``mask_input``."""
+    if isinstance(action, AddBox):
+        return PromptState(box=(action.x1, action.y1, action.x2, action.y2))
+    return replace(
+        state,
+        points=[*state.points, (action.x, action.y)],
+        labels=[*state.labels, 1 if action.positive else 0],
+    )
+
+
+class ActionProbe:
+    """Previews actions on ``session``; ``calls`` counts decodes spent on look-ahead."""
+
+    def __init__(self, session: ToolSession) -> None:
+        self.session = session
+        self.calls = 0
+
+    def preview(self, state: PromptState, action: AddBox | AddPoint) -> tuple[PromptState, Prediction]:
+        """(state after the action, with its logits; the prediction). ``state`` is left unchanged."""
+        after = advance(state, action)
+        prediction = self.session.predict(after.to_prompt())
+        self.calls += 1
+        return replace(after, logits=prediction.logits), prediction

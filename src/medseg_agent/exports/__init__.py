@@ -1,0 +1,65 @@
+"""Training data from expert trajectories, in the formats LLaMA-Factory, TRL and verl load unchanged.
+
+All formats are written in one pass over the trajectories (each conversation is replayed once);
+every image is a PNG file under ``<out>/images/`` and, in the Parquet files, embedded as well.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from medseg_agent.exports.common import ExportItem, iter_items
+
+
+def _writer(fmt: str, out: Path, name: str) -> Any:
+    if fmt == "sharegpt":
+        from medseg_agent.exports.sharegpt import ShareGPTWriter
+
+        return ShareGPTWriter(out, name)
+    if fmt == "hf":
+        from medseg_agent.exports.hf_datasets import HFWriter
+
+        return HFWriter(out, name)
+    if fmt == "verl-sft":
+        from medseg_agent.exports.verl import VerlSFTWriter
+
+        return VerlSFTWriter(out, name)
+    if fmt == "verl-rl":
+        from medseg_agent.exports.verl import VerlRLWriter
+
+        return VerlRLWriter(out, name)
+    raise ValueError(f"unknown export format {fmt!r}; choose from sharegpt, hf, verl-sft, verl-rl")
+
+
+def write_exports(
+    folder: str | Path,
+    out: str | Path,
+    formats: Sequence[str],
+    *,
+    name: str = "medseg_expert",
+    min_final_iou: float = 0.0,
+    max_images: int | None = None,
+    split: str | None = None,
+) -> dict[str, tuple[Path, int]]:
+    """Export the trajectories of a generation ``folder`` to ``out``; returns {format: (file, rows)}."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    writers = {fmt: _writer(fmt, out, name) for fmt in dict.fromkeys(formats)}
+    count = 0
+    try:
+        for item in iter_items(folder, out, min_final_iou=min_final_iou, max_images=max_images, split=split):
+            count += 1
+            for writer in writers.values():
+                writer.add(item)
+        if count == 0:
+            raise ValueError(f"no trajectory in {folder} to export (check --min-final-iou and --split)")
+    except BaseException:
+        for writer in writers.values():
+            writer.abort()
+        raise
+    return {fmt: writer.close() for fmt, writer in writers.items()}
+
+
+__all__ = ["ExportItem", "iter_items", "write_exports"]
