@@ -63,18 +63,20 @@ class PromptState:
     labels: list[int] = field(default_factory=list)
     logits: np.ndarray | None = None
 
-    def after(self, action: AddBox | AddPoint, frame: CoordinateFrame) -> PromptState:
-        """The state after ``action`` (model coordinates), SAM-style; ``self`` is left unchanged.
+    def after(self, action: AddBox | AddPoint, frame: CoordinateFrame | None = None) -> PromptState:
+        """The state after ``action``, SAM-style; ``self`` is left unchanged. The action is in the
+        model coordinates of ``frame``, or in full-resolution pixels when ``frame`` is None.
 
         A new box starts a new mask (earlier points and logits belonged to the old one); a point is
         added to the prompt and keeps the box and the previous logits. The environment, the tool
         server's sessions and replays all go through here.
         """
+        def pixels(x: float, y: float) -> tuple[float, float]:
+            return (x, y) if frame is None else frame.to_pixels(x, y)
+
         if isinstance(action, AddBox):
-            x1, y1 = frame.to_pixels(action.x1, action.y1)
-            x2, y2 = frame.to_pixels(action.x2, action.y2)
-            return PromptState(box=(x1, y1, x2, y2))
-        px, py = frame.to_pixels(action.x, action.y)
+            return PromptState(box=(*pixels(action.x1, action.y1), *pixels(action.x2, action.y2)))
+        px, py = pixels(action.x, action.y)
         return PromptState(
             box=self.box,
             points=[*self.points, (px, py)],

@@ -16,16 +16,8 @@ from medseg_agent.tools.base import Prediction, ToolSession
 
 
 def advance(state: PromptState, action: AddBox | AddPoint) -> PromptState:
-    """The prompt state after ``action`` (full-resolution pixels), with SAM-family semantics: a box
-    starts a new mask (earlier points and logits dropped); a point is added to the box and all earlier
-    points, with the previous prediction's logits as ``mask_input``."""
-    if isinstance(action, AddBox):
-        return PromptState(box=(action.x1, action.y1, action.x2, action.y2))
-    return replace(
-        state,
-        points=[*state.points, (action.x, action.y)],
-        labels=[*state.labels, 1 if action.positive else 0],
-    )
+    """The prompt state after ``action`` in full-resolution pixels: the environment's own transition."""
+    return state.after(action)
 
 
 class ActionProbe:

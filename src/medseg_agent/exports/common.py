@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,3 +155,25 @@ class ParquetRows:
             self._writer.close()
             self._writer = None
         Path(self._tmp).unlink(missing_ok=True)
+
+
+class ConversationParquetWriter:
+    """Conversations rendered by ``render`` (``to_hf`` or ``to_sharegpt``) with their images, one row
+    per trajectory, into ``<name><suffix>``: the HF/TRL and the verl multi-turn SFT exports differ
+    only in these two choices."""
+
+    def __init__(
+        self, out: Path, name: str, suffix: str, features: Any, render: Callable[[Conversation], tuple[list, list]]
+    ) -> None:
+        self._rows = ParquetRows(out / f"{name}{suffix}", features)
+        self._render = render
+
+    def add(self, item: ExportItem) -> None:
+        messages, _ = self._render(item.conversation)
+        self._rows.add({"messages": messages, "images": [i.as_feature() for i in item.images], **item.metadata()})
+
+    def close(self) -> tuple[Path, int]:
+        return self._rows.close()
+
+    def abort(self) -> None:
+        self._rows.abort()

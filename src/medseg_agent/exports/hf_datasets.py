@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medseg_agent.exports.common import ExportItem, ParquetRows
+from medseg_agent.exports.common import ConversationParquetWriter
 from medseg_agent.protocols.conversation import to_hf
 
 
@@ -42,18 +42,5 @@ def hf_features() -> Any:
     )
 
 
-class HFWriter:
-    def __init__(self, out: Path, name: str) -> None:
-        self._rows = ParquetRows(out / f"{name}.hf.parquet", hf_features())
-
-    def add(self, item: ExportItem) -> None:
-        messages, _ = to_hf(item.conversation)
-        self._rows.add(
-            {"messages": messages, "images": [i.as_feature() for i in item.images], **item.metadata()}
-        )
-
-    def close(self) -> tuple[Path, int]:
-        return self._rows.close()
-
-    def abort(self) -> None:
-        self._rows.abort()
+def HFWriter(out: Path, name: str) -> ConversationParquetWriter:
+    return ConversationParquetWriter(out, name, ".hf.parquet", hf_features(), to_hf)

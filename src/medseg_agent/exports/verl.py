@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg_agent.data.sample import Sample
-from medseg_agent.exports.common import ExportItem, ParquetRows
+from medseg_agent.exports.common import ConversationParquetWriter, ExportItem, ParquetRows
 from medseg_agent.exports.hf_datasets import metadata_features
 from medseg_agent.io.masks import decode_rle
 from medseg_agent.protocols.conversation import to_sharegpt
@@ -39,21 +39,8 @@ def sft_features() -> Any:
     return Features({"messages": _string_messages(), "images": List(Image()), **metadata_features()})
 
 
-class VerlSFTWriter:
-    def __init__(self, out: Path, name: str) -> None:
-        self._rows = ParquetRows(out / f"{name}.verl_sft.parquet", sft_features())
-
-    def add(self, item: ExportItem) -> None:
-        messages, _ = to_sharegpt(item.conversation)
-        self._rows.add(
-            {"messages": messages, "images": [i.as_feature() for i in item.images], **item.metadata()}
-        )
-
-    def close(self) -> tuple[Path, int]:
-        return self._rows.close()
-
-    def abort(self) -> None:
-        self._rows.abort()
+def VerlSFTWriter(out: Path, name: str) -> ConversationParquetWriter:
+    return ConversationParquetWriter(out, name, ".verl_sft.parquet", sft_features(), to_sharegpt)
 
 
 class VerlRLWriter:
