@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP_CORE := $(VENV)/.installed-core
 STAMP_DEV := $(VENV)/.installed-dev
-DEMO_DIR ?= $(HOME)/.cache/medseg-agent/demo
+DEMO_DIR ?=
 DEMO_OUT ?= runs/demo
 
 .PHONY: demo test lint venv clean bench
@@ -29,7 +29,7 @@ $(STAMP_DEV): $(STAMP_CORE)
 venv: $(STAMP_CORE)
 
 demo: $(STAMP_CORE)
-	$(VENV)/bin/medseg-agent demo --data $(DEMO_DIR) --out $(DEMO_OUT)
+	$(VENV)/bin/medseg-agent demo --out $(DEMO_OUT) $(if $(DEMO_DIR),--data $(DEMO_DIR))
 
 test: $(STAMP_DEV)
 	$(VENV)/bin/ruff check src tests benchmarks
