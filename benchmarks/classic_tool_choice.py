@@ -38,8 +38,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from medseg_agent.tools.base import Prompt
 from medseg_agent.tools.classic import ClassicTool
+from medseg_agent.vocabulary.prompts import Prompt
 
 # name -> ClassicTool options. Pure candidates use one algorithm for every turn; hybrids initialise
 # from the box with one and refine (turns with a previous mask) with another.

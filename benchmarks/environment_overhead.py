@@ -18,11 +18,11 @@ import statistics
 import cv2
 import numpy as np
 
-from medseg_agent.data.sample import Sample
-from medseg_agent.environment.actions import AddBox, AddPoint, Stop
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
 from medseg_agent.policies.clicks import next_click
 from medseg_agent.tools.registry import build_tool
+from medseg_agent.vocabulary.actions import AddBox, AddPoint, Stop
+from medseg_agent.vocabulary.sample import Sample
 
 
 def demo_samples(limit: int) -> list[Sample]:

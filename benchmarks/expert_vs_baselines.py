@@ -38,8 +38,6 @@ from pathlib import Path
 from typing import Any
 
 from medseg_agent.data import open_dataset
-from medseg_agent.data.sample import Sample
-from medseg_agent.environment.actions import AddBox, Stop
 from medseg_agent.environment.episode import EpisodeConfig, Observation, SegmentationEnv
 from medseg_agent.environment.runner import run_episode
 from medseg_agent.experts.generate import run_expert_episode, trajectory_seed
@@ -49,6 +47,8 @@ from medseg_agent.policies.clicker import ClickerPolicy
 from medseg_agent.runs.parallel import run_jobs
 from medseg_agent.runs.store import ResultStore
 from medseg_agent.tools.registry import build_tool
+from medseg_agent.vocabulary.actions import AddBox, Stop
+from medseg_agent.vocabulary.sample import Sample
 
 DELTAS = (0.02, 0.05, 0.1, 0.2)
 EPSILONS = (0.0, 0.005, 0.01)

@@ -47,12 +47,12 @@ import cv2
 import httpx
 import numpy as np
 
-from medseg_agent.environment.episode import PromptState
 from medseg_agent.io.atomic import atomic_write_json
 from medseg_agent.io.masks import decode_rle, encode_rle
 from medseg_agent.policies.clicks import next_click
 from medseg_agent.runs.parallel import progress_bar
 from medseg_agent.tools.base import SegmentationTool
+from medseg_agent.vocabulary.prompts import PromptState
 
 SIDES = ("server", "ideal", "reference")
 DEFAULT_OUT = Path("runs/benchmarks/rollout_server.json")

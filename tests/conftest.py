@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medseg_agent.data.sample import Sample
-from medseg_agent.tools.base import ImageEmbedding, Prediction, Prompt, SegmentationTool
+from medseg_agent.tools.base import ImageEmbedding, SegmentationTool
+from medseg_agent.vocabulary.prompts import Prediction, Prompt
+from medseg_agent.vocabulary.sample import Sample
 
 
 class ShapeTool(SegmentationTool):

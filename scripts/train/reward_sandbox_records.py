@@ -31,8 +31,6 @@ from pathlib import Path
 import numpy as np
 
 from medseg_agent.data import open_dataset
-from medseg_agent.data.sample import Sample
-from medseg_agent.environment.actions import AddBox, AddPoint, Stop
 from medseg_agent.environment.episode import EpisodeConfig, Observation, SegmentationEnv
 from medseg_agent.environment.record import save_record
 from medseg_agent.environment.runner import run_episode
@@ -43,6 +41,8 @@ from medseg_agent.policies.clicks import interior_distance
 from medseg_agent.runs.parallel import progress_bar
 from medseg_agent.tools.base import SegmentationTool
 from medseg_agent.tools.registry import build_tool
+from medseg_agent.vocabulary.actions import AddBox, AddPoint, Stop
+from medseg_agent.vocabulary.sample import Sample
 
 
 class BoxThenClicks(Policy):

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from data_reader_helpers import box_mask, rgb_image, write_dicom_series, write_png
 
-from medseg_agent.data import Dataset, Sample, SkippedSample, open_dataset, summarize_skipped
+from medseg_agent.data import Dataset, SkippedSample, open_dataset, summarize_skipped
 from medseg_agent.data.readers import available_formats, detect_format, register_reader
+from medseg_agent.vocabulary.sample import Sample
 
 
 def _bp(root):

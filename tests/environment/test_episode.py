@@ -5,14 +5,14 @@ import json
 import numpy as np
 import pytest
 
-from medseg_agent.environment.actions import AddBox, AddPoint, CoordinateSpace
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
 from medseg_agent.environment.record import final_mask, load_record, save_record, turn_masks
 from medseg_agent.environment.render import NEGATIVE_COLOR
 from medseg_agent.environment.runner import run_episode
 from medseg_agent.metrics import iou
 from medseg_agent.policies.clicker import ClickerPolicy
-from medseg_agent.protocols import ErrorKind
+from medseg_agent.vocabulary.actions import AddBox, AddPoint, CoordinateSpace
+from medseg_agent.vocabulary.errors import ErrorKind
 
 
 def call(name, **arguments):

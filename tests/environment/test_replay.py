@@ -4,10 +4,10 @@ import json
 
 import numpy as np
 
-from medseg_agent.environment.actions import AddBox, AddPoint
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
 from medseg_agent.environment.replay import conversation_from_record, replay_views
 from medseg_agent.protocols.conversation import Conversation, to_hf, to_openai, to_sharegpt
+from medseg_agent.vocabulary.actions import AddBox, AddPoint
 
 
 def test_replay_reproduces_live_views_and_conversation(shape_tool, disc):

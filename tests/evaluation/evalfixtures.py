@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from medseg_agent.data.sample import Sample
+from medseg_agent.vocabulary.sample import Sample
 
 
 def write_disc_dataset(root: Path, count: int, size: tuple[int, int] = (96, 128), seed: int = 0) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from medseg_agent.data.sample import Sample
+from medseg_agent.vocabulary.sample import Sample
 
 
 def sample_from_mask(

@@ -14,15 +14,15 @@ from trl.data_utils import is_conversational, prepare_multimodal_messages
 from typer.testing import CliRunner
 
 from medseg_agent.cli.trajectories import trajectories_app
-from medseg_agent.data.sample import Sample
-from medseg_agent.environment.actions import CoordinateSpace
-from medseg_agent.environment.coordinates import CoordinateFrame
 from medseg_agent.environment.replay import replay_views
 from medseg_agent.experts.generate import GenerationConfig, generate_dataset, load_generation
 from medseg_agent.exports import write_exports
 from medseg_agent.io.masks import decode_rle, read_image_rgb
 from medseg_agent.protocols import get_protocol
 from medseg_agent.training.verl.episodes import AGENT_NAME, episode_spec_from_tools_kwargs
+from medseg_agent.vocabulary.actions import CoordinateSpace
+from medseg_agent.vocabulary.coordinates import CoordinateFrame
+from medseg_agent.vocabulary.sample import Sample
 
 ALL = ["sharegpt", "hf", "verl-sft", "verl-rl"]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medseg_agent.environment.actions import CoordinateSpace
 from medseg_agent.models.tiny_qwen import ARCHS, MARKUP_TOKENS, SPECIAL_TOKENS, build_tiny_qwen_vl
 from medseg_agent.protocols import get_protocol, tool_schemas
 from medseg_agent.protocols.conversation import Conversation, to_hf
+from medseg_agent.vocabulary.actions import CoordinateSpace
 
 pytestmark = pytest.mark.slow  # imports transformers and builds models
 
@@ -44,7 +44,7 @@ def test_checkpoint_loads_and_generates(tmp_path, arch):
 
 
 def protocol_box():
-    from medseg_agent.environment.actions import AddBox
+    from medseg_agent.vocabulary.actions import AddBox
 
     return AddBox(100, 200, 300, 400)
 

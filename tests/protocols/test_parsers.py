@@ -8,9 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medseg_agent.environment.actions import AddBox, AddPoint, CoordinateSpace, Stop
-from medseg_agent.environment.coordinates import CoordinateFrame
-from medseg_agent.protocols import ErrorKind, ToolCall, get_protocol
+from medseg_agent.protocols import get_protocol
+from medseg_agent.vocabulary.actions import AddBox, AddPoint, CoordinateSpace, Stop, ToolCall
+from medseg_agent.vocabulary.coordinates import CoordinateFrame
+from medseg_agent.vocabulary.errors import ErrorKind
 
 FRAME = CoordinateFrame(CoordinateSpace.NORM1000, (300, 400), (384, 512))
 FRAME1 = CoordinateFrame(CoordinateSpace.NORM1, (300, 400), (384, 512))
@@ -164,7 +165,7 @@ def test_ibis_round_trip(x, y, positive):
     st.floats(0, 1),
 )
 def test_coordinate_round_trip_stays_close(space, h, w, fx, fy):
-    from medseg_agent.environment.coordinates import view_size_for
+    from medseg_agent.vocabulary.coordinates import view_size_for
 
     frame = CoordinateFrame(space, (h, w), view_size_for((h, w), 512))
     px, py = fx * (w - 1), fy * (h - 1)

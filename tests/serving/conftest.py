@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterator
 import pytest
 from serving_helpers import TOKEN, blob_sample, start_server
 
-from medseg_agent.data.sample import Sample
 from medseg_agent.serving.server import BackgroundServer
 from medseg_agent.tools.base import SegmentationTool
 from medseg_agent.tools.registry import build_tool
+from medseg_agent.vocabulary.sample import Sample
 
 
 @pytest.fixture(scope="session")

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from medseg_agent.data.sample import Sample
 from medseg_agent.serving.app import create_app
 from medseg_agent.serving.config import ServerConfig
 from medseg_agent.serving.server import BackgroundServer
 from medseg_agent.tools.base import SegmentationTool
+from medseg_agent.vocabulary.sample import Sample
 
 TOKEN = "test-token-0123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medseg_agent.environment.actions import AddBox, AddPoint, CoordinateSpace
-from medseg_agent.environment.coordinates import CoordinateFrame
 from medseg_agent.serving.batching import DECODE, ENCODE, ModelThread
 from medseg_agent.serving.cache import EmbeddingCache
 from medseg_agent.serving.images import ImageRejected, ImageStore, decode_image_bytes, image_key
 from medseg_agent.serving.sessions import Session, SessionLimit, SessionNotFound, SessionStore
-from medseg_agent.tools.base import ImageEmbedding, Prediction
+from medseg_agent.tools.base import ImageEmbedding
+from medseg_agent.vocabulary.actions import AddBox, AddPoint, CoordinateSpace
+from medseg_agent.vocabulary.coordinates import CoordinateFrame
+from medseg_agent.vocabulary.prompts import Prediction
 
 
 def embedding(nbytes: int, tag: str = "") -> ImageEmbedding:

@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from medseg_agent.cli.app import app
 from medseg_agent.serving.client import ServerError, ToolServerClient
-from medseg_agent.tools.base import Prompt
 from medseg_agent.tools.registry import build_tool
+from medseg_agent.vocabulary.prompts import Prompt
 
 
 def test_serve_help_explains_the_options():

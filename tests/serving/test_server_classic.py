@@ -16,7 +16,6 @@ import pytest
 from PIL import Image
 from serving_helpers import AUTH, TOKEN, start_server
 
-from medseg_agent.environment.actions import AddBox, AddPoint, CoordinateSpace
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
 from medseg_agent.environment.runner import run_episode
 from medseg_agent.io.masks import decode_rle
@@ -25,8 +24,9 @@ from medseg_agent.serving.app import create_app
 from medseg_agent.serving.client import HttpSegmentationTool, ServerError, ToolServerClient
 from medseg_agent.serving.config import ServerConfig
 from medseg_agent.serving.server import BackgroundServer
-from medseg_agent.tools.base import Prompt
 from medseg_agent.tools.registry import build_tool
+from medseg_agent.vocabulary.actions import AddBox, AddPoint, CoordinateSpace
+from medseg_agent.vocabulary.prompts import Prompt
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 from serving_helpers import start_server
 
-from medseg_agent.environment.actions import AddBox, AddPoint
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
 from medseg_agent.environment.runner import run_episode
 from medseg_agent.policies.clicker import ClickerPolicy
 from medseg_agent.serving.client import ToolServerClient
 from medseg_agent.tools.registry import build_tool
+from medseg_agent.vocabulary.actions import AddBox, AddPoint
 
 pytestmark = pytest.mark.slow
 

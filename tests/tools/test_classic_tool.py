@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medseg_agent.tools.base import Prompt, ToolError
 from medseg_agent.tools.classic import ClassicTool, build_classic_tool
+from medseg_agent.vocabulary.errors import ToolError
+from medseg_agent.vocabulary.prompts import Prompt
 
 METHODS = ("grabcut", "random_walker", "watershed")
 

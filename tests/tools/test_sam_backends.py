@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medseg_agent.tools.base import ImageEmbedding, Prompt, ToolError
+from medseg_agent.tools.base import ImageEmbedding
 from medseg_agent.tools.checkpoints import (
     check_state_dict,
     describe_state_dict,
@@ -25,6 +25,8 @@ from medseg_agent.tools.checkpoints import (
     unwrap_state_dict,
 )
 from medseg_agent.tools.registry import build_tool
+from medseg_agent.vocabulary.errors import ToolError
+from medseg_agent.vocabulary.prompts import Prompt
 
 pytest.importorskip("segment_anything")
 pytest.importorskip("sam2")

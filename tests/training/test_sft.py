@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from medseg_agent.data.sample import Sample
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
 from medseg_agent.environment.runner import run_episode
 from medseg_agent.policies.clicker import ClickerPolicy
@@ -22,6 +21,7 @@ from medseg_agent.training.sft import (
     sft_rows_from_records,
     validate_sft_rows,
 )
+from medseg_agent.vocabulary.sample import Sample
 
 
 def disc(centre=(40, 30), radius=14, h=60, w=80) -> Sample:

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medseg_agent.data.sample import Sample
-from medseg_agent.environment.actions import AddBox, AddPoint, Stop
 from medseg_agent.environment.episode import EpisodeConfig
 from medseg_agent.protocols import get_protocol
 from medseg_agent.rewards import get_preset, score_record
 from medseg_agent.tools.registry import build_tool
 from medseg_agent.training.trl_grpo import GRPOOptions, SegmentationEnvironment, grpo_rows, run_grpo
+from medseg_agent.vocabulary.actions import AddBox, AddPoint, Stop
+from medseg_agent.vocabulary.sample import Sample
 
 
 def disc(centre=(40, 30), radius=14, h=60, w=80) -> Sample:

@@ -16,7 +16,6 @@ pytest.importorskip("verl")
 from verl.experimental.agent_loop.tool_agent_loop import AgentData  # noqa: E402
 from verl.tools.tool_registry import initialize_tools_from_config  # noqa: E402
 
-from medseg_agent.data.sample import Sample  # noqa: E402
 from medseg_agent.environment.record import TrajectoryRecord  # noqa: E402
 from medseg_agent.rewards import score_record  # noqa: E402
 from medseg_agent.training.verl.dataset import rl_row, write_rl_parquet  # noqa: E402
@@ -30,6 +29,7 @@ from medseg_agent.training.verl.launch import (  # noqa: E402
     write_tool_config,
 )
 from medseg_agent.training.verl.reward_fn import compute_score  # noqa: E402
+from medseg_agent.vocabulary.sample import Sample
 
 BOX = '<tool_call>\n{"name": "add_bbox", "arguments": {"bbox_2d": [300, 250, 700, 780]}}\n</tool_call>'
 POINT = (

@@ -57,8 +57,8 @@ def make_tool(
 ) -> SegmentationTool:
     """Build a tool from CLI options (``extra``: further tool keywords, e.g. from --tool-option),
     turning ToolError into a clean exit with the message."""
-    from medseg_agent.tools.base import ToolError
     from medseg_agent.tools.registry import build_tool
+    from medseg_agent.vocabulary.errors import ToolError
 
     options: dict[str, Any] = dict(extra or {})
     if model_type:

@@ -133,13 +133,13 @@ def evaluate(
     See docs/inference.md for serving, native tool calls and Ray.
     """
     from medseg_agent.data.readers import open_dataset, summarize_skipped
-    from medseg_agent.environment.actions import CoordinateSpace
     from medseg_agent.environment.episode import EpisodeConfig
     from medseg_agent.evaluation.evaluate import EvalSpec, describe_run, run_evaluation
     from medseg_agent.evaluation.report import write_report
     from medseg_agent.policies.chat import PolicyError
     from medseg_agent.policies.registry import build_policy
     from medseg_agent.protocols import PROTOCOLS
+    from medseg_agent.vocabulary.actions import CoordinateSpace
 
     if protocol not in PROTOCOLS:
         fail(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")

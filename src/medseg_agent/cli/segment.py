@@ -75,12 +75,12 @@ def segment(
 
     Example: medseg-agent segment scan.png -t "left hippocampus in brain MRI" --gt gt.png -o runs/one
     """
-    from medseg_agent.data.sample import Sample
     from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
     from medseg_agent.environment.record import save_record
     from medseg_agent.environment.runner import run_episode
     from medseg_agent.io.masks import read_image_rgb, read_mask_png, write_image_png, write_mask_png
     from medseg_agent.policies.registry import build_policy
+    from medseg_agent.vocabulary.sample import Sample
 
     try:
         pixels = read_image_rgb(image)

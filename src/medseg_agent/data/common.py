@@ -10,8 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from medseg_agent.vocabulary.sample import Sample
+
 from .intensity import WindowSpec, ensure_rgb_uint8, to_display_rgb
-from .sample import Sample, SkippedSample
+from .sample import SkippedSample
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npy", ".dcm", ".nii", ".nii.gz")
 

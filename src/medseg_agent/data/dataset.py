@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
-from .sample import Sample, SkippedSample
+from medseg_agent.vocabulary.sample import Sample
+
+from .sample import SkippedSample
 
 Item = Sample | SkippedSample
 

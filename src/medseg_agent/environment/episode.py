@@ -9,25 +9,21 @@ replies become error observations; they never crash the episode.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from medseg_agent.environment.actions import (
-    Action,
-    AddBox,
-    AddPoint,
-    CoordinateSpace,
-    Stop,
-    action_to_dict,
-)
-from medseg_agent.environment.coordinates import CoordinateFrame, view_size_for
 from medseg_agent.environment.record import TrajectoryRecord, TurnRecord
 from medseg_agent.environment.render import render_overlay, resize_view, tinted
 from medseg_agent.io.masks import encode_rle
 from medseg_agent.metrics import dice, iou, segmentation_metrics
-from medseg_agent.protocols import ActionError, ActionProtocol, ErrorKind, ToolCall, get_protocol
-from medseg_agent.tools.base import Prompt, SegmentationTool, ToolSession, as_rgb_uint8
+from medseg_agent.protocols import ActionProtocol, get_protocol
+from medseg_agent.tools.base import SegmentationTool, ToolSession
+from medseg_agent.vocabulary.actions import Action, AddBox, AddPoint, CoordinateSpace, Stop, ToolCall, action_to_dict
+from medseg_agent.vocabulary.coordinates import CoordinateFrame, view_size_for
+from medseg_agent.vocabulary.errors import ActionError, ErrorKind
+from medseg_agent.vocabulary.images import as_rgb_uint8
+from medseg_agent.vocabulary.prompts import PromptState
 
 
 @dataclass
@@ -52,45 +48,6 @@ class Observation:
     turn: int  # number of replies so far
     error: ActionError | None = None
     done: bool = False
-
-
-@dataclass
-class PromptState:
-    """Prompts in full-resolution pixels, exactly what the tool is sent."""
-
-    box: tuple[float, float, float, float] | None = None
-    points: list[tuple[float, float]] = field(default_factory=list)
-    labels: list[int] = field(default_factory=list)
-    logits: np.ndarray | None = None
-
-    def after(self, action: AddBox | AddPoint, frame: CoordinateFrame | None = None) -> PromptState:
-        """The state after ``action``, SAM-style; ``self`` is left unchanged. The action is in the
-        model coordinates of ``frame``, or in full-resolution pixels when ``frame`` is None.
-
-        A new box starts a new mask (earlier points and logits belonged to the old one); a point is
-        added to the prompt and keeps the box and the previous logits. The environment, the tool
-        server's sessions and replays all go through here.
-        """
-        def pixels(x: float, y: float) -> tuple[float, float]:
-            return (x, y) if frame is None else frame.to_pixels(x, y)
-
-        if isinstance(action, AddBox):
-            return PromptState(box=(*pixels(action.x1, action.y1), *pixels(action.x2, action.y2)))
-        px, py = pixels(action.x, action.y)
-        return PromptState(
-            box=self.box,
-            points=[*self.points, (px, py)],
-            labels=[*self.labels, 1 if action.positive else 0],
-            logits=self.logits,
-        )
-
-    def to_prompt(self) -> Prompt:
-        return Prompt(
-            box=None if self.box is None else np.array(self.box, dtype=np.float32),
-            points=np.array(self.points, dtype=np.float32).reshape(-1, 2),
-            labels=np.array(self.labels, dtype=np.int64),
-            mask_input=self.logits,
-        )
 
 
 class SegmentationEnv:

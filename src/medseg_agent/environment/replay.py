@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg_agent.environment.actions import CoordinateSpace
-from medseg_agent.environment.episode import PromptState
 from medseg_agent.environment.record import TrajectoryRecord, turn_masks
 from medseg_agent.environment.render import render_overlay, resize_view, tinted
 from medseg_agent.protocols import get_protocol
 from medseg_agent.protocols.conversation import Conversation
-from medseg_agent.tools.base import as_rgb_uint8
+from medseg_agent.vocabulary.actions import CoordinateSpace
+from medseg_agent.vocabulary.images import as_rgb_uint8
+from medseg_agent.vocabulary.prompts import PromptState
 
 
 def replay_views(record: TrajectoryRecord, image: np.ndarray, base: Path | None = None) -> list[np.ndarray]:

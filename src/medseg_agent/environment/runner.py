@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from medseg_agent.data.sample import Sample
 from medseg_agent.environment.episode import Observation, SegmentationEnv
 from medseg_agent.environment.record import TrajectoryRecord
 from medseg_agent.policies.base import EpisodeContext, Policy
 from medseg_agent.tools.base import ToolSession
+from medseg_agent.vocabulary.sample import Sample
 
 
 def run_episode(

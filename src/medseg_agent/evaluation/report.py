@@ -7,13 +7,13 @@ from typing import Any
 
 import numpy as np
 
-from medseg_agent.data.sample import Sample
 from medseg_agent.environment.record import TrajectoryRecord, record_from_dict
 from medseg_agent.evaluation.gallery import write_gallery
 from medseg_agent.evaluation.plots import plot_dice_by_modality, plot_iou_per_action
 from medseg_agent.evaluation.summary import SampleResult, results_from_rows, write_summary
 from medseg_agent.io.masks import read_image_rgb
 from medseg_agent.runs.store import ResultStore
+from medseg_agent.vocabulary.sample import Sample
 
 
 def write_report(

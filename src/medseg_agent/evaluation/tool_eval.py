@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from medseg_agent.data.sample import Sample
-from medseg_agent.environment.actions import CoordinateSpace
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
 from medseg_agent.environment.runner import run_episode
 from medseg_agent.io.atomic import atomic_write_json, atomic_write_text
 from medseg_agent.policies.clicker import ClickerPolicy
 from medseg_agent.tools.base import SegmentationTool
+from medseg_agent.vocabulary.actions import CoordinateSpace
+from medseg_agent.vocabulary.sample import Sample
 
 DEFAULT_THRESHOLDS = (0.80, 0.85, 0.90)
 DEFAULT_KS = (1, 3, 5)

@@ -29,8 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg_agent.environment.actions import ADD_BBOX, AddBox, AddPoint, CoordinateSpace, Stop
-from medseg_agent.environment.episode import Observation, PromptState
+from medseg_agent.environment.episode import Observation
 from medseg_agent.experts import defaults
 from medseg_agent.experts import rationale as why
 from medseg_agent.experts.probe import ActionProbe
@@ -50,7 +49,9 @@ from medseg_agent.experts.strategy import (
 from medseg_agent.metrics import iou
 from medseg_agent.policies.base import EpisodeContext, Policy, PolicyReply
 from medseg_agent.policies.clicker import ClickerPolicy
-from medseg_agent.tools.base import Prediction, ToolSession
+from medseg_agent.tools.base import ToolSession
+from medseg_agent.vocabulary.actions import ADD_BBOX, AddBox, AddPoint, CoordinateSpace, Stop
+from medseg_agent.vocabulary.prompts import Prediction, PromptState
 
 
 @dataclass

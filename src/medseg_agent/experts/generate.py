@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from medseg_agent.data.sample import Sample
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
 from medseg_agent.environment.record import TrajectoryRecord, record_from_dict
 from medseg_agent.environment.runner import run_episode
@@ -31,6 +30,7 @@ from medseg_agent.io.atomic import atomic_write_bytes, atomic_write_json
 from medseg_agent.runs.parallel import run_jobs
 from medseg_agent.runs.store import ResultStore
 from medseg_agent.tools.base import SegmentationTool, ToolSession
+from medseg_agent.vocabulary.sample import Sample
 
 STORE_NAME = "trajectories.jsonl"
 CONFIG_NAME = "generation.json"

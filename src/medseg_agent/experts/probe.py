@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from medseg_agent.environment.actions import AddBox, AddPoint
-from medseg_agent.environment.episode import PromptState
-from medseg_agent.tools.base import Prediction, ToolSession
+from medseg_agent.tools.base import ToolSession
+from medseg_agent.vocabulary.actions import AddBox, AddPoint
+from medseg_agent.vocabulary.prompts import Prediction, PromptState
 
 
 def advance(state: PromptState, action: AddBox | AddPoint) -> PromptState:

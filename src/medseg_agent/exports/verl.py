@@ -20,11 +20,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medseg_agent.data.sample import Sample
 from medseg_agent.exports.common import ConversationParquetWriter, ExportItem, ParquetRows
 from medseg_agent.exports.hf_datasets import metadata_features
 from medseg_agent.io.masks import decode_rle
 from medseg_agent.protocols.conversation import to_sharegpt
+from medseg_agent.vocabulary.sample import Sample
 
 
 def _string_messages() -> Any:

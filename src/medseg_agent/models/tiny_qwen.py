@@ -45,8 +45,8 @@ _PATCH = {"qwen3_vl": 16, "qwen2_5_vl": 14, "qwen2_vl": 14}
 
 def _corpus() -> Iterator[str]:
     """Texts the tokenizer learns merges from: our prompts, schemas and actions, plus numbers."""
-    from medseg_agent.environment.actions import AddBox, AddPoint, CoordinateSpace, Stop
     from medseg_agent.protocols import PROTOCOLS, tool_schemas
+    from medseg_agent.vocabulary.actions import AddBox, AddPoint, CoordinateSpace, Stop
 
     for protocol_cls in PROTOCOLS.values():
         protocol = protocol_cls()

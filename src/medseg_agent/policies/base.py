@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from medseg_agent.environment.actions import Action
-from medseg_agent.environment.coordinates import CoordinateFrame
 from medseg_agent.environment.episode import Observation
-from medseg_agent.protocols import ActionProtocol, ToolCall
+from medseg_agent.protocols import ActionProtocol
+from medseg_agent.vocabulary.actions import Action, ToolCall
+from medseg_agent.vocabulary.coordinates import CoordinateFrame
 
 
 @dataclass

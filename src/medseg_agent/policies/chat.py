@@ -24,8 +24,9 @@ from typing import Any
 
 from medseg_agent.environment.episode import Observation
 from medseg_agent.policies.base import EpisodeContext, Policy, PolicyReply
-from medseg_agent.protocols import ToolCall, tool_schemas
+from medseg_agent.protocols import tool_schemas
 from medseg_agent.protocols.conversation import Conversation
+from medseg_agent.vocabulary.actions import ToolCall
 
 #: Where the MedSAM protocol's system prompt starts its textual copy of the tool schemas.
 TOOL_LISTING_MARKER = "\n\n# Tools\n"

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from medseg_agent.environment.actions import AddPoint, Stop
 from medseg_agent.environment.episode import Observation
 from medseg_agent.metrics import iou
 from medseg_agent.policies.base import EpisodeContext, Policy, PolicyReply
 from medseg_agent.policies.clicks import next_click
+from medseg_agent.vocabulary.actions import AddPoint, Stop
 
 
 class ClickerPolicy(Policy):

@@ -16,8 +16,8 @@ from typing import Any
 
 from medseg_agent.policies.base import PolicyReply
 from medseg_agent.policies.chat import ChatPolicy, PolicyError, reply_from
-from medseg_agent.protocols import ToolCall
 from medseg_agent.protocols.conversation import Conversation, to_openai
+from medseg_agent.vocabulary.actions import ToolCall
 
 DEFAULT_BASE_URL = "http://localhost:8000/v1"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from medseg_agent.protocols.base import ActionError, ActionProtocol, ErrorKind, ParseResult, ToolCall
+from medseg_agent.protocols.base import ActionProtocol, ParseResult
 from medseg_agent.protocols.ibis import IbisProtocol
 from medseg_agent.protocols.medsam import MedSamProtocol, tool_schemas
 
@@ -18,13 +18,10 @@ def get_protocol(name: str) -> ActionProtocol:
 
 __all__ = [
     "PROTOCOLS",
-    "ActionError",
     "ActionProtocol",
-    "ErrorKind",
     "IbisProtocol",
     "MedSamProtocol",
     "ParseResult",
-    "ToolCall",
     "get_protocol",
     "tool_schemas",
 ]

@@ -1,6 +1,6 @@
 """How actions are written by a policy and read back: the interface each protocol implements.
 
-One action model underneath (:mod:`medseg_agent.environment.actions`); a protocol only decides the
+One action model underneath (:mod:`medseg_agent.vocabulary.actions`); a protocol only decides the
 surface syntax, the prompts and the coordinate space. Parsing never raises on model output: every
 problem becomes an :class:`ActionError` the policy can read and recover from.
 """
@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 import math
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from typing import Any
 
-from medseg_agent.environment.actions import (
+from medseg_agent.vocabulary.actions import (
     ADD_BBOX,
     ADD_POINT,
     STOP_ACTION,
@@ -23,38 +22,10 @@ from medseg_agent.environment.actions import (
     AddPoint,
     CoordinateSpace,
     Stop,
+    ToolCall,
 )
-from medseg_agent.environment.coordinates import CoordinateFrame
-
-
-class ErrorKind(StrEnum):
-    NO_ACTION = "no_action"
-    MULTIPLE_ACTIONS = "multiple_actions"
-    BAD_JSON = "bad_json"
-    UNKNOWN_TOOL = "unknown_tool"
-    MISSING_ARGUMENT = "missing_argument"
-    BAD_ARGUMENT = "bad_argument"
-    OUT_OF_RANGE = "out_of_range"
-    INVERTED_BOX = "inverted_box"
-    UNSUPPORTED_ACTION = "unsupported_action"
-    REJECTED = "rejected"  # valid syntax, refused by the episode (e.g. stop before any mask)
-
-
-@dataclass(frozen=True)
-class ActionError:
-    kind: ErrorKind
-    message: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"kind": str(self.kind), "message": self.message}
-
-
-@dataclass
-class ToolCall:
-    """A structured (OpenAI-style) tool call; ``arguments`` may be a JSON string or a dict."""
-
-    name: str
-    arguments: str | dict[str, Any] = field(default_factory=dict)
+from medseg_agent.vocabulary.coordinates import CoordinateFrame
+from medseg_agent.vocabulary.errors import ActionError, ErrorKind
 
 
 @dataclass

@@ -15,8 +15,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from medseg_agent.environment.actions import CoordinateSpace
 from medseg_agent.protocols.base import ActionProtocol
+from medseg_agent.vocabulary.actions import CoordinateSpace
 
 IMAGE_TOKEN = "<image>"
 

@@ -8,24 +8,10 @@ from __future__ import annotations
 
 import re
 
-from medseg_agent.environment.actions import (
-    ADD_POINT,
-    STOP_ACTION,
-    Action,
-    AddPoint,
-    CoordinateSpace,
-    Stop,
-)
-from medseg_agent.environment.coordinates import CoordinateFrame
-from medseg_agent.protocols.base import (
-    ActionProtocol,
-    ErrorKind,
-    ParseFailure,
-    ToolCall,
-    build_action,
-    extract_tag,
-    parse_coordinates,
-)
+from medseg_agent.protocols.base import ActionProtocol, ParseFailure, build_action, extract_tag, parse_coordinates
+from medseg_agent.vocabulary.actions import ADD_POINT, STOP_ACTION, Action, AddPoint, CoordinateSpace, Stop, ToolCall
+from medseg_agent.vocabulary.coordinates import CoordinateFrame
+from medseg_agent.vocabulary.errors import ErrorKind
 
 _ACTION = re.compile(r"<action>(.*?)</action>", re.DOTALL)
 _POINT = re.compile(

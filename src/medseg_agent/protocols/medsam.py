@@ -11,22 +11,18 @@ import json
 import re
 from typing import Any
 
-from medseg_agent.environment.actions import (
+from medseg_agent.protocols.base import ActionProtocol, ParseFailure, build_action
+from medseg_agent.vocabulary.actions import (
     ADD_BBOX,
     ADD_POINT,
     STOP_ACTION,
     Action,
     CoordinateSpace,
+    ToolCall,
     action_to_dict,
 )
-from medseg_agent.environment.coordinates import CoordinateFrame
-from medseg_agent.protocols.base import (
-    ActionProtocol,
-    ErrorKind,
-    ParseFailure,
-    ToolCall,
-    build_action,
-)
+from medseg_agent.vocabulary.coordinates import CoordinateFrame
+from medseg_agent.vocabulary.errors import ErrorKind
 
 _TOOL_CALL = re.compile(r"<tool_call>(.*?)(?:</tool_call>|\Z)", re.DOTALL)
 _THINK = re.compile(r"<think>.*?</think>", re.DOTALL)

@@ -26,7 +26,8 @@ from medseg_agent.serving.schemas import (
     PromptIn,
 )
 from medseg_agent.serving.state import ServerState, get_state, require_token
-from medseg_agent.tools.base import Prompt, ToolError
+from medseg_agent.vocabulary.errors import ToolError
+from medseg_agent.vocabulary.prompts import Prompt
 
 ERRORS = {
     401: {"model": ErrorResponse, "description": "Missing or wrong token."},

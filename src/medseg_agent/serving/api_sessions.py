@@ -13,15 +13,15 @@ import cv2
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 
-from medseg_agent.environment.actions import ADD_BBOX, ADD_POINT, AddPoint
-from medseg_agent.environment.coordinates import CoordinateFrame, view_size_for
 from medseg_agent.io.masks import encode_rle
 from medseg_agent.protocols.base import ParseFailure, build_action
 from medseg_agent.serving.api_images import ERRORS, decode_base64, load_image, stored_image
 from medseg_agent.serving.schemas import BoxAction, ErrorResponse, PointAction, Rle, SessionCreate, SessionState
 from medseg_agent.serving.sessions import Session
 from medseg_agent.serving.state import ServerState, get_state, require_token
-from medseg_agent.tools.base import ToolError
+from medseg_agent.vocabulary.actions import ADD_BBOX, ADD_POINT, AddPoint
+from medseg_agent.vocabulary.coordinates import CoordinateFrame, view_size_for
+from medseg_agent.vocabulary.errors import ToolError
 
 SESSION_NOT_FOUND = {404: {"model": ErrorResponse, "description": "Unknown, deleted or expired session."}}
 CONFLICT = {409: {"model": ErrorResponse, "description": "The action does not fit the session's state."}}

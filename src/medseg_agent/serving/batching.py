@@ -26,7 +26,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from medseg_agent.tools.base import ImageEmbedding, Prediction, Prompt, SegmentationTool
+from medseg_agent.tools.base import ImageEmbedding, SegmentationTool
+from medseg_agent.vocabulary.prompts import Prediction, Prompt
 
 T = TypeVar("T")
 DECODE, ENCODE = 0, 1  # priorities on the model thread: lower runs first

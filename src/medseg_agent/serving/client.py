@@ -27,7 +27,10 @@ import numpy as np
 from medseg_agent.io.masks import decode_rle
 from medseg_agent.serving.images import image_key
 from medseg_agent.serving.schemas import ArrayPayload
-from medseg_agent.tools.base import ImageEmbedding, Prediction, Prompt, SegmentationTool, ToolError, as_rgb_uint8
+from medseg_agent.tools.base import ImageEmbedding, SegmentationTool
+from medseg_agent.vocabulary.errors import ToolError
+from medseg_agent.vocabulary.images import as_rgb_uint8
+from medseg_agent.vocabulary.prompts import Prediction, Prompt
 
 TOKEN_ENV = "MEDSEG_AGENT_TOKEN"
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from medseg_agent.tools.base import ToolError, as_rgb_uint8
+from medseg_agent.vocabulary.errors import ToolError
+from medseg_agent.vocabulary.images import as_rgb_uint8
 
 IMAGE_ID_PATTERN = r"^[0-9a-f]{64}$"
 _IMAGE_ID = re.compile(IMAGE_ID_PATTERN)

@@ -1,7 +1,7 @@
 """Request and response bodies of the tool server (they are its OpenAPI schema).
 
 Coordinates of ``/v1/predict`` are full-resolution pixels ``(x, y)``, what
-:class:`medseg_agent.tools.base.Prompt` holds. Session actions take the reference system's tool-call
+:class:`medseg_agent.vocabulary.prompts.Prompt` holds. Session actions take the reference system's tool-call
 arguments verbatim (``bbox_2d``, ``point_2d``, ``point_type``) in the session's coordinate space, so
 an RL trainer can forward a model's tool call unchanged.
 """
@@ -16,9 +16,9 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from medseg_agent.environment.actions import CoordinateSpace
 from medseg_agent.serving.images import IMAGE_ID_PATTERN
-from medseg_agent.tools.base import Prediction
+from medseg_agent.vocabulary.actions import CoordinateSpace
+from medseg_agent.vocabulary.prompts import Prediction
 
 ImageId = Annotated[
     str, Field(pattern=IMAGE_ID_PATTERN, description="SHA-256 (hex) of the image's RGB bytes and shape.")
@@ -85,7 +85,7 @@ class ImageInfo(BaseModel):
 
 # -- stateless prediction (the HTTP client tool) ---------------------------------------------------
 class PromptIn(_Strict):
-    """One :class:`~medseg_agent.tools.base.Prompt` in full-resolution pixels."""
+    """One :class:`~medseg_agent.vocabulary.prompts.Prompt` in full-resolution pixels."""
 
     box: Annotated[list[float], Field(min_length=4, max_length=4)] | None = Field(
         None, description="[x1, y1, x2, y2] pixels, x1 <= x2, y1 <= y2"

@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from medseg_agent.environment.actions import AddBox, AddPoint
-from medseg_agent.environment.coordinates import CoordinateFrame
-from medseg_agent.environment.episode import PromptState
 from medseg_agent.serving.images import ImageStore
-from medseg_agent.tools.base import Prediction
+from medseg_agent.vocabulary.actions import AddBox, AddPoint
+from medseg_agent.vocabulary.coordinates import CoordinateFrame
+from medseg_agent.vocabulary.prompts import Prediction, PromptState
 
 
 class SessionNotFound(KeyError):

@@ -20,7 +20,8 @@ from medseg_agent.serving.cache import EmbeddingCache
 from medseg_agent.serving.config import ServerConfig
 from medseg_agent.serving.images import ImageStore
 from medseg_agent.serving.sessions import SessionStore
-from medseg_agent.tools.base import ImageEmbedding, Prediction, Prompt, SegmentationTool
+from medseg_agent.tools.base import ImageEmbedding, SegmentationTool
+from medseg_agent.vocabulary.prompts import Prediction, Prompt
 
 log = logging.getLogger(__name__)
 

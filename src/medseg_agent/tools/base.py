@@ -10,45 +10,14 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-
-@dataclass
-class Prompt:
-    """Everything a tool may use for one prediction, in full-resolution pixel coordinates (x, y).
-
-    ``mask_input`` is the previous prediction's low-resolution logits, exactly as the same tool
-    returned them in :attr:`Prediction.logits`.
-    """
-
-    box: np.ndarray | None = None  # (4,) float x1, y1, x2, y2
-    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.float32))
-    labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), dtype=np.int64))  # 1 pos, 0 neg
-    mask_input: np.ndarray | None = None
-
-    def __post_init__(self) -> None:
-        self.points = np.asarray(self.points, dtype=np.float32).reshape(-1, 2)
-        self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
-        if len(self.points) != len(self.labels):
-            raise ValueError(f"Prompt has {len(self.points)} points but {len(self.labels)} labels")
-        if self.box is not None:
-            self.box = np.asarray(self.box, dtype=np.float32).reshape(4)
-
-    @property
-    def is_empty(self) -> bool:
-        return self.box is None and len(self.points) == 0
-
-
-@dataclass
-class Prediction:
-    """A tool's answer: a full-resolution boolean mask, logits to feed back, and its own score."""
-
-    mask: np.ndarray  # (H, W) bool
-    logits: np.ndarray | None = None
-    score: float = 0.0
+from medseg_agent.vocabulary.errors import ToolError
+from medseg_agent.vocabulary.images import as_rgb_uint8
+from medseg_agent.vocabulary.prompts import Prediction, Prompt
 
 
 @dataclass
@@ -61,10 +30,6 @@ class ImageEmbedding:
     data: Any
     image_size: tuple[int, int]
     nbytes: int
-
-
-class ToolError(RuntimeError):
-    """A tool could not be built or could not run (bad checkpoint, bad image, ...)."""
 
 
 class SegmentationTool(ABC):
@@ -150,21 +115,3 @@ class ToolSession:
 
     def predict(self, prompt: Prompt) -> Prediction:
         return self.tool.decode(self.embedding, prompt)
-
-
-def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
-    """Validate and normalise an image to contiguous (H, W, 3) uint8, the form every tool takes."""
-    image = np.asarray(image)
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    elif image.ndim == 3 and image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
-    elif image.ndim == 3 and image.shape[2] == 4:
-        image = image[:, :, :3]
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ToolError(f"expected an image of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {image.shape}")
-    if image.shape[0] < 2 or image.shape[1] < 2:
-        raise ToolError(f"image is too small: {image.shape[:2]}")
-    if image.dtype != np.uint8:
-        raise ToolError(f"expected a uint8 image (window/normalise medical intensities first), got {image.dtype}")
-    return np.ascontiguousarray(image)

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from medseg_agent.tools.base import ToolError
+from medseg_agent.vocabulary.errors import ToolError
 
 ModelT = TypeVar("ModelT", bound=nn.Module)
 

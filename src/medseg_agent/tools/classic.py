@@ -114,7 +114,9 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from scipy import ndimage as ndi
 
-from medseg_agent.tools.base import ImageEmbedding, Prediction, Prompt, SegmentationTool, ToolError
+from medseg_agent.tools.base import ImageEmbedding, SegmentationTool
+from medseg_agent.vocabulary.errors import ToolError
+from medseg_agent.vocabulary.prompts import Prediction, Prompt
 
 METHODS = ("grabcut", "random_walker", "watershed")
 

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from medseg_agent.tools.base import SegmentationTool, ToolError
+from medseg_agent.tools.base import SegmentationTool
+from medseg_agent.vocabulary.errors import ToolError
 
 ToolFactory = Callable[..., SegmentationTool]
 

@@ -31,8 +31,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medseg_agent.tools.base import ImageEmbedding, Prediction, Prompt, SegmentationTool, ToolError
+from medseg_agent.tools.base import ImageEmbedding, SegmentationTool
 from medseg_agent.tools.checkpoints import build_model
+from medseg_agent.vocabulary.errors import ToolError
+from medseg_agent.vocabulary.prompts import Prediction, Prompt
 
 SAM_MODEL_TYPES: tuple[str, ...] = ("vit_b", "vit_l", "vit_h")
 #: Side of the square the image encoder sees.

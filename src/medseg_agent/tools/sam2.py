@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medseg_agent.tools.base import ImageEmbedding, Prediction, Prompt, SegmentationTool, ToolError
+from medseg_agent.tools.base import ImageEmbedding, SegmentationTool
 from medseg_agent.tools.checkpoints import build_model
 from medseg_agent.tools.sam import (
     DEFAULT_MAX_BATCH,
@@ -39,6 +39,8 @@ from medseg_agent.tools.sam import (
     decode_grouped,
     predictions_from_tensors,
 )
+from medseg_agent.vocabulary.errors import ToolError
+from medseg_agent.vocabulary.prompts import Prediction, Prompt
 
 DEFAULT_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
 

@@ -20,14 +20,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from medseg_agent.data.sample import Sample
-from medseg_agent.environment.actions import ADD_BBOX, ADD_POINT, STOP_ACTION, CoordinateSpace
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
 from medseg_agent.environment.record import TrajectoryRecord
-from medseg_agent.protocols import ToolCall, get_protocol, tool_schemas
+from medseg_agent.protocols import get_protocol, tool_schemas
 from medseg_agent.rewards import RewardSpec, resolve_reward, score_record
 from medseg_agent.tools.base import SegmentationTool
 from medseg_agent.training.verl.episodes import EpisodeSpec, finished_text
+from medseg_agent.vocabulary.actions import ADD_BBOX, ADD_POINT, STOP_ACTION, CoordinateSpace, ToolCall
+from medseg_agent.vocabulary.sample import Sample
 
 
 def _google_docstring(name: str) -> str:

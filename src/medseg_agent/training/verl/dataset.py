@@ -19,16 +19,16 @@ from typing import Any
 import cv2
 import numpy as np
 
-from medseg_agent.data.sample import Sample
-from medseg_agent.environment.actions import CoordinateSpace
-from medseg_agent.environment.coordinates import view_size_for
 from medseg_agent.environment.render import resize_view
 from medseg_agent.io.masks import encode_rle, write_image_png
 from medseg_agent.policies.chat import without_tool_listing
 from medseg_agent.protocols import get_protocol
-from medseg_agent.tools.base import as_rgb_uint8
 from medseg_agent.training.verl.episodes import AGENT_NAME, EPISODE_KWARGS_KEY
 from medseg_agent.training.verl.reward_fn import DATA_SOURCE, ground_truth_payload
+from medseg_agent.vocabulary.actions import CoordinateSpace
+from medseg_agent.vocabulary.coordinates import view_size_for
+from medseg_agent.vocabulary.images import as_rgb_uint8
+from medseg_agent.vocabulary.sample import Sample
 
 IMAGE_MODES = ("inline", "files")
 

@@ -27,8 +27,8 @@ import numpy as np
 from medseg_agent.environment.episode import EpisodeConfig, Observation, SegmentationEnv
 from medseg_agent.environment.record import TrajectoryRecord
 from medseg_agent.io.masks import decode_rle, read_image_rgb
-from medseg_agent.protocols import ToolCall
 from medseg_agent.tools.base import SegmentationTool
+from medseg_agent.vocabulary.actions import ToolCall
 
 #: agent_name of RL rows; the agent-loop YAML maps it to MedSegAgentLoop.
 AGENT_NAME = "medseg_agent"

@@ -25,10 +25,9 @@ from uuid import uuid4
 from verl.tools.base_tool import BaseTool
 from verl.tools.schemas import OpenAIFunctionToolSchema, ToolResponse
 
-from medseg_agent.environment.actions import ADD_BBOX, ADD_POINT, STOP_ACTION, CoordinateSpace
 from medseg_agent.environment.episode import EpisodeConfig
 from medseg_agent.policies.chat import tool_call_text
-from medseg_agent.protocols import ToolCall, tool_schemas
+from medseg_agent.protocols import tool_schemas
 from medseg_agent.tools.base import SegmentationTool
 from medseg_agent.training.verl.episodes import (
     EPISODE_ID_FIELD,
@@ -38,6 +37,7 @@ from medseg_agent.training.verl.episodes import (
     finished_text,
     record_fields,
 )
+from medseg_agent.vocabulary.actions import ADD_BBOX, ADD_POINT, STOP_ACTION, CoordinateSpace, ToolCall
 
 DEFAULTS: dict[str, Any] = {
     "tool": "classic",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from medseg_agent.environment.actions import CoordinateSpace
+from medseg_agent.vocabulary.actions import CoordinateSpace
 
 NORM1000_MAX = 999
 

@@ -7,7 +7,7 @@ Tool names match the reference system exactly so trained models stay compatible.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -78,6 +78,14 @@ class Stop:
 
 
 Action = AddBox | AddPoint | Stop
+
+
+@dataclass
+class ToolCall:
+    """A structured (OpenAI-style) tool call; ``arguments`` may be a JSON string or a dict."""
+
+    name: str
+    arguments: str | dict[str, Any] = field(default_factory=dict)
 
 
 def action_to_dict(action: Action) -> dict[str, Any]:
