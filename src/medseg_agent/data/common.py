@@ -178,7 +178,7 @@ def load_mask(path: str | Path, label: int | None = None) -> np.ndarray:
     return arr > 0
 
 
-def _describe_error(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
 
@@ -225,7 +225,7 @@ def build_sample(
         except FileNotFoundError:
             return SkippedSample(sample_id, ipath, "image file not found")
         except Exception as exc:  # any decoder error: report, never raise
-            return SkippedSample(sample_id, ipath, f"unreadable image: {_describe_error(exc)}")
+            return SkippedSample(sample_id, ipath, f"unreadable image: {describe_error(exc)}")
     if mask is None:
         if mask_path is None and load_mask_fn is None:
             return SkippedSample(sample_id, ipath, "no mask file for this image")
@@ -234,7 +234,7 @@ def build_sample(
         except FileNotFoundError:
             return SkippedSample(sample_id, mpath, "mask file not found")
         except Exception as exc:
-            return SkippedSample(sample_id, mpath, f"unreadable mask: {_describe_error(exc)}")
+            return SkippedSample(sample_id, mpath, f"unreadable mask: {describe_error(exc)}")
     problem = check_pair(image, mask)
     if problem is not None:
         if problem.startswith("image/mask") and ipath:
