@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from ..intensity import gray_to_rgb, percentile_range, rescale_to_uint8
+from medseg_agent.io.intensity import gray_to_rgb, percentile_range, rescale_to_uint8
+
 from .reporting import DemoBuildError
 
 NUCLEUS_CROP = 96  # px of the original 512x512 image, upscaled x2

@@ -7,8 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from medseg_agent.io.intensity import WindowSpec
+
 from ..dataset import Dataset, Item
-from ..intensity import WindowSpec
 from .cases import VolumeCase, case_samples
 from .discovery import discover_dicom_cases, discover_nifti_cases, find_sibling_label, strip_nifti_suffix
 from .labels import LabelSpec, resolve_label_names

@@ -9,9 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..common import build_sample, canonical_modality, describe_target
-from ..dataset import Item
-from ..intensity import (
+from medseg_agent.io.intensity import (
     DEFAULT_CT_WINDOW,
     WindowSpec,
     apply_window,
@@ -20,6 +18,9 @@ from ..intensity import (
     percentile_range,
     rescale_to_uint8,
 )
+
+from ..common import build_sample, canonical_modality, describe_target
+from ..dataset import Item
 from ..sample import SkippedSample
 from .labels import humanize_label
 from .orientation import AXES, axis_index, canonical, display_slice, slice_spacing
