@@ -30,7 +30,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .intensity import WindowSpec, ensure_rgb_uint8, is_ct, resolve_window, to_display_rgb
+from .intensity import DEFAULT_CT_WINDOW, WindowSpec, ensure_rgb_uint8, is_ct, resolve_window, to_display_rgb
 
 MAX_PIXELS_ENV = "MEDSEG_AGENT_MAX_IMAGE_PIXELS"
 DEFAULT_MAX_PIXELS = 50_000_000
@@ -224,7 +224,7 @@ def _refuse_flat_window(
     lo, hi = float(finite.min()), float(finite.max())
     if lo == hi:
         return
-    width, level = resolve_window(window if window is not None else "abdomen")
+    width, level = resolve_window(window if window is not None else DEFAULT_CT_WINDOW)
     shown = "white" if first == 255 else "black"
     raise ImageLoadError(
         name,
