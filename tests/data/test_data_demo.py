@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from medseg_agent.data import demo
+from medseg_agent.data.demo import debian
 from medseg_agent.data.readers import open_dataset
 
 
@@ -48,26 +49,26 @@ def test_default_dirs_honour_env(monkeypatch, tmp_path):
 def test_fetch_mricron_without_apt_or_dpkg(monkeypatch, tmp_path):
     files = {n: f"content of {n}".encode() for n in demo.MRICRON_FILES}
     deb_bytes = _fake_deb(files)
-    monkeypatch.setattr(demo, "INSTALLED_TEMPLATES", tmp_path / "not-installed")
-    monkeypatch.setattr(demo, "_apt_download", lambda tmp, log: None)
-    monkeypatch.setattr(demo.shutil, "which", lambda name: None)
-    monkeypatch.setattr(demo, "_url_download", lambda url, dest, sha: dest.write_bytes(deb_bytes))
+    monkeypatch.setattr(debian, "INSTALLED_TEMPLATES", tmp_path / "not-installed")
+    monkeypatch.setattr(debian, "_apt_download", lambda tmp, log: None)
+    monkeypatch.setattr(debian.shutil, "which", lambda name: None)
+    monkeypatch.setattr(debian, "url_download", lambda url, dest, sha: dest.write_bytes(deb_bytes))
     got = demo.fetch_mricron_templates(tmp_path / "cache")
     assert got == tmp_path / "cache" / demo.MRICRON_PACKAGE
     assert {p.name: p.read_bytes() for p in got.iterdir()} == files
     # second call: served from the cache, no download attempted
-    monkeypatch.setattr(demo, "_url_download", lambda *a: pytest.fail("downloaded again"))
+    monkeypatch.setattr(debian, "url_download", lambda *a: pytest.fail("downloaded again"))
     assert demo.fetch_mricron_templates(tmp_path / "cache") == got
 
 
 def test_fetch_mricron_failure_names_package_and_command(monkeypatch, tmp_path):
-    monkeypatch.setattr(demo, "INSTALLED_TEMPLATES", tmp_path / "not-installed")
-    monkeypatch.setattr(demo, "_apt_download", lambda tmp, log: None)
+    monkeypatch.setattr(debian, "INSTALLED_TEMPLATES", tmp_path / "not-installed")
+    monkeypatch.setattr(debian, "_apt_download", lambda tmp, log: None)
 
     def offline(url, dest, sha):
         raise OSError("network unreachable")
 
-    monkeypatch.setattr(demo, "_url_download", offline)
+    monkeypatch.setattr(debian, "url_download", offline)
     with pytest.raises(demo.DemoBuildError) as err:
         demo.fetch_mricron_templates(tmp_path / "cache")
     assert "mricron-data" in str(err.value) and "apt-get download mricron-data" in str(err.value)

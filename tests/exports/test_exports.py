@@ -17,7 +17,8 @@ from medseg_agent.cli.trajectories import trajectories_app
 from medseg_agent.environment.replay import replay_views
 from medseg_agent.experts.generate import GenerationConfig, generate_dataset, load_generation
 from medseg_agent.exports import write_exports
-from medseg_agent.io.masks import decode_rle, read_image_rgb
+from medseg_agent.io.images import load_image
+from medseg_agent.io.masks import decode_rle
 from medseg_agent.protocols import get_protocol
 from medseg_agent.training.verl.episodes import AGENT_NAME, episode_spec_from_tools_kwargs
 from medseg_agent.vocabulary.actions import CoordinateSpace
@@ -127,7 +128,7 @@ def test_every_export_loads_with_its_library(tmp_path, shape_tool):
             assert_one_valid_action(text, record)
             assert text.startswith("<think>")
         # every overlay is the view the expert's episode produced after that turn
-        views = replay_views(record, read_image_rgb(sample.image_path))
+        views = replay_views(record, load_image(sample.image_path, sample.modality))
         for image, view in zip(row["images"][1:], views, strict=False):
             assert np.array_equal(pil(image), view)
         assert row["final_iou"] == pytest.approx(record.final_metrics["iou"])

@@ -139,8 +139,9 @@ def test_png_and_npy_uploads_of_the_same_pixels_get_the_same_key():
         (b"", "empty"),
         (b"not an image at all", "not a readable image"),
         (png_bytes(np.zeros((10, 100), np.uint8)), "at most 64 pixels per side"),
-        (png_bytes(np.zeros((8, 8), np.uint16)), "not 8-bit"),
+        (png_bytes(np.zeros((1, 8), np.uint8)), "at least 2x2"),
         (b"\x93NUMPY\x01\x00garbage", "not a valid .npy"),
+        (b"\x93NUMPY\x01\x00\x10\x00{'descr': '|u1'\n", "not a valid .npy"),  # tokenize.TokenError in numpy
     ],
 )
 def test_unusable_uploads_are_rejected_with_the_reason(data, message):

@@ -78,14 +78,15 @@ def segment(
     from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
     from medseg_agent.environment.record import save_record
     from medseg_agent.environment.runner import run_episode
-    from medseg_agent.io.masks import read_image_rgb, read_mask_png, write_image_png, write_mask_png
+    from medseg_agent.io.images import ImageLoadError, load_image, load_mask
+    from medseg_agent.io.masks import write_image_png, write_mask_png
     from medseg_agent.policies.registry import build_policy
     from medseg_agent.vocabulary.sample import Sample
 
     try:
-        pixels = read_image_rgb(image)
-        gt_mask = read_mask_png(gt) if gt else None
-    except OSError as exc:
+        pixels = load_image(image)
+        gt_mask = load_mask(gt) if gt else None
+    except ImageLoadError as exc:
         fail(str(exc))
     if gt_mask is not None and gt_mask.shape != pixels.shape[:2]:
         fail(f"--gt {gt} has shape {gt_mask.shape}, but {image} is {pixels.shape[:2]}")

@@ -1,5 +1,5 @@
-"""Shared helpers of the readers: loading 2-D images and masks, modality names, target text,
-and turning an (image, mask) pair into a :class:`Sample` or a :class:`SkippedSample`."""
+"""Shared helpers of the readers: modality names, target text, and (through the one image loader,
+:mod:`medseg_agent.io.images`) turning an (image, mask) pair into a :class:`Sample` or a :class:`SkippedSample`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
+from medseg_agent.io.images import ImageLoadError, ImageNotFoundError, load_image, load_mask
 from medseg_agent.vocabulary.sample import Sample
 
-from .intensity import WindowSpec, ensure_rgb_uint8, to_display_rgb
 from .sample import SkippedSample
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npy", ".dcm", ".nii", ".nii.gz")
@@ -110,77 +110,7 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and not low.startswith(".") and low.endswith(IMAGE_EXTENSIONS)
 
 
-# --------------------------------------------------------------------------- loading
-
-
-def read_array(path: str | Path) -> np.ndarray:
-    """Read a 2-D image file as a raw array (no intensity mapping)."""
-    p = Path(path)
-    low = p.name.lower()
-    if low.endswith((".tif", ".tiff")):
-        import tifffile
-
-        arr = tifffile.imread(str(p))
-    elif low.endswith(".npy"):
-        arr = np.load(p, allow_pickle=False)
-    elif low.endswith((".nii", ".nii.gz")):
-        import nibabel as nib
-
-        arr = np.asanyarray(nib.load(str(p)).dataobj)
-        arr = np.squeeze(arr)
-    elif low.endswith(".dcm"):
-        import pydicom
-
-        ds = pydicom.dcmread(str(p))
-        arr = ds.pixel_array.astype(np.float32)
-        arr = arr * float(getattr(ds, "RescaleSlope", 1) or 1) + float(getattr(ds, "RescaleIntercept", 0) or 0)
-    else:
-        from PIL import Image
-
-        with Image.open(p) as im:
-            im.load()
-            if im.mode in ("P", "CMYK", "YCbCr", "LAB", "HSV"):
-                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
-            elif im.mode in ("LA", "PA"):
-                im = im.convert("L")
-            arr = np.asarray(im)
-    arr = np.asarray(arr)
-    if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[2] not in (3, 4):
-        arr = np.moveaxis(arr, 0, -1)  # channel-first TIFF
-    return arr
-
-
-def load_image(path: str | Path, modality: str | None = None, window: WindowSpec | None = None) -> np.ndarray:
-    """Read an image file as display-ready (H, W, 3) uint8 (CT windowed, others percentile-normalised
-    unless already uint8)."""
-    arr = read_array(path)
-    if arr.ndim not in (2, 3):
-        raise ValueError(f"expected a 2-D image, got an array of shape {arr.shape}")
-    if arr.ndim == 3 and arr.shape[2] not in (1, 3, 4):
-        raise ValueError(f"expected a 2-D image, got an array of shape {arr.shape}")
-    if arr.dtype == np.uint8 and window is None:
-        return ensure_rgb_uint8(arr)
-    return to_display_rgb(arr, modality, window=window)
-
-
-def load_mask(path: str | Path, label: int | None = None) -> np.ndarray:
-    """Read a mask file as (H, W) bool: non-zero (or ``== label``) pixels; colour masks use the max
-    over channels; JPEG masks are thresholded at half range against compression noise."""
-    arr = read_array(path)
-    if arr.ndim == 3 and arr.shape[2] in (3, 4):
-        arr = arr[:, :, :3].max(axis=2)
-    elif arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[:, :, 0]
-    if arr.ndim != 2:
-        raise ValueError(f"expected a 2-D mask, got an array of shape {arr.shape}")
-    if label is not None:
-        return arr == label
-    if Path(path).suffix.lower() in (".jpg", ".jpeg"):
-        return arr > (127 if arr.dtype == np.uint8 else arr.max() / 2)
-    return arr > 0
-
-
-def _describe_error(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
 
@@ -224,19 +154,19 @@ def build_sample(
             return SkippedSample(sample_id, mpath, "no image file for this mask")
         try:
             image = load_image_fn() if load_image_fn else load_image(image_path, modality)  # type: ignore[arg-type]
-        except FileNotFoundError:
+        except ImageNotFoundError:
             return SkippedSample(sample_id, ipath, "image file not found")
-        except Exception as exc:  # any decoder error: report, never raise
-            return SkippedSample(sample_id, ipath, f"unreadable image: {_describe_error(exc)}")
+        except ImageLoadError as exc:
+            return SkippedSample(sample_id, ipath, f"unreadable image: {exc.problem}")
     if mask is None:
         if mask_path is None and load_mask_fn is None:
             return SkippedSample(sample_id, ipath, "no mask file for this image")
         try:
             mask = load_mask_fn() if load_mask_fn else load_mask(mask_path)  # type: ignore[arg-type]
-        except FileNotFoundError:
+        except ImageNotFoundError:
             return SkippedSample(sample_id, mpath, "mask file not found")
-        except Exception as exc:
-            return SkippedSample(sample_id, mpath, f"unreadable mask: {_describe_error(exc)}")
+        except ImageLoadError as exc:
+            return SkippedSample(sample_id, mpath, f"unreadable mask: {exc.problem}")
     problem = check_pair(image, mask)
     if problem is not None:
         if problem.startswith("image/mask") and ipath:

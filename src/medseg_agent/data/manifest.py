@@ -18,7 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .common import build_sample, canonical_modality, load_image, load_mask, parse_spacing
+from medseg_agent.io.images import load_image, load_mask
+
+from .common import build_sample, canonical_modality, parse_spacing
 from .dataset import Dataset, Item
 from .sample import SkippedSample
 

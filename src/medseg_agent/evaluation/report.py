@@ -11,7 +11,7 @@ from medseg_agent.environment.record import TrajectoryRecord, record_from_dict
 from medseg_agent.evaluation.gallery import write_gallery
 from medseg_agent.evaluation.plots import plot_dice_by_modality, plot_iou_per_action
 from medseg_agent.evaluation.summary import SampleResult, results_from_rows, write_summary
-from medseg_agent.io.masks import read_image_rgb
+from medseg_agent.io.images import load_image
 from medseg_agent.runs.store import ResultStore
 from medseg_agent.vocabulary.sample import Sample
 
@@ -49,7 +49,7 @@ def write_report(
         if record is None or not record.image_path or not Path(record.image_path).is_file():
             return None
         try:
-            image = read_image_rgb(record.image_path)
+            image = load_image(record.image_path, record.modality)
         except (OSError, ValueError):
             return None  # not a plain image file (e.g. a volume): leave the panel empty
         return image if tuple(image.shape[:2]) == tuple(record.image_size) else None

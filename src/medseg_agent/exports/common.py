@@ -23,7 +23,7 @@ from medseg_agent.environment.record import TrajectoryRecord
 from medseg_agent.environment.replay import conversation_from_record
 from medseg_agent.experts.generate import IMAGES_DIR, StoredSample, file_stem, load_generation, png_bytes
 from medseg_agent.io.atomic import atomic_write_bytes
-from medseg_agent.io.masks import read_image_rgb
+from medseg_agent.io.images import load_image
 from medseg_agent.protocols.conversation import Conversation
 
 
@@ -90,7 +90,7 @@ def iter_items(
             continue
         index += 1
         try:
-            image = read_image_rgb(sample.image_path)
+            image = load_image(sample.image_path, sample.modality)
         except OSError as exc:
             raise FileNotFoundError(
                 f"{sample.key}: cannot read its image {sample.image_path}: {exc}"

@@ -56,18 +56,3 @@ def write_image_png(path: str | Path, image: np.ndarray) -> None:
     if not cv2.imwrite(str(path), data):
         raise OSError(f"could not write image {path}")
 
-
-def read_image_rgb(path: str | Path) -> np.ndarray:
-    """Read any 8/16-bit image file as RGB uint8 (16-bit data is min-max scaled)."""
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise OSError(f"could not read image {path}")
-    if image.dtype != np.uint8:
-        image = image.astype(np.float32)
-        lo, hi = float(image.min()), float(image.max())
-        image = ((image - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(image)).astype(np.uint8)
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -75,7 +75,7 @@ def stored_image(state: ServerState, key: str) -> np.ndarray:
 
 @router.post("/images", response_model=ImageInfo, summary="Upload an image (PNG, JPEG, TIFF, BMP or .npy)")
 async def upload_image(
-    file: Annotated[UploadFile, File(description="8-bit image file or a uint8 .npy array")],
+    file: Annotated[UploadFile, File(description="image file (PNG, JPEG, TIFF, BMP) or a .npy array")],
     encode: Annotated[bool, Query(description="compute the embedding before answering")] = False,
     state: ServerState = Depends(get_state),
 ) -> ImageInfo:

@@ -8,22 +8,18 @@ same key locally (:func:`image_key`) to reference an image without uploading it 
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from medseg_agent.vocabulary.errors import ToolError
+from medseg_agent.io.images import EncodedImage, ImageLimits, ImageLoadError, load_image
 from medseg_agent.vocabulary.images import as_rgb_uint8
 
 IMAGE_ID_PATTERN = r"^[0-9a-f]{64}$"
 _IMAGE_ID = re.compile(IMAGE_ID_PATTERN)
-_NPY_MAGIC = b"\x93NUMPY"
-_PIL_MODES = {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "YCbCr"}
 
 
 class ImageRejected(ValueError):
@@ -43,64 +39,14 @@ def is_image_id(value: str) -> bool:
 
 
 def decode_image_bytes(data: bytes, max_side: int) -> np.ndarray:
-    """PNG/JPEG/TIFF/BMP (8-bit) or ``.npy`` (uint8) bytes -> RGB uint8, refusing images whose
-    header announces a side above ``max_side`` before any pixel is decoded (decompression bombs)."""
-    if not data:
-        raise ImageRejected("the image is empty (0 bytes)")
-    image = _decode_npy(data, max_side) if data.startswith(_NPY_MAGIC) else _decode_pil(data, max_side)
+    """Uploaded bytes -> RGB uint8 through the one image loader (same decoders and intensity handling
+    as `segment` and the dataset readers), refusing images whose header announces a side above
+    ``max_side`` before any pixel is decoded (decompression bombs)."""
+    limits = ImageLimits(max_side=max_side, max_pixels=max_side * max_side)
     try:
-        return as_rgb_uint8(image)
-    except ToolError as exc:
-        raise ImageRejected(str(exc)) from None
-
-
-def _check_side(height: int, width: int, max_side: int) -> None:
-    if height > max_side or width > max_side:
-        raise ImageRejected(f"image is {height}x{width}; this server accepts at most {max_side} pixels per side")
-    if height < 2 or width < 2:
-        raise ImageRejected(f"image is {height}x{width}; at least 2x2 pixels are needed")
-
-
-def _decode_pil(data: bytes, max_side: int) -> np.ndarray:
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            width, height = img.size
-            _check_side(height, width, max_side)
-            if img.mode not in _PIL_MODES:
-                raise ImageRejected(
-                    f"image mode {img.mode!r} is not 8-bit; window/normalise medical intensities to "
-                    "8-bit (PNG L or RGB) before uploading"
-                )
-            return np.array(img.convert("RGB"))  # a writable copy: torch warns on read-only arrays
-    except ImageRejected:
-        raise
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ImageRejected(f"not a readable image (PNG, JPEG, TIFF, BMP or .npy): {exc}") from None
-
-
-def _decode_npy(data: bytes, max_side: int) -> np.ndarray:
-    stream = io.BytesIO(data)
-    try:
-        version = np.lib.format.read_magic(stream)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(stream)
-        else:
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(stream)
-    except (ValueError, OSError, SyntaxError) as exc:
-        raise ImageRejected(f"not a valid .npy array: {exc}") from None
-    if dtype != np.uint8:
-        raise ImageRejected(f".npy image must be uint8, got {dtype}")
-    if len(shape) not in (2, 3):
-        raise ImageRejected(f".npy image must have shape (H, W) or (H, W, C), got {shape}")
-    _check_side(int(shape[0]), int(shape[1]), max_side)
-    if len(shape) == 3 and shape[2] not in (1, 3, 4):
-        raise ImageRejected(f".npy image must have 1, 3 or 4 channels, got shape {shape}")
-    expected = int(np.prod(shape))
-    body = data[stream.tell() :]
-    if len(body) != expected:
-        raise ImageRejected(f".npy array of shape {shape} needs {expected} bytes of data, got {len(body)}")
-    array = np.frombuffer(body, dtype=np.uint8).reshape(shape, order="F" if fortran else "C")
-    return np.array(array, order="C")  # a writable copy
+        return load_image(EncodedImage(data, "upload"), limits=limits)
+    except ImageLoadError as exc:
+        raise ImageRejected(exc.problem) from None
 
 
 @dataclass

@@ -26,7 +26,8 @@ import numpy as np
 
 from medseg_agent.environment.episode import EpisodeConfig, Observation, SegmentationEnv
 from medseg_agent.environment.record import TrajectoryRecord
-from medseg_agent.io.masks import decode_rle, read_image_rgb
+from medseg_agent.io.images import EncodedImage, ImageLoadError, load_image
+from medseg_agent.io.masks import decode_rle
 from medseg_agent.tools.base import SegmentationTool
 from medseg_agent.vocabulary.actions import ToolCall
 
@@ -89,14 +90,11 @@ class EpisodeSpec:
             path = Path(self.image_path)
             if not path.is_file():
                 raise EpisodeSpecError(f"image_path {path} does not exist on this rollout node")
-            return read_image_rgb(path)
-        import cv2
-
-        buffer = np.frombuffer(base64.b64decode(self.image_png_b64 or ""), dtype=np.uint8)
-        image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
-        if image is None:
-            raise EpisodeSpecError("image_png_b64 is not a decodable image")
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+            return load_image(path, self.modality)
+        try:
+            return load_image(EncodedImage(base64.b64decode(self.image_png_b64 or ""), "image_png_b64"), self.modality)
+        except ImageLoadError as exc:
+            raise EpisodeSpecError(f"image_png_b64 is not a decodable image: {exc.problem}") from None
 
 
 def episode_spec_from_tools_kwargs(tools_kwargs: dict[str, Any]) -> EpisodeSpec:

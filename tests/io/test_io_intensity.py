@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from medseg_agent.data.intensity import (
+from medseg_agent.io.intensity import (
     CT_WINDOWS,
     apply_window,
     ensure_rgb_uint8,

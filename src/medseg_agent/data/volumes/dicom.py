@@ -1,0 +1,124 @@
+"""DICOM series folders read into one nibabel image with a RAS+ affine (pydicom)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import VolumeError
+
+#: DICOM Modality tag -> our modality names.
+DICOM_MODALITY_NAMES = {"MR": "MRI", "CT": "CT", "PT": "PET", "US": "Ultrasound", "CR": "X-Ray", "DX": "X-Ray"}
+
+
+def _dicom_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def _is_dicom(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def looks_like_dicom_dir(folder: Path, limit: int = 20) -> bool:
+    if not folder.is_dir():
+        return False
+    for i, p in enumerate(_dicom_files(folder)):
+        if i >= limit:
+            break
+        if p.suffix.lower() == ".dcm" or _is_dicom(p):
+            return True
+    return False
+
+
+def read_dicom_series(folder: str | Path, series_uid: str | None = None, *, rescale: bool = True) -> tuple[Any, dict]:
+    """Read one DICOM series folder into a nibabel image with a RAS+ affine.
+
+    Slices are ordered along the slice normal by ImagePositionPatient (falling back to
+    InstanceNumber), RescaleSlope/Intercept are applied per slice. Returns (image, info) where info
+    has ``modality`` (DICOM Modality tag), ``series_uid`` and ``n_files`` / ``ignored`` counts.
+    """
+    import nibabel as nib
+    import pydicom
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(str(root))
+    series: dict[str, list[tuple[Path, Any]]] = {}
+    ignored = 0
+    for p in _dicom_files(root):
+        try:
+            ds = pydicom.dcmread(str(p), stop_before_pixels=True, force=p.suffix.lower() == ".dcm")
+            if "PixelData" not in ds and not hasattr(ds, "Rows"):
+                ignored += 1
+                continue
+        except Exception:
+            ignored += 1
+            continue
+        series.setdefault(str(getattr(ds, "SeriesInstanceUID", "")), []).append((p, ds))
+    if not series:
+        raise VolumeError(f"no DICOM images in {root}")
+    if series_uid is not None:
+        if series_uid not in series:
+            raise VolumeError(f"series {series_uid} not found in {root}")
+        items = series[series_uid]
+    else:
+        series_uid, items = max(series.items(), key=lambda kv: len(kv[1]))
+    first = items[0][1]
+    iop = getattr(first, "ImageOrientationPatient", None)
+    has_geometry = iop is not None and all(getattr(d, "ImagePositionPatient", None) is not None for _, d in items)
+    if has_geometry:
+        row_cos = np.array([float(v) for v in iop[:3]])
+        col_cos = np.array([float(v) for v in iop[3:6]])
+        normal = np.cross(row_cos, col_cos)
+        items.sort(key=lambda it: float(np.dot(normal, [float(v) for v in it[1].ImagePositionPatient])))
+        positions = np.array([[float(v) for v in d.ImagePositionPatient] for _, d in items])
+        if len(items) > 1 and np.min(np.diff(positions @ normal)) < 1e-4:
+            raise VolumeError(f"DICOM series in {root} has several slices at the same position")
+    else:
+        row_cos, col_cos, normal = np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), np.array([0, 0, 1.0])
+        items.sort(key=lambda it: (int(getattr(it[1], "InstanceNumber", 0) or 0), it[0].name))
+        positions = np.array([[0.0, 0.0, float(i)] for i in range(len(items))])
+    slices = []
+    for p, _ in items:
+        ds = pydicom.dcmread(str(p))
+        arr = ds.pixel_array
+        if arr.ndim != 2:
+            raise VolumeError(f"{p}: multi-frame or colour DICOM is not supported (shape {arr.shape})")
+        arr = arr.astype(np.float32)
+        if rescale:
+            slope = float(getattr(ds, "RescaleSlope", 1) or 1)
+            intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
+            arr = arr * slope + intercept
+        slices.append(arr)
+    shapes = {s.shape for s in slices}
+    if len(shapes) != 1:
+        raise VolumeError(f"DICOM series in {root} mixes slice sizes {sorted(shapes)}")
+    stack = np.stack(slices)  # (n, rows, cols)
+    data = np.transpose(stack, (2, 1, 0))  # (cols, rows, n): i along a row, j down a column
+    ps = getattr(first, "PixelSpacing", None) or [1.0, 1.0]
+    row_spacing, col_spacing = float(ps[0]), float(ps[1])
+    if len(items) > 1:
+        step = (positions[-1] - positions[0]) / (len(items) - 1)
+    else:
+        step = normal * float(getattr(first, "SpacingBetweenSlices", None) or getattr(first, "SliceThickness", 1) or 1)
+    lps = np.eye(4)
+    lps[:3, 0] = row_cos * col_spacing
+    lps[:3, 1] = col_cos * row_spacing
+    lps[:3, 2] = step
+    lps[:3, 3] = positions[0]
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps  # LPS -> RAS
+    info = {
+        "modality": str(getattr(first, "Modality", "") or ""),
+        "series_uid": series_uid,
+        "n_files": len(items),
+        "ignored": ignored,
+        "n_series": len(series),
+    }
+    return nib.Nifti1Image(data, affine), info

@@ -1,0 +1,54 @@
+"""Opening an image or label volume of any supported kind: NIfTI-like files, a DICOM series folder
+(or one of its files), or a ``.npy`` label array in the image's own voxel order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .dicom import read_dicom_series
+from .errors import VolumeError
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+def load_nifti(path: str | Path) -> Any:
+    """A nibabel image (data read lazily); a missing file is ``FileNotFoundError``, not nibabel's."""
+    import nibabel as nib
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(str(p))
+    return nib.load(str(p))
+
+
+def load_volume(path: Path, *, label: bool) -> tuple[Any, dict]:
+    """(nibabel image, info) for a volume file or DICOM folder; label volumes skip the DICOM
+    rescale so label values stay integers."""
+    if path.is_dir():
+        return read_dicom_series(path, rescale=not label)
+    name = path.name.lower()
+    if name.endswith(NIFTI_SUFFIXES) or name.endswith((".mgz", ".mgh", ".img", ".hdr")):
+        return load_nifti(path), {}
+    if name.endswith(".dcm"):
+        return read_dicom_series(path.parent, rescale=not label)
+    raise VolumeError(f"unsupported volume file {path.name}")
+
+
+def load_label_volume(path: Path, image_img: Any) -> Any:
+    """A label volume: NIfTI, a DICOM series folder, or ``.npy`` in the image's own voxel order."""
+    import nibabel as nib
+
+    if path.suffix.lower() in (".npy", ".npz"):
+        if not path.exists():
+            raise FileNotFoundError(str(path))
+        arr = np.load(path)
+        if isinstance(arr, np.lib.npyio.NpzFile):
+            arr = arr[arr.files[0]]
+        if arr.shape != image_img.shape[:3]:
+            raise VolumeError(f"label array shape {arr.shape} differs from image volume {image_img.shape[:3]}")
+        return nib.Nifti1Image(np.asarray(arr), image_img.affine)
+    img, _ = load_volume(path, label=True)
+    return img
