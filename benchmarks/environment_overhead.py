@@ -45,7 +45,7 @@ def box_of(mask: np.ndarray) -> tuple[int, int, int, int]:
 
 def run_episode_as_text(env: SegmentationEnv, sample: Sample, actions: int) -> list[float]:
     """Box then clicker clicks, written as model text and parsed by the environment."""
-    env.reset(sample.image, sample.target, sample.mask)
+    env.reset(sample)
     protocol, frame = env.protocol, env.frame
     x1, y1, x2, y2 = box_of(sample.mask)
     reply = protocol.format_action(AddBox(*frame.from_pixels(x1, y1), *frame.from_pixels(x2, y2)), "box")
@@ -94,13 +94,13 @@ def main() -> None:
             small = resized(sample, size)
             session = tool.set_image(small.image)
             env = SegmentationEnv(tool, EpisodeConfig(max_turns=args.actions))
-            env.reset(small.image, small.target, small.mask, session=session)
+            env.reset(small, session=session)
             x1, y1, x2, y2 = box_of(small.mask)
-            env.step(action=AddBox(*env.frame.from_pixels(x1, y1), *env.frame.from_pixels(x2, y2)))
+            env.step(AddBox(*env.frame.from_pixels(x1, y1), *env.frame.from_pixels(x2, y2)))
             latencies.append(env.record.turns[-1].tool_seconds)
             click = next_click(env.mask, small.mask)
             if click is not None:
-                env.step(action=AddPoint(*env.frame.from_pixels(click.x, click.y), click.positive))
+                env.step(AddPoint(*env.frame.from_pixels(click.x, click.y), click.positive))
                 latencies.append(env.record.turns[-1].tool_seconds)
         latencies.sort()
         results[f"classic_tool_s_mean@{size}"] = statistics.fmean(latencies)

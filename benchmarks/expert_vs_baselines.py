@@ -39,11 +39,11 @@ from typing import Any
 
 from medseg_agent.data import open_dataset
 from medseg_agent.environment.episode import EpisodeConfig, Observation, SegmentationEnv
-from medseg_agent.environment.runner import run_episode
 from medseg_agent.experts.generate import run_expert_episode, trajectory_seed
 from medseg_agent.experts.strategy import bounding_box
 from medseg_agent.policies.base import EpisodeContext, Policy, PolicyReply
 from medseg_agent.policies.clicker import ClickerPolicy
+from medseg_agent.policies.runner import run_episode
 from medseg_agent.runs.parallel import run_jobs
 from medseg_agent.runs.store import ResultStore
 from medseg_agent.tools.registry import build_tool

@@ -33,11 +33,11 @@ import numpy as np
 from medseg_agent.data import open_dataset
 from medseg_agent.environment.episode import EpisodeConfig, Observation, SegmentationEnv
 from medseg_agent.environment.record import save_record
-from medseg_agent.environment.runner import run_episode
 from medseg_agent.experts.strategy import bounding_box, jittered_box
 from medseg_agent.policies.base import EpisodeContext, Policy, PolicyReply
 from medseg_agent.policies.clicker import ClickerPolicy
 from medseg_agent.policies.clicks import interior_distance
+from medseg_agent.policies.runner import run_episode
 from medseg_agent.runs.parallel import progress_bar
 from medseg_agent.tools.base import SegmentationTool
 from medseg_agent.tools.registry import build_tool

@@ -12,7 +12,7 @@ from medseg_agent.vocabulary.actions import AddBox, AddPoint
 
 def test_replay_reproduces_live_views_and_conversation(shape_tool, disc):
     env = SegmentationEnv(shape_tool, EpisodeConfig(view_longest_side=100))
-    obs = env.reset(disc.image, disc.target, disc.mask)
+    obs = env.reset(disc)
     live = Conversation.start(env.protocol, disc.target, obs.image, env.space)
     replies = [
         env.protocol.format_action(AddBox(300, 200, 700, 800), "box around the disc"),

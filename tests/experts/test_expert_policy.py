@@ -1,25 +1,24 @@
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 from expert_samples import bar, discs, sample_from_mask
 
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
 from medseg_agent.environment.record import turn_masks
-from medseg_agent.environment.runner import run_episode
 from medseg_agent.experts.expert import ExpertPolicy
 from medseg_agent.experts.generate import run_expert_episode
 from medseg_agent.metrics import iou
 from medseg_agent.policies.base import EpisodeContext
 from medseg_agent.policies.clicker import ClickerPolicy
 from medseg_agent.policies.registry import build_policy
+from medseg_agent.policies.runner import run_episode
 from medseg_agent.protocols import get_protocol
+from medseg_agent.vocabulary.stop import StopReason
 
 
 def names(record):
-    return [t.action["name"] for t in record.turns]
+    return [t.action.name for t in record.turns]
 
 
 def test_hybrid_expert_boxes_a_compact_target_and_every_reply_parses(shape_tool, disc):
@@ -71,7 +70,7 @@ def test_kept_corrections_gain_at_least_epsilon_and_never_repeat_a_click(shape_t
     assert record.meta["expert"]["first"] == "point" and names(record)[0] == "add_point"  # two parts
     trace = record.iou_trace()
     assert all(b - a >= 0.01 for a, b in zip(trace, trace[1:], strict=False))
-    points = [tuple(t.action_pixels["arguments"]["point_2d"]) for t in record.action_turns()]
+    points = [(t.action_pixels.x, t.action_pixels.y) for t in record.action_turns()]
     assert len(points) == len(set(points))
     # both parts get clicked
     assert {x < 80 for x, _ in points} == {True, False}
@@ -87,7 +86,7 @@ def test_box_redraw_when_the_box_cuts_the_target(shape_tool):
         kinds += record.meta["expert"]["kinds"]
         for turn, kind in zip(record.action_turns(), record.meta["expert"]["kinds"], strict=True):
             if kind == "redraw":
-                assert turn.action["name"] == "add_bbox" and "cuts off" in turn.reasoning
+                assert turn.action.name == "add_bbox" and "cuts off" in turn.reasoning
     assert "redraw" in kinds
 
 
@@ -106,7 +105,7 @@ def test_clicks_mode_reproduces_the_clicker_generator(shape_tool, disc):
     clicker_record = run_episode(env, ClickerPolicy(stop_iou=0.8), disc)
     # this tool never reaches 0.8 here: both click 20 times, at the same places
     assert [t.action for t in expert_record.turns] == [t.action for t in clicker_record.turns]
-    assert expert_record.num_interactions == 20 and expert_record.stop_reason == "turn_limit"
+    assert expert_record.num_interactions == 20 and expert_record.stop_reason is StopReason.TURN_LIMIT
     assert all(t.reasoning and t.raw_text.startswith("<think>") for t in expert_record.turns)
     # with a reachable threshold both stop at the same turn
     expert_record = run_episode(env, ExpertPolicy("clicks", tau=0.3), disc)
@@ -117,7 +116,7 @@ def test_clicks_mode_reproduces_the_clicker_generator(shape_tool, disc):
 
 def test_expert_needs_a_session_and_gets_the_episode_one_from_run_episode(shape_tool, disc):
     env = SegmentationEnv(shape_tool, EpisodeConfig())
-    observation = env.reset(disc.image, disc.target, disc.mask)
+    observation = env.reset(disc)
     context = EpisodeContext(disc.target, env.frame, env.protocol, env.image, disc.mask)
     with pytest.raises(ValueError, match="bind_session"):
         ExpertPolicy().reset(context, observation)
@@ -137,13 +136,11 @@ def test_records_reproduce_and_trajectories_differ_by_seed(shape_tool):
     env = SegmentationEnv(shape_tool, EpisodeConfig(max_turns=5))
     first = run_expert_episode(env, ExpertPolicy(other_share=0.5), sample, seed=7)
     again = run_expert_episode(env, ExpertPolicy(other_share=0.5), sample, seed=7)
-    assert json.dumps([t.action for t in first.turns]) == json.dumps([t.action for t in again.turns])
+    assert [t.action for t in first.turns] == [t.action for t in again.turns]
     masks = turn_masks(first)
     assert iou(masks[-1], sample.mask) == pytest.approx(first.final_metrics["iou"])
     seen = {
-        json.dumps(
-            [t.action for t in run_expert_episode(env, ExpertPolicy(other_share=0.5), sample, seed=s).turns]
-        )
+        tuple(t.action for t in run_expert_episode(env, ExpertPolicy(other_share=0.5), sample, seed=s).turns)
         for s in range(6)
     }
     assert len(seen) > 1

@@ -6,9 +6,10 @@ import pytest
 
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
 from medseg_agent.environment.record import final_mask, load_record, save_record
-from medseg_agent.environment.runner import run_episode
 from medseg_agent.models.tiny_qwen import build_tiny_qwen_vl
 from medseg_agent.policies.registry import build_policy
+from medseg_agent.policies.runner import run_episode
+from medseg_agent.vocabulary.stop import StopReason
 
 pytestmark = pytest.mark.slow  # imports transformers, generates on CPU
 
@@ -26,7 +27,7 @@ def test_random_model_runs_an_episode_to_a_clean_record(tiny_checkpoint, shape_t
 
     assert any(t.raw_text for t in record.turns)  # the model wrote something
     # Random weights write garbage: every reply becomes an error observation, and the episode ends.
-    assert record.stop_reason == "too_many_errors" and record.num_errors == len(record.turns) == 2
+    assert record.stop_reason is StopReason.TOO_MANY_ERRORS and record.num_errors == len(record.turns) == 2
     assert all(t.error and t.action is None and t.policy_seconds > 0 for t in record.turns)
     assert not final_mask(record).any() and record.final_metrics["iou"] == 0.0
     assert load_record(save_record(record, tmp_path / "r.json")).turns[0].raw_text == record.turns[0].raw_text

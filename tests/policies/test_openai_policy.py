@@ -13,9 +13,10 @@ import pytest
 
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
 from medseg_agent.environment.record import final_mask
-from medseg_agent.environment.runner import run_episode
 from medseg_agent.policies.chat import PolicyError
 from medseg_agent.policies.registry import build_policy
+from medseg_agent.policies.runner import run_episode
+from medseg_agent.vocabulary.stop import StopReason
 
 BOX = '<tool_call>\n{"name": "add_bbox", "arguments": {"bbox_2d": [300, 200, 700, 800]}}\n</tool_call>'
 STOP = '<tool_call>\n{"name": "stop_action", "arguments": {}}\n</tool_call>'
@@ -43,12 +44,12 @@ def test_text_tool_calls_recover_from_a_malformed_reply(server, shape_tool, disc
     policy = build_policy("openai", base_url=server.base_url, model=server.model)
     record = run_episode(_env(shape_tool), policy, disc)
 
-    assert [t.error["kind"] if t.error else t.action["name"] for t in record.turns] == [
+    assert [t.error.kind if t.error else t.action.name for t in record.turns] == [
         "bad_json",
         "add_bbox",
         "stop_action",
     ]
-    assert record.stop_reason == "stop_action" and record.final_metrics["iou"] > 0.3
+    assert record.stop_reason is StopReason.STOP_ACTION and record.final_metrics["iou"] > 0.3
     first, second, third = server.requests
     assert first["model"] == server.model and "tools" not in first and first["temperature"] == 0
     assert first["messages"][0]["role"] == "system" and "<tools>" in first["messages"][0]["content"]
@@ -72,7 +73,7 @@ def test_native_tool_calls_reach_the_environment_and_the_history(server, shape_t
     policy = build_policy("openai", base_url=server.base_url, model=server.model, native_tools=True)
     record = run_episode(_env(shape_tool), policy, disc)
 
-    assert [t.error["kind"] if t.error else t.action["name"] for t in record.turns] == [
+    assert [t.error.kind if t.error else t.action.name for t in record.turns] == [
         "add_bbox", "add_point", "bad_json", "stop_action",
     ]
     assert record.turns[0].reasoning == "The disc is in the middle."
@@ -95,7 +96,7 @@ def test_history_limit_bounds_images_per_request(server, shape_tool, disc):
     server.reply(*points)
     policy = build_policy("openai", base_url=server.base_url, model=server.model, max_history_images=2)
     record = run_episode(_env(shape_tool, max_turns=4), policy, disc)
-    assert record.stop_reason == "turn_limit" and record.num_interactions == 4
+    assert record.stop_reason is StopReason.TURN_LIMIT and record.num_interactions == 4
     counts = [sum(len(_images(m)) for m in r["messages"]) for r in server.requests]
     assert counts == [1, 2, 2, 2]
     last = server.requests[-1]["messages"]
@@ -107,16 +108,16 @@ def test_a_policy_that_never_answers_validly_ends_with_an_empty_mask(server, sha
     server.reply(*[{"content": "I think the disc is in the centre."}] * 5)
     policy = build_policy("openai", base_url=server.base_url, model=server.model)
     record = run_episode(_env(shape_tool, max_consecutive_errors=2), policy, disc)
-    assert record.stop_reason == "too_many_errors" and record.num_errors == 3
+    assert record.stop_reason is StopReason.TOO_MANY_ERRORS and record.num_errors == 3
     assert not final_mask(record).any() and record.final_metrics["dice"] == 0.0
-    assert all(t.error["kind"] == "no_action" for t in record.turns)
+    assert all(t.error.kind == "no_action" for t in record.turns)
 
 
 def test_server_errors_are_retried_with_backoff(server, shape_tool, disc):
     server.reply({"status": 500}, {"status": 503}, {"content": BOX}, {"content": STOP})
     policy = build_policy("openai", base_url=server.base_url, model=server.model, max_retries=3)
     record = run_episode(_env(shape_tool), policy, disc)
-    assert record.stop_reason == "stop_action" and len(server.requests) == 4
+    assert record.stop_reason is StopReason.STOP_ACTION and len(server.requests) == 4
 
 
 def test_persistent_server_errors_raise_a_policy_error(server, shape_tool, disc):
@@ -130,7 +131,7 @@ def test_persistent_server_errors_raise_a_policy_error(server, shape_tool, disc)
 def test_slow_replies_time_out_then_fail_clearly(server, shape_tool, disc):
     server.reply({"content": BOX, "delay": 0.3}, {"content": STOP})
     policy = build_policy("openai", base_url=server.base_url, model=server.model, timeout=5)
-    assert run_episode(_env(shape_tool), policy, disc).stop_reason == "stop_action"
+    assert run_episode(_env(shape_tool), policy, disc).stop_reason is StopReason.STOP_ACTION
 
     server.reply({"content": BOX, "delay": 1.5}, {"content": BOX, "delay": 1.5})
     policy = build_policy("openai", base_url=server.base_url, model=server.model, timeout=0.4, max_retries=1)

@@ -9,6 +9,9 @@ import numpy as np
 from medseg_agent.environment.record import TrajectoryRecord, TurnRecord
 from medseg_agent.io.masks import encode_rle
 from medseg_agent.metrics import dice, iou, segmentation_metrics
+from medseg_agent.vocabulary.actions import AddBox, AddPoint, Stop
+from medseg_agent.vocabulary.errors import ActionError, ErrorKind
+from medseg_agent.vocabulary.stop import StopReason
 
 SIZE = (10, 10)
 
@@ -41,20 +44,15 @@ def build_record(
         kind = step[0]
         turn = TurnRecord(turn=i, reasoning=extra.get("reasoning"))
         if kind == "box":
-            turn.action = {"name": "add_bbox", "arguments": {"bbox_2d": list(step[1])}}
-            turn.action_pixels = {"name": "add_bbox", "arguments": {"bbox_2d": [float(v) for v in step[1]]}}
+            turn.action = turn.action_pixels = AddBox(*(float(v) for v in step[1]))
         elif kind == "point":
             x, y, positive = step[1]
-            args = {"point_2d": [x, y], "point_type": "positive" if positive else "negative"}
-            turn.action = {"name": "add_point", "arguments": args}
-            turn.action_pixels = {"name": "add_point", "arguments": {**args, "point_2d": [float(x), float(y)]}}
+            turn.action = turn.action_pixels = AddPoint(float(x), float(y), positive)
         elif kind == "stop":
-            turn.action = {"name": "stop_action", "arguments": {}}
-            if step[1]:
-                turn.action["answer"] = step[1]
-            reason = reason or "stop_action"
+            turn.action = Stop(step[1] or None)
+            reason = reason or StopReason.STOP_ACTION
         else:
-            turn.error = {"kind": "no_action", "message": "no tool call found"}
+            turn.error = ActionError(ErrorKind.NO_ACTION, "no tool call found")
         if kind in ("box", "point"):
             mask = step[2]
             interactions += 1
@@ -76,7 +74,7 @@ def build_record(
         final_mask_rle=encode_rle(mask),
         gt_mask_rle=encode_rle(gt),
         final_metrics=segmentation_metrics(mask, gt),
-        stop_reason=reason or "turn_limit",
+        stop_reason=reason or StopReason.TURN_LIMIT,
         num_interactions=interactions,
         num_errors=sum(t.error is not None for t in turns),
     )

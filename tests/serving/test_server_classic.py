@@ -17,9 +17,9 @@ from PIL import Image
 from serving_helpers import AUTH, TOKEN, start_server
 
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
-from medseg_agent.environment.runner import run_episode
 from medseg_agent.io.masks import decode_rle
 from medseg_agent.policies.clicker import ClickerPolicy
+from medseg_agent.policies.runner import run_episode
 from medseg_agent.serving.app import create_app
 from medseg_agent.serving.client import HttpSegmentationTool, ServerError, ToolServerClient
 from medseg_agent.serving.config import ServerConfig
@@ -27,6 +27,7 @@ from medseg_agent.serving.server import BackgroundServer
 from medseg_agent.tools.registry import build_tool
 from medseg_agent.vocabulary.actions import AddBox, AddPoint, CoordinateSpace
 from medseg_agent.vocabulary.prompts import Prompt
+from medseg_agent.vocabulary.stop import StopReason
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def test_http_tool_runs_episodes_exactly_like_the_local_tool(classic_server, mak
     config = EpisodeConfig(max_turns=4)
     remote_record = run_episode(SegmentationEnv(remote, config), ClickerPolicy(stop_iou=None), sample)
     local_record = run_episode(SegmentationEnv(build_tool("classic"), config), ClickerPolicy(stop_iou=None), sample)
-    assert len(remote_record.turns) == 4 and remote_record.stop_reason == "turn_limit"
+    assert len(remote_record.turns) == 4 and remote_record.stop_reason is StopReason.TURN_LIMIT
     assert [t.action for t in remote_record.turns] == [t.action for t in local_record.turns]
     assert [t.iou for t in remote_record.turns] == [t.iou for t in local_record.turns]
     assert remote_record.final_mask_rle == local_record.final_mask_rle
@@ -58,9 +59,9 @@ def test_http_tool_runs_episodes_exactly_like_the_local_tool(classic_server, mak
     envs = [SegmentationEnv(t, EpisodeConfig(max_turns=3)) for t in (remote, build_tool("classic"))]
     masks = []
     for env in envs:
-        env.reset(sample.image, sample.target, sample.mask)
-        obs = [env.step(action=AddBox(250, 200, 750, 800)), env.step(action=AddPoint(500, 500, False)),
-               env.step(action=AddPoint(420, 480, True))]
+        env.reset(sample)
+        obs = [env.step(AddBox(250, 200, 750, 800)), env.step(AddPoint(500, 500, False)),
+               env.step(AddPoint(420, 480, True))]
         masks.append([o.mask for o in obs])
     for remote_mask, local_mask in zip(*masks, strict=True):
         assert np.array_equal(remote_mask, local_mask)

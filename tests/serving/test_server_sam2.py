@@ -15,8 +15,8 @@ import pytest
 from serving_helpers import start_server
 
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
-from medseg_agent.environment.runner import run_episode
 from medseg_agent.policies.clicker import ClickerPolicy
+from medseg_agent.policies.runner import run_episode
 from medseg_agent.serving.client import ToolServerClient
 from medseg_agent.tools.registry import build_tool
 from medseg_agent.vocabulary.actions import AddBox, AddPoint
@@ -46,9 +46,9 @@ def test_remote_sam2_episodes_match_the_local_tool(sam2_server, sam2_tool, make_
     local_env = SegmentationEnv(sam2_tool, EpisodeConfig(max_turns=3))
     masks = []
     for env in (remote_env, local_env):
-        env.reset(sample.image, sample.target, sample.mask)
-        steps = [env.step(action=AddBox(200, 150, 800, 850)), env.step(action=AddPoint(500, 500, False)),
-                 env.step(action=AddPoint(300, 400, True))]
+        env.reset(sample)
+        steps = [env.step(AddBox(200, 150, 800, 850)), env.step(AddPoint(500, 500, False)),
+                 env.step(AddPoint(300, 400, True))]
         assert steps[-1].done
         masks.append([s.mask for s in steps])
     for remote_mask, local_mask in zip(*masks, strict=True):

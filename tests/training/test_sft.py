@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
-from medseg_agent.environment.runner import run_episode
 from medseg_agent.policies.clicker import ClickerPolicy
+from medseg_agent.policies.runner import run_episode
 from medseg_agent.tools.registry import build_tool
 from medseg_agent.training.sft import (
     SFTDataError,
@@ -22,6 +22,7 @@ from medseg_agent.training.sft import (
     validate_sft_rows,
 )
 from medseg_agent.vocabulary.sample import Sample
+from medseg_agent.vocabulary.stop import StopReason
 
 
 def disc(centre=(40, 30), radius=14, h=60, w=80) -> Sample:
@@ -109,7 +110,7 @@ def test_sft_loss_goes_down_and_the_checkpoint_runs_as_hf_policy(tiny_qwen, tmp_
     env = SegmentationEnv(build_tool("classic"), EpisodeConfig(max_turns=2, view_longest_side=64))
     record = run_episode(env, policy, sample)
     assert record.policy == "hf" and record.turns
-    assert record.stop_reason in ("stop_action", "turn_limit", "too_many_errors")
+    assert record.stop_reason in (StopReason.STOP_ACTION, StopReason.TURN_LIMIT, StopReason.TOO_MANY_ERRORS)
 
 
 @pytest.mark.slow

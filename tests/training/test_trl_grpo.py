@@ -14,6 +14,7 @@ from medseg_agent.tools.registry import build_tool
 from medseg_agent.training.trl_grpo import GRPOOptions, SegmentationEnvironment, grpo_rows, run_grpo
 from medseg_agent.vocabulary.actions import AddBox, AddPoint, Stop
 from medseg_agent.vocabulary.sample import Sample
+from medseg_agent.vocabulary.stop import StopReason
 
 
 def disc(centre=(40, 30), radius=14, h=60, w=80) -> Sample:
@@ -38,7 +39,7 @@ def test_environment_tools_return_overlays_and_reward_scores_the_record():
     assert "finished" in env.stop_action()  # text only: the view is unchanged
     assert "over" in env.add_point([10, 10], "negative")
     record = env.record()
-    assert record.stop_reason == "stop_action" and record.final_metrics["iou"] > 0.4
+    assert record.stop_reason is StopReason.STOP_ACTION and record.final_metrics["iou"] > 0.4
     assert env.get_reward() == pytest.approx(score_record(record, "medsam_agent").total)
 
 
@@ -57,7 +58,7 @@ def test_trls_parser_turns_protocol_replies_into_environment_calls(tiny_qwen):
         (call,) = parsed["tool_calls"]
         getattr(env, call["function"]["name"])(**call["function"]["arguments"])  # what TRL's tool loop does
     record = env.record()
-    assert [t.action["name"] for t in record.turns] == ["add_bbox", "add_point", "stop_action"]
+    assert [t.action.name for t in record.turns] == ["add_bbox", "add_point", "stop_action"]
     assert record.num_errors == 0
 
 

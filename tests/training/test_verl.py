@@ -30,6 +30,7 @@ from medseg_agent.training.verl.launch import (  # noqa: E402
 )
 from medseg_agent.training.verl.reward_fn import compute_score  # noqa: E402
 from medseg_agent.vocabulary.sample import Sample
+from medseg_agent.vocabulary.stop import StopReason
 
 BOX = '<tool_call>\n{"name": "add_bbox", "arguments": {"bbox_2d": [300, 250, 700, 780]}}\n</tool_call>'
 POINT = (
@@ -98,13 +99,13 @@ def test_tools_through_verls_interface(tools):
     assert "over" in after[0].text  # the episode ended with stop_action
 
     record = TrajectoryRecord.model_validate_json(data.extra_fields[RECORD_FIELD])
-    assert [t.action["name"] if t.action else None for t in record.turns] == [
+    assert [t.action.name if t.action else None for t in record.turns] == [
         "add_bbox",
         None,
         "add_point",
         "stop_action",
     ]
-    assert record.stop_reason == "stop_action" and record.num_errors == 1
+    assert record.stop_reason is StopReason.STOP_ACTION and record.num_errors == 1
     assert record.turns[0].reasoning == "a box around the disc"  # the model's own text is kept
     assert stop[3] == pytest.approx(score_record(record, "medseg").total)  # calc_reward
     STORE.pop("traj-1")
@@ -270,8 +271,8 @@ def test_agent_loop_rollout_end_to_end(tiny_qwen, tmp_path):
     mask = np.array(output.response_mask)
     assert mask.min() == 0 and mask.max() == 1  # tool replies are masked out of the policy loss
     record = TrajectoryRecord.model_validate_json(output.extra_fields[RECORD_FIELD])
-    assert [t.action["name"] for t in record.turns] == ["add_bbox", "add_point", "stop_action"]
-    assert record.stop_reason == "stop_action" and record.final_metrics["dice"] > 0.5
+    assert [t.action.name for t in record.turns] == ["add_bbox", "add_point", "stop_action"]
+    assert record.stop_reason is StopReason.STOP_ACTION and record.final_metrics["dice"] > 0.5
     assert len(STORE) == 0  # the loop closed and freed the episode
     extra_info = {**item["extra_info"], **output.extra_fields}
     result = compute_score(item["data_source"], "", item["reward_model"]["ground_truth"], extra_info)
@@ -281,7 +282,7 @@ def test_agent_loop_rollout_end_to_end(tiny_qwen, tmp_path):
 def test_agent_loop_closes_episode_when_model_stops_calling_tools(tiny_qwen, tmp_path):
     _, _, output = run_loop(tiny_qwen, tmp_path, [BOX, "I think this is fine."])
     record = TrajectoryRecord.model_validate_json(output.extra_fields[RECORD_FIELD])
-    assert record.stop_reason == "policy_ended"
+    assert record.stop_reason is StopReason.POLICY_ENDED
     assert record.final_metrics["iou"] == pytest.approx(record.turns[0].iou)
     assert len(STORE) == 0
 

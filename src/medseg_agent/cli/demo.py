@@ -35,10 +35,10 @@ def demo(
     from medseg_agent.data.readers import open_dataset
     from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
     from medseg_agent.environment.record import save_record
-    from medseg_agent.environment.runner import run_episode
     from medseg_agent.evaluation.tool_eval import ClickCurve, summarize_curves, write_tables
     from medseg_agent.io.masks import write_image_png
     from medseg_agent.policies.clicker import ClickerPolicy
+    from medseg_agent.policies.runner import run_episode
     from medseg_agent.runs.parallel import progress_bar
     from medseg_agent.tools.registry import build_tool
 

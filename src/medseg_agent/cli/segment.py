@@ -77,10 +77,10 @@ def segment(
     """
     from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
     from medseg_agent.environment.record import save_record
-    from medseg_agent.environment.runner import run_episode
     from medseg_agent.io.images import ImageLoadError, load_image, load_mask
     from medseg_agent.io.masks import write_image_png, write_mask_png
     from medseg_agent.policies.registry import build_policy
+    from medseg_agent.policies.runner import run_episode
     from medseg_agent.vocabulary.sample import Sample
 
     try:
@@ -141,9 +141,9 @@ def _print_turns(record) -> None:
         table.add_column(column)
     for turn in record.turns:
         if turn.error:
-            action = f"[red]error: {turn.error['kind']}[/]"
+            action = f"[red]error: {turn.error.kind}[/]"
         else:
-            action = f"{turn.action['name']} {turn.action['arguments'] or ''}".strip()
+            action = f"{turn.action.name} {turn.action.arguments() or ''}".strip()
         table.add_row(
             str(turn.turn),
             action,

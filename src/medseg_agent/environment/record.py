@@ -3,30 +3,73 @@
 Records are the currency between the environment, the expert generator, the SFT/RL exports, the
 evaluator and the reward library. Masks are stored as COCO RLE (exact) or as PNG files next to the
 record; :func:`load_record` validates the file and names what is wrong.
+
+Actions, errors and the stop reason are typed (:mod:`medseg_agent.vocabulary`); JSON exists only at
+the file boundary. Schema history: version 1 kept actions as dicts rounded to 4 decimals and an empty
+``stop_reason`` for open episodes; version 2 (this one) stores coordinates with every digit, a
+per-turn ``actor`` and ``stop_reason: null`` for open episodes. Version-1 files load unchanged: their
+JSON has the same shape.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, Field, PlainSerializer, PlainValidator, ValidationError
 
 from medseg_agent.io.atomic import atomic_write_json
 from medseg_agent.io.masks import decode_rle, read_mask_png, write_mask_png
+from medseg_agent.vocabulary.actions import Action, AddBox, AddPoint, Stop, action_from_dict, action_to_dict
+from medseg_agent.vocabulary.errors import ActionError, ErrorKind
+from medseg_agent.vocabulary.stop import StopReason
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+Actor = Literal["agent", "person"]
+
+
+def _read_action(value: Any) -> Action:
+    return value if isinstance(value, AddBox | AddPoint | Stop) else action_from_dict(value)
+
+
+def _read_tool_action(value: Any) -> AddBox | AddPoint:
+    action = _read_action(value)
+    if isinstance(action, Stop):
+        raise ValueError("action_pixels holds a tool action (add_bbox or add_point), got stop_action")
+    return action
+
+
+def _read_error(value: Any) -> ActionError:
+    if isinstance(value, ActionError):
+        return value
+    if not isinstance(value, dict) or not {"kind", "message"} <= set(value):
+        raise ValueError(f'an error is a mapping {{"kind": ..., "message": ...}}, got {value!r}')
+    return ActionError(ErrorKind(value["kind"]), str(value["message"]))
+
+
+def _exact_action_json(action: Action) -> dict[str, Any]:
+    return action_to_dict(action, exact=True)
+
+
+RecordedAction = Annotated[Action, PlainValidator(_read_action), PlainSerializer(_exact_action_json)]
+RecordedToolAction = Annotated[
+    AddBox | AddPoint, PlainValidator(_read_tool_action), PlainSerializer(_exact_action_json)
+]
+RecordedError = Annotated[ActionError, PlainValidator(_read_error), PlainSerializer(ActionError.to_dict)]
+#: Version-1 records wrote "" for an episode that had not ended.
+RecordedStopReason = Annotated[StopReason | None, BeforeValidator(lambda value: value or None)]
 
 
 class TurnRecord(BaseModel):
     turn: int  # 1-based index of the policy reply
     raw_text: str | None = None
     reasoning: str | None = None
-    action: dict[str, Any] | None = None  # model coordinates, {"name", "arguments"}
-    action_pixels: dict[str, Any] | None = None  # the same action in full-resolution pixels
-    error: dict[str, str] | None = None  # {"kind", "message"}
+    actor: Actor = "agent"  # who acted: the policy, or a person correcting it (the browser app)
+    action: RecordedAction | None = None  # model coordinates; JSON {"name", "arguments"}
+    action_pixels: RecordedToolAction | None = None  # the same tool action in full-resolution pixels
+    error: RecordedError | None = None  # JSON {"kind", "message"}
     observation_text: str | None = None  # the user text the policy got back after this turn
     mask_rle: dict[str, Any] | None = None  # mask after this turn (None: unchanged / error)
     mask_png: str | None = None  # alternative to mask_rle, relative to the record file
@@ -36,6 +79,11 @@ class TurnRecord(BaseModel):
     tool_seconds: float = 0.0
     policy_seconds: float = 0.0
     env_seconds: float = 0.0
+
+    @property
+    def ran_tool(self) -> bool:
+        """A box or a point the environment accepted (and so a mask after it)."""
+        return isinstance(self.action, AddBox | AddPoint) and self.error is None
 
 
 class TrajectoryRecord(BaseModel):
@@ -58,7 +106,7 @@ class TrajectoryRecord(BaseModel):
     final_mask_png: str | None = None
     gt_mask_rle: dict[str, Any] | None = None
     final_metrics: dict[str, float | None] = Field(default_factory=dict)
-    stop_reason: str = ""
+    stop_reason: RecordedStopReason = None  # None while the episode is open
     num_interactions: int = 0
     num_errors: int = 0
     wall_seconds: float = 0.0
@@ -67,14 +115,14 @@ class TrajectoryRecord(BaseModel):
     # -- derived views used by rewards and evaluation -------------------------------------
     def action_turns(self) -> list[TurnRecord]:
         """Turns whose action ran the tool (box or point), in order."""
-        return [t for t in self.turns if t.action and t.action["name"] != "stop_action" and t.error is None]
+        return [t for t in self.turns if t.ran_tool]
 
     def iou_trace(self) -> list[float]:
         return [t.iou for t in self.action_turns() if t.iou is not None]
 
     @property
     def stopped(self) -> bool:
-        return self.stop_reason == "stop_action"
+        return self.stop_reason is StopReason.STOP_ACTION
 
 
 class RecordError(ValueError):
@@ -144,6 +192,7 @@ def record_from_dict(data: dict[str, Any], source: str = "<record>") -> Trajecto
             f"{source}: schema_version {record.schema_version} is newer than this medseg-agent "
             f"understands ({SCHEMA_VERSION}); upgrade medseg-agent"
         )
+    record.schema_version = SCHEMA_VERSION  # older versions read into today's model; saving writes today's
     return record
 
 

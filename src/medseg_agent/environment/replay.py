@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medseg_agent.environment.record import TrajectoryRecord, turn_masks
+from medseg_agent.environment.record import RecordError, TrajectoryRecord, turn_masks
 from medseg_agent.environment.render import render_overlay, resize_view, tinted
 from medseg_agent.protocols import get_protocol
 from medseg_agent.protocols.conversation import Conversation
@@ -31,14 +31,10 @@ def replay_views(record: TrajectoryRecord, image: np.ndarray, base: Path | None 
     mask = None
     views = []
     for turn in record.turns:
-        ran_tool = turn.error is None and turn.action is not None and turn.action["name"] != "stop_action"
-        if ran_tool:
-            args = turn.action_pixels["arguments"]
-            if turn.action_pixels["name"] == "add_bbox":
-                state = PromptState(box=tuple(args["bbox_2d"]))
-            else:
-                state.points.append(tuple(args["point_2d"]))
-                state.labels.append(1 if args["point_type"] == "positive" else 0)
+        if turn.ran_tool:
+            if turn.action_pixels is None:
+                raise RecordError(f"turn {turn.turn} ran the tool but stores no action_pixels")
+            state = state.after(turn.action_pixels)
             mask = next(masks)
         views.append(
             render_overlay(base_view, mask, image.shape[:2], state.box, state.points, state.labels, tinted_view)

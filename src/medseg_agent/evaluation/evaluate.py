@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
-from medseg_agent.environment.runner import run_episode
 from medseg_agent.io.atomic import atomic_write_json
 from medseg_agent.policies.base import Policy
+from medseg_agent.policies.runner import run_episode
 from medseg_agent.runs.store import ResultStore
 from medseg_agent.tools.base import SegmentationTool
 from medseg_agent.vocabulary.errors import ToolError

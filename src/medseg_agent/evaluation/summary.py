@@ -27,10 +27,11 @@ import numpy as np
 
 from medseg_agent.environment.record import TrajectoryRecord, record_from_dict
 from medseg_agent.io.atomic import atomic_write_json, atomic_write_text
+from medseg_agent.vocabulary.errors import ErrorKind
+from medseg_agent.vocabulary.stop import StopReason
 
 LEVELS = ("dataset", "modality", "target")
 METRICS = ("dice", "iou", "nsd", "hd95")
-REJECTED = "rejected"
 
 
 @dataclass
@@ -72,8 +73,8 @@ def result_from_record(key: str, record: TrajectoryRecord) -> SampleResult:
         **{m: (None if metrics.get(m) is None else float(metrics[m])) for m in METRICS},
         turns=len(record.turns),
         actions=record.num_interactions,
-        format_errors=sum(1 for t in record.turns if t.error and t.error.get("kind") != REJECTED),
-        stop_reason=record.stop_reason,
+        format_errors=sum(1 for t in record.turns if t.error and t.error.kind is not ErrorKind.REJECTED),
+        stop_reason=record.stop_reason or "",
         iou_trace=record.iou_trace(),
         policy_seconds=[t.policy_seconds for t in record.turns],
         tool_seconds=[t.tool_seconds for t in record.turns],
@@ -125,7 +126,7 @@ def aggregate(members: Sequence[SampleResult]) -> dict[str, Any]:
     row["turns"] = _mean([r.turns for r in ran])
     row["actions"] = _mean([r.actions for r in ran])
     row["format_error_rate"] = sum(r.format_errors for r in ran) / replies if replies else None
-    row["stop_rate"] = _mean([1.0 if r.stop_reason == "stop_action" else 0.0 for r in ran])
+    row["stop_rate"] = _mean([1.0 if r.stop_reason == StopReason.STOP_ACTION else 0.0 for r in ran])
     return row
 
 

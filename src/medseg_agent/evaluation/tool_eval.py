@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
-from medseg_agent.environment.runner import run_episode
 from medseg_agent.io.atomic import atomic_write_json, atomic_write_text
 from medseg_agent.policies.clicker import ClickerPolicy
+from medseg_agent.policies.runner import run_episode
 from medseg_agent.tools.base import SegmentationTool
 from medseg_agent.vocabulary.actions import CoordinateSpace
 from medseg_agent.vocabulary.sample import Sample

@@ -91,13 +91,14 @@ class EpisodeInfo:
 class ExpertPolicy(Policy):
     """Options are keyword arguments (``build_policy("expert", **options)``).
 
-    Look-ahead needs the episode's tool session: :func:`~medseg_agent.environment.runner.run_episode`
+    Look-ahead needs the episode's tool session: :func:`~medseg_agent.policies.runner.run_episode`
     binds it (:meth:`bind_session`) before every episode, so probes reuse the single image encode.
     ``clicks`` mode does not look ahead.
     """
 
     name = "expert"
     uses_ground_truth = True
+    wants_session = True
 
     def __init__(
         self,
@@ -172,7 +173,7 @@ class ExpertPolicy(Policy):
             raise ValueError(
                 "the hybrid expert tries candidate actions on the tool before choosing one: call "
                 "bind_session(session) with the environment's tool session before reset() "
-                "(medseg_agent.environment.runner.run_episode does)"
+                "(medseg_agent.policies.runner.run_episode does)"
             )
         if tuple(session.image_size) != tuple(context.image.shape[:2]):
             raise ValueError(
@@ -374,3 +375,4 @@ class ExpertPolicy(Policy):
 
     def _largest(self, mask: np.ndarray) -> ErrorRegion | None:
         return next(iter(error_regions(mask, self.gt, self._clicker.clicked, limit=1)), None)
+

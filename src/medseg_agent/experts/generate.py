@@ -23,13 +23,14 @@ import numpy as np
 
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
 from medseg_agent.environment.record import TrajectoryRecord, record_from_dict
-from medseg_agent.environment.runner import run_episode
 from medseg_agent.experts import defaults
 from medseg_agent.experts.expert import ExpertPolicy
 from medseg_agent.io.atomic import atomic_write_bytes, atomic_write_json
+from medseg_agent.policies.runner import run_episode
 from medseg_agent.runs.parallel import run_jobs
 from medseg_agent.runs.store import ResultStore
 from medseg_agent.tools.base import SegmentationTool, ToolSession
+from medseg_agent.vocabulary.actions import action_to_dict
 from medseg_agent.vocabulary.sample import Sample
 
 STORE_NAME = "trajectories.jsonl"
@@ -92,7 +93,8 @@ def trajectory_seed(base: int, key: str, attempt: int) -> int:
 
 def trajectory_signature(record: TrajectoryRecord) -> str:
     """Two trajectories are the same when their action sequences are (model coordinates)."""
-    return json.dumps([turn.action for turn in record.turns], sort_keys=True)
+    actions = [None if turn.action is None else action_to_dict(turn.action, exact=True) for turn in record.turns]
+    return json.dumps(actions, sort_keys=True)
 
 
 def run_expert_episode(
@@ -103,11 +105,10 @@ def run_expert_episode(
     seed: int = 0,
     session: ToolSession | None = None,
 ) -> TrajectoryRecord:
-    """One expert episode (look-ahead on the episode's session), with what the expert decided and
-    its seed kept in ``record.meta``."""
+    """One expert episode (look-ahead on the episode's session), with what the expert decided kept in
+    ``record.meta`` (beside the seed, which every episode keeps)."""
     record = run_episode(env, expert, sample, seed=seed, session=session)
     record.meta["expert"] = expert.episode_info
-    record.meta["seed"] = seed
     return record
 
 

@@ -9,13 +9,14 @@ from typing import Any
 
 from medseg_agent.environment.record import TrajectoryRecord
 from medseg_agent.experts.generate import StoredSample
+from medseg_agent.vocabulary.actions import Action, AddPoint
 
 
-def action_label(action: dict[str, Any]) -> str:
+def action_label(action: Action) -> str:
     """``add_bbox``, ``add_point:positive``, ``add_point:negative`` or ``stop_action``."""
-    if action["name"] == "add_point":
-        return f"add_point:{action['arguments'].get('point_type', 'positive')}"
-    return action["name"]
+    if isinstance(action, AddPoint):
+        return f"{action.name}:{action.point_type}"
+    return action.name
 
 
 def _mean(values: Iterable[float | None]) -> float | None:

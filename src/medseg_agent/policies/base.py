@@ -9,6 +9,7 @@ import numpy as np
 
 from medseg_agent.environment.episode import Observation
 from medseg_agent.protocols import ActionProtocol
+from medseg_agent.tools.base import ToolSession
 from medseg_agent.vocabulary.actions import Action, ToolCall
 from medseg_agent.vocabulary.coordinates import CoordinateFrame
 
@@ -44,6 +45,13 @@ class Policy(ABC):
     name: str = "policy"
     #: Ground-truth policies see the mask; the runner refuses to give it to the others.
     uses_ground_truth: bool = False
+    #: Look-ahead policies try actions on the episode's tool session before choosing one (the expert):
+    #: :func:`~medseg_agent.policies.runner.run_episode` then calls :meth:`bind_session` before reset.
+    wants_session: bool = False
+
+    def bind_session(self, session: ToolSession) -> None:
+        """Receive the episode's tool session (the image already encoded) for the next episode."""
+        return None  # only look-ahead policies keep it
 
     @abstractmethod
     def reset(self, context: EpisodeContext, observation: Observation) -> None: ...

@@ -16,6 +16,9 @@ import numpy as np
 
 from medseg_agent.environment.record import TrajectoryRecord, final_mask, gt_mask, turn_masks
 from medseg_agent.metrics import dice, iou, normalized_surface_dice
+from medseg_agent.vocabulary.actions import Action, AddBox, AddPoint, Stop
+from medseg_agent.vocabulary.errors import ActionError
+from medseg_agent.vocabulary.stop import StopReason
 
 BOX, POINT, STOP, ERROR, NONE = "box", "point", "stop", "error", "none"
 
@@ -72,7 +75,7 @@ class StepFacts:
 class EpisodeFacts:
     protocol: str
     max_turns: int
-    stop_reason: str
+    stop_reason: StopReason | None
     has_ground_truth: bool
     steps: list[StepFacts] = field(default_factory=list)
     final_iou: float = 0.0
@@ -81,7 +84,7 @@ class EpisodeFacts:
 
     @property
     def stopped(self) -> bool:
-        return self.stop_reason == "stop_action"
+        return self.stop_reason is StopReason.STOP_ACTION
 
     @property
     def tool_steps(self) -> list[StepFacts]:
@@ -101,12 +104,14 @@ def _finite(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(float(value)) else float(value)
 
 
-def _step_kind(action: dict | None, error: dict | None) -> str:
+def _step_kind(action: Action | None, error: ActionError | None) -> str:
     if error is not None:
         return ERROR
-    if action is None:
-        return NONE
-    return {"add_bbox": BOX, "add_point": POINT, "stop_action": STOP}.get(action["name"], ERROR)
+    if isinstance(action, AddBox):
+        return BOX
+    if isinstance(action, AddPoint):
+        return POINT
+    return STOP if isinstance(action, Stop) else NONE
 
 
 def _box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -137,35 +142,34 @@ def episode_facts(
     steps: list[StepFacts] = []
     for turn in record.turns:
         kind = _step_kind(turn.action, turn.error)
-        action = turn.action or {}
         step = StepFacts(
             turn=turn.turn,
             kind=kind,
             valid=turn.error is None and kind != NONE,
             has_reasoning=bool(turn.reasoning and turn.reasoning.strip()),
-            has_answer=bool(action.get("answer")),
+            has_answer=isinstance(turn.action, Stop) and bool(turn.action.answer),
             iou_before=current_iou,
             iou_after=current_iou,
             dice_after=dice(current, gt) if gt is not None else None,
         )
         if kind in (BOX, POINT):
             after = next(masks_after)
-            pixels = (turn.action_pixels or {}).get("arguments", {})
-            if kind == POINT and "point_2d" in pixels:
-                x = min(max(round(float(pixels["point_2d"][0])), 0), w - 1)
-                y = min(max(round(float(pixels["point_2d"][1])), 0), h - 1)
+            pixels = turn.action_pixels
+            if isinstance(pixels, AddPoint):
+                x = min(max(round(pixels.x), 0), w - 1)
+                y = min(max(round(pixels.y), 0), h - 1)
                 step.point_xy = (x, y)
-                step.positive = pixels.get("point_type", "positive") == "positive"
+                step.positive = pixels.positive
                 if gt is not None:
                     if gt[y, x] == current[y, x]:
                         step.click_state = "correct"
                     else:
                         step.click_state = "missed" if gt[y, x] else "leak"
-            elif kind == BOX and "bbox_2d" in pixels:
-                box = tuple(float(v) for v in pixels["bbox_2d"])
-                step.box_xyxy = box  # type: ignore[assignment]
+            elif isinstance(pixels, AddBox):
+                box = (pixels.x1, pixels.y1, pixels.x2, pixels.y2)
+                step.box_xyxy = box
                 step.repeated_box = last_box is not None and _box_iou(last_box, box) >= repeated_box_iou
-                last_box = box  # type: ignore[assignment]
+                last_box = box
             step.changed_mask = not np.array_equal(after, current)
             current = after
             if gt is not None:

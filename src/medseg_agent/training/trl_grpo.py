@@ -28,6 +28,7 @@ from medseg_agent.tools.base import SegmentationTool
 from medseg_agent.training.verl.episodes import EpisodeSpec, finished_text
 from medseg_agent.vocabulary.actions import ADD_BBOX, ADD_POINT, STOP_ACTION, CoordinateSpace, ToolCall
 from medseg_agent.vocabulary.sample import Sample
+from medseg_agent.vocabulary.stop import StopReason
 
 
 def _google_docstring(name: str) -> str:
@@ -48,20 +49,9 @@ class SegmentationEnvironment:
         self.env: SegmentationEnv | None = None
 
     def reset(self, **row: Any) -> None:
-        from medseg_agent.io.masks import decode_rle
-
         spec = EpisodeSpec.from_kwargs(json.loads(row["medseg_episode"]))
         self.env = SegmentationEnv(self.tool, self.config)
-        self.env.reset(
-            spec.load_image(),
-            spec.target,
-            decode_rle(spec.gt_mask_rle),
-            sample_id=spec.sample_id,
-            dataset=spec.dataset,
-            modality=spec.modality,
-            spacing=spec.spacing,
-            policy_name="trl-grpo",
-        )
+        self.env.reset(spec.to_sample(), options={"policy": "trl-grpo"})
         return None
 
     def _step(self, name: str, arguments: dict[str, Any]) -> list[dict[str, Any]] | str:
@@ -71,7 +61,7 @@ class SegmentationEnvironment:
             raise RuntimeError("reset() must be called before the tools")
         if self.env.done:
             return "The episode is over and the mask is final; do not call more tools."
-        observation = self.env.step(None, tool_calls=[ToolCall(name, arguments)])
+        observation = self.env.step([ToolCall(name, arguments)])
         text = finished_text(self.env.record) if self.env.done else observation.text
         if observation.error is not None or name == STOP_ACTION:
             return text
@@ -91,9 +81,7 @@ class SegmentationEnvironment:
         """The episode's record, closed if the model stopped without ``stop_action``."""
         if self.env is None or self.env.record is None:
             raise RuntimeError("no episode: reset() was not called")
-        if not self.env.done:
-            self.env._finish("policy_ended")  # SegmentationEnv has no public finish()
-        return self.env.record
+        return self.env.close(StopReason.POLICY_ENDED)
 
     def get_reward(self) -> float:
         return score_record(self.record(), self.reward).total

@@ -41,8 +41,8 @@ class AddBox:
     def name(self) -> str:
         return ADD_BBOX
 
-    def arguments(self) -> dict[str, Any]:
-        return {"bbox_2d": [_num(self.x1), _num(self.y1), _num(self.x2), _num(self.y2)]}
+    def arguments(self, exact: bool = False) -> dict[str, Any]:
+        return {"bbox_2d": [_num(v, exact) for v in (self.x1, self.y1, self.x2, self.y2)]}
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,8 @@ class AddPoint:
     def point_type(self) -> str:
         return "positive" if self.positive else "negative"
 
-    def arguments(self) -> dict[str, Any]:
-        return {"point_2d": [_num(self.x), _num(self.y)], "point_type": self.point_type}
+    def arguments(self, exact: bool = False) -> dict[str, Any]:
+        return {"point_2d": [_num(self.x, exact), _num(self.y, exact)], "point_type": self.point_type}
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,7 @@ class Stop:
     def name(self) -> str:
         return STOP_ACTION
 
-    def arguments(self) -> dict[str, Any]:
+    def arguments(self, exact: bool = False) -> dict[str, Any]:
         return {}
 
 
@@ -88,27 +88,42 @@ class ToolCall:
     arguments: str | dict[str, Any] = field(default_factory=dict)
 
 
-def action_to_dict(action: Action) -> dict[str, Any]:
-    """JSON form used in trajectory records: ``{"name": ..., "arguments": {...}}``."""
-    out: dict[str, Any] = {"name": action.name, "arguments": action.arguments()}
+def action_to_dict(action: Action, exact: bool = False) -> dict[str, Any]:
+    """JSON form ``{"name": ..., "arguments": {...}}`` (+ ``"answer"`` for a stop with one).
+
+    By default fractional coordinates keep 4 decimals, as a model writes them; ``exact`` keeps every
+    digit (trajectory records, so a replay draws exactly what the episode drew).
+    """
+    out: dict[str, Any] = {"name": action.name, "arguments": action.arguments(exact)}
     if isinstance(action, Stop) and action.answer is not None:
         out["answer"] = action.answer
     return out
 
 
-def action_from_dict(data: dict[str, Any]) -> Action:
-    """Inverse of :func:`action_to_dict` for records we wrote ourselves (trusted input)."""
-    name, args = data["name"], data.get("arguments", {})
-    if name == ADD_BBOX:
-        return AddBox(*[float(v) for v in args["bbox_2d"]])
-    if name == ADD_POINT:
-        x, y = args["point_2d"]
-        return AddPoint(float(x), float(y), args.get("point_type", "positive") == "positive")
+def action_from_dict(data: Any) -> Action:
+    """Inverse of :func:`action_to_dict`, for records; a ValueError names what is malformed."""
+    if not isinstance(data, dict) or "name" not in data:
+        raise ValueError(f'an action is a mapping {{"name": ..., "arguments": {{...}}}}, got {data!r}')
+    name, args = data["name"], data.get("arguments") or {}
+    try:
+        if name == ADD_BBOX:
+            x1, y1, x2, y2 = (float(v) for v in args["bbox_2d"])
+            return AddBox(x1, y1, x2, y2)
+        if name == ADD_POINT:
+            x, y = (float(v) for v in args["point_2d"])
+            point_type = args.get("point_type", "positive")
+            if point_type not in ("positive", "negative"):
+                raise ValueError(f'point_type must be "positive" or "negative", got {point_type!r}')
+            return AddPoint(x, y, point_type == "positive")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{name} arguments {args!r} are malformed ({type(exc).__name__}: {exc})") from None
     if name == STOP_ACTION:
         return Stop(data.get("answer"))
-    raise ValueError(f"unknown action name {name!r} in record")
+    raise ValueError(f"unknown action name {name!r}; expected one of {', '.join(TOOL_NAMES)}")
 
 
-def _num(value: float) -> int | float:
-    """Integers stay integers in JSON (the 0–999 grid); fractional values keep 4 decimals."""
-    return int(value) if float(value).is_integer() else round(float(value), 4)
+def _num(value: float, exact: bool = False) -> int | float:
+    """Integers stay integers in JSON (the 0–999 grid); fractional values keep 4 decimals unless ``exact``."""
+    if float(value).is_integer():
+        return int(value)
+    return float(value) if exact else round(float(value), 4)

@@ -16,6 +16,7 @@ from verl.experimental.agent_loop.agent_loop import AgentLoopOutput
 from verl.experimental.agent_loop.tool_agent_loop import ToolAgentLoop
 
 from medseg_agent.training.verl.episodes import AGENT_NAME, EPISODE_ID_FIELD, STORE, record_fields
+from medseg_agent.vocabulary.stop import StopReason
 
 __all__ = ["AGENT_NAME", "MedSegAgentLoop"]
 
@@ -26,6 +27,6 @@ class MedSegAgentLoop(ToolAgentLoop):
         key = output.extra_fields.pop(EPISODE_ID_FIELD, None)
         episode = STORE.pop(key) if key else None
         if episode is not None:
-            record = episode.close("policy_ended")
+            record = episode.close(StopReason.POLICY_ENDED)
             output.extra_fields.update(record_fields(record))
         return output

@@ -30,6 +30,8 @@ from medseg_agent.io.images import EncodedImage, ImageLoadError, load_image
 from medseg_agent.io.masks import decode_rle
 from medseg_agent.tools.base import SegmentationTool
 from medseg_agent.vocabulary.actions import ToolCall
+from medseg_agent.vocabulary.sample import Sample
+from medseg_agent.vocabulary.stop import StopReason
 
 #: agent_name of RL rows; the agent-loop YAML maps it to MedSegAgentLoop.
 AGENT_NAME = "medseg_agent"
@@ -96,6 +98,23 @@ class EpisodeSpec:
         except ImageLoadError as exc:
             raise EpisodeSpecError(f"image_png_b64 is not a decodable image: {exc.problem}") from None
 
+    def to_sample(self) -> Sample:
+        """The episode's sample: the full-resolution image and its ground truth (sizes checked)."""
+        image = self.load_image()
+        gt = decode_rle(self.gt_mask_rle)
+        if gt.shape != image.shape[:2]:
+            raise EpisodeSpecError(f"gt_mask_rle size {gt.shape} does not match the image {image.shape[:2]}")
+        return Sample(
+            image=image,
+            mask=gt,
+            target=self.target,
+            modality=self.modality,
+            dataset=self.dataset,
+            sample_id=self.sample_id,
+            spacing=self.spacing,
+            image_path=self.image_path,
+        )
+
 
 def episode_spec_from_tools_kwargs(tools_kwargs: dict[str, Any]) -> EpisodeSpec:
     entry = (tools_kwargs or {}).get(EPISODE_KWARGS_KEY)
@@ -120,15 +139,12 @@ class Episode:
     def step(self, name: str, arguments: dict[str, Any], text: str | None = None) -> Observation:
         """Apply one tool call (validated by the protocol, like any policy reply)."""
         with self.lock:
-            return self.env.step(text, tool_calls=[ToolCall(name, arguments)])
+            return self.env.step([ToolCall(name, arguments)], text=text)
 
-    def close(self, reason: str) -> TrajectoryRecord:
+    def close(self, reason: StopReason) -> TrajectoryRecord:
         """End the episode if the policy did not (the model stopped calling tools, ran out of tokens)."""
         with self.lock:
-            if not self.env.done:
-                # SegmentationEnv has no public finish(); _finish writes the final mask and metrics.
-                self.env._finish(reason)
-            return self.record
+            return self.env.close(reason)
 
 
 class EpisodeStore:
@@ -151,22 +167,9 @@ class EpisodeStore:
         with self._lock:
             if key in self._episodes:
                 return self._episodes[key]
-        image = spec.load_image()
-        gt = decode_rle(spec.gt_mask_rle)
-        if gt.shape != image.shape[:2]:
-            raise EpisodeSpecError(f"gt_mask_rle size {gt.shape} does not match the image {image.shape[:2]}")
+        sample = spec.to_sample()
         env = SegmentationEnv(tool, config)
-        env.reset(
-            image,
-            spec.target,
-            gt,
-            sample_id=spec.sample_id,
-            dataset=spec.dataset,
-            modality=spec.modality,
-            spacing=spec.spacing,
-            image_path=spec.image_path,
-            policy_name="verl",
-        )
+        env.reset(sample, options={"policy": "verl"})
         episode = Episode(env)
         with self._lock:
             episode = self._episodes.setdefault(key, episode)
@@ -185,9 +188,9 @@ STORE = EpisodeStore()
 
 
 FINISHED_TEXT = {
-    "stop_action": "The episode is finished; the mask is final.",
-    "turn_limit": "No actions are left; the episode is finished and the mask is final.",
-    "too_many_errors": "Too many invalid replies; the episode is finished.",
+    StopReason.STOP_ACTION: "The episode is finished; the mask is final.",
+    StopReason.TURN_LIMIT: "No actions are left; the episode is finished and the mask is final.",
+    StopReason.TOO_MANY_ERRORS: "Too many invalid replies; the episode is finished.",
 }
 
 

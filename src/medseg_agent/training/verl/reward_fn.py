@@ -22,6 +22,7 @@ from typing import Any
 from medseg_agent.environment.record import TrajectoryRecord
 from medseg_agent.rewards import RewardSpec, resolve_reward, score_record
 from medseg_agent.training.verl.episodes import record_from_fields
+from medseg_agent.vocabulary.stop import StopReason
 
 DATA_SOURCE = "medseg_agent"
 
@@ -48,7 +49,7 @@ def empty_record(ground_truth: str | dict[str, Any]) -> TrajectoryRecord:
         image_size=size,
         view_size=size,
         gt_mask_rle=data["gt_mask_rle"],
-        stop_reason="no_action",
+        stop_reason=StopReason.NO_ACTION,
         policy="verl",
     )
 

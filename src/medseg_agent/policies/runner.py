@@ -1,4 +1,9 @@
-"""Drive one episode: policy replies in, observations out, a trajectory record at the end."""
+"""The one episode loop: policy replies in, observations out, a trajectory record at the end.
+
+The CLI, the evaluator, the expert's trajectory generator and the benchmarks all run episodes
+through :func:`run_episode`; trainers whose own loop drives the tools (TRL, verl) use the same
+environment contract (:meth:`SegmentationEnv.reset` / ``step`` / ``close``).
+"""
 
 from __future__ import annotations
 
@@ -24,29 +29,17 @@ def run_episode(
     """Run ``policy`` on ``sample`` until it stops, errs out or reaches the turn limit.
 
     ``on_step(observation)`` is called after reset and after every step (overlay writers, UIs).
-    A look-ahead policy (one with ``bind_session``, e.g. the expert) gets the episode's tool session,
-    so its probes reuse the single image encode.
+    A look-ahead policy (:attr:`Policy.wants_session`, e.g. the expert) gets the episode's tool
+    session through :meth:`Policy.bind_session`, so its probes reuse the single image encode.
     """
     encode_seconds = None
-    bind = getattr(policy, "bind_session", None)
-    if callable(bind):
+    if policy.wants_session:
         if session is None:
             started = time.perf_counter()
             session = env.tool.set_image(sample.image)
             encode_seconds = time.perf_counter() - started
-        bind(session)
-    observation = env.reset(
-        sample.image,
-        sample.target,
-        sample.mask,
-        sample_id=sample.sample_id,
-        dataset=sample.dataset,
-        modality=sample.modality,
-        spacing=sample.spacing,
-        image_path=sample.image_path,
-        policy_name=policy.name,
-        session=session,
-    )
+        policy.bind_session(session)
+    observation = env.reset(sample, session=session, options={"policy": policy.name, "seed": seed})
     context = EpisodeContext(
         target=sample.target,
         frame=env.frame,
@@ -63,16 +56,16 @@ def run_episode(
         started = time.perf_counter()
         reply = policy.act(observation)
         elapsed = time.perf_counter() - started
-        observation = env.step(
-            reply.text,
-            tool_calls=reply.tool_calls,
-            action=reply.action,
-            reasoning=reply.reasoning,
-            policy_seconds=elapsed,
-        )
+        if reply.action is not None:
+            observation = env.step(reply.action, text=reply.text, reasoning=reply.reasoning, policy_seconds=elapsed)
+        elif reply.tool_calls:
+            observation = env.step(reply.tool_calls, text=reply.text, policy_seconds=elapsed)
+        else:
+            observation = env.step(reply.text, policy_seconds=elapsed)
         if on_step:
             on_step(observation)
-    assert env.record is not None
+    record = env.record
+    assert record is not None
     if encode_seconds is not None:
-        env.record.meta["encode_seconds"] = encode_seconds
-    return env.record
+        record.meta["encode_seconds"] = encode_seconds
+    return record
