@@ -26,6 +26,7 @@ from medseg_agent.serving.config import ServerConfig
 from medseg_agent.serving.server import BackgroundServer
 from medseg_agent.tools.registry import build_tool
 from medseg_agent.vocabulary.actions import AddBox, AddPoint, CoordinateSpace
+from medseg_agent.vocabulary.errors import ToolError
 from medseg_agent.vocabulary.prompts import Prompt
 from medseg_agent.vocabulary.stop import StopReason
 
@@ -306,6 +307,14 @@ def test_client_retries_until_a_late_server_is_up(make_sample):
 def test_client_rejects_local_model_options():
     with pytest.raises(Exception, match="do not apply to a tool server URL"):
         build_tool("http://127.0.0.1:1", allow_random_weights=True)
+
+
+def test_client_checks_an_image_id_before_sending_it():
+    from medseg_agent.serving.client import ToolServerClient
+
+    client = ToolServerClient("http://127.0.0.1:1", retries=0)  # nothing listens there: no request may be made
+    with pytest.raises(ToolError, match="64 hex digits"):
+        client.create_session(image_id="scan.png")
 
 
 def test_mask_rle_roundtrip_matches_the_session_state(client, make_sample):

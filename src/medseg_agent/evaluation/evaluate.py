@@ -2,8 +2,9 @@
 
 Records go to ``<out>/records.jsonl`` through :class:`ResultStore` (one atomic line per sample, keyed
 ``dataset/sample_id``), so a killed run resumes where it stopped with no duplicate. Workers are local
-processes (:func:`run_jobs`) or Ray actors (:mod:`medseg_agent.evaluation.ray_backend`); each holds
-its own tool and policy, built once by the picklable factories of :class:`EvalSpec`.
+processes (:func:`run_jobs`) or Ray actors (:func:`~medseg_agent.evaluation.ray_backend.run_jobs_on_ray`,
+the same contract); each holds its own tool and policy, built once by the picklable factories of
+:class:`EvalSpec`.
 
 A sample the tool cannot process (:class:`ToolError`) is stored as a failure and reported apart;
 a model server that cannot be queried (:class:`PolicyError`) stops the run instead, because that
@@ -15,6 +16,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
 from medseg_agent.io.atomic import atomic_write_json
 from medseg_agent.policies.base import Policy
 from medseg_agent.policies.runner import run_episode
+from medseg_agent.runs.parallel import run_jobs
 from medseg_agent.runs.store import ResultStore
 from medseg_agent.tools.base import SegmentationTool
 from medseg_agent.vocabulary.errors import ToolError
@@ -147,33 +150,16 @@ def run_evaluation(
     jobs = list(keyed_samples(samples))
     by_key = dict(jobs)
     description = f"{spec.describe.get('policy', 'policy')} + {spec.describe.get('tool', 'tool')}"
+    keyed_jobs = [(k, (k, s)) for k, s in jobs]
+    setup = partial(build_worker, spec)
+    shared = {"description": description, "show_progress": show_progress, "on_result": on_result}
     if ray_address:
-        from medseg_agent.evaluation.ray_backend import run_on_ray
+        from medseg_agent.evaluation.ray_backend import run_jobs_on_ray
 
-        run_on_ray(
-            [(k, (k, s)) for k, s in jobs],
-            spec,
-            store,
-            address=ray_address,
-            workers=max(1, workers),
-            gpus_per_worker=ray_gpus_per_worker,
-            description=description,
-            show_progress=show_progress,
-            on_result=on_result,
+        run_jobs_on_ray(
+            keyed_jobs, setup, evaluate_sample, store,
+            address=ray_address, workers=max(1, workers), gpus_per_worker=ray_gpus_per_worker, **shared,
         )
     else:
-        from functools import partial
-
-        from medseg_agent.runs.parallel import run_jobs
-
-        run_jobs(
-            [(k, (k, s)) for k, s in jobs],
-            partial(build_worker, spec),
-            evaluate_sample,
-            store,
-            workers=workers,
-            description=description,
-            on_result=on_result,
-            show_progress=show_progress,
-        )
+        run_jobs(keyed_jobs, setup, evaluate_sample, store, workers=workers, **shared)
     return store, by_key

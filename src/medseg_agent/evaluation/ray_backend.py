@@ -1,10 +1,13 @@
 """Run evaluation jobs on Ray actors: many GPUs or nodes, same records as a local run.
 
-Each actor builds its own tool and policy once (:func:`build_worker`) and runs samples sent to it;
-results come back to this process, which alone appends them to the :class:`ResultStore`, so a
-killed driver resumes exactly like a local run. ``address`` is passed to ``ray.init`` (``auto``
-joins the cluster this machine belongs to, ``ray://host:10001`` a remote one); ``local`` starts a
-private instance. Every node needs medseg-agent installed (same version) and the tool's weights.
+The Ray twin of :func:`medseg_agent.runs.parallel.run_jobs` (same arguments: ``setup`` builds a
+worker's state once, ``work(state, job)`` runs one job), so the evaluator plugs it in for
+``--ray-address`` without this module knowing what a job is. Each actor builds its own tool and policy
+once and runs the jobs sent to it; results come back to this process, which alone appends them to
+the :class:`ResultStore`, so a killed driver resumes exactly like a local run. ``address`` is passed
+to ``ray.init`` (``auto`` joins the cluster this machine belongs to, ``ray://host:10001`` a remote
+one); ``local`` starts a private instance. Every node needs medseg-agent installed (same version)
+and the tool's weights.
 """
 
 from __future__ import annotations
@@ -12,24 +15,25 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from medseg_agent.evaluation.evaluate import EvalSpec, build_worker, evaluate_sample
 from medseg_agent.runs.parallel import progress_bar
 from medseg_agent.runs.store import ResultStore
 
 
-class EvalActor:
-    """Holds one worker's tool, policy and environment for the life of the actor."""
+class JobActor:
+    """Holds one worker's state (tool, policy, environment) for the life of the actor."""
 
-    def __init__(self, spec: EvalSpec) -> None:
-        self.worker = build_worker(spec)
+    def __init__(self, setup: Callable[[], Any], work: Callable[[Any, Any], dict[str, Any]]) -> None:
+        self.state = setup()
+        self.work = work
 
     def run(self, key: str, job: Any) -> tuple[str, dict[str, Any]]:
-        return key, evaluate_sample(self.worker, job)
+        return key, self.work(self.state, job)
 
 
-def run_on_ray(
+def run_jobs_on_ray(
     jobs: Sequence[tuple[str, Any]],
-    spec: EvalSpec,
+    setup: Callable[[], Any],
+    work: Callable[[Any, Any], dict[str, Any]],
     store: ResultStore,
     *,
     address: str,
@@ -41,7 +45,8 @@ def run_on_ray(
     on_result: Callable[[str, dict[str, Any]], None] | None = None,
     init_options: dict[str, Any] | None = None,
 ) -> int:
-    """Run every job not yet in ``store`` on ``workers`` Ray actors; return how many ran."""
+    """Run ``work(state, job)`` for every job not yet in ``store`` on ``workers`` Ray actors, each with
+    its own ``state = setup()``; return how many ran."""
     try:
         import ray
     except ModuleNotFoundError:
@@ -54,8 +59,8 @@ def run_on_ray(
         options = {"log_to_driver": False, **(init_options or {})}
         ray.init(address=None if address == "local" else address, **options)
     try:
-        actor_class = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker)(EvalActor)
-        actors = [actor_class.remote(spec) for _ in range(min(workers, len(pending)))]
+        actor_class = ray.remote(num_cpus=cpus_per_worker, num_gpus=gpus_per_worker)(JobActor)
+        actors = [actor_class.remote(setup, work) for _ in range(min(workers, len(pending)))]
         queue = list(reversed(pending))
         running: dict[Any, Any] = {}
 

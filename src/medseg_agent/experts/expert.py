@@ -49,6 +49,7 @@ from medseg_agent.experts.strategy import (
 from medseg_agent.metrics import iou
 from medseg_agent.policies.base import EpisodeContext, Policy, PolicyReply
 from medseg_agent.policies.clicker import ClickerPolicy
+from medseg_agent.policies.registry import register_policy
 from medseg_agent.tools.base import ToolSession
 from medseg_agent.vocabulary.actions import ADD_BBOX, AddBox, AddPoint, CoordinateSpace, Stop
 from medseg_agent.vocabulary.prompts import Prediction, PromptState
@@ -376,3 +377,7 @@ class ExpertPolicy(Policy):
     def _largest(self, mask: np.ndarray) -> ErrorRegion | None:
         return next(iter(error_regions(mask, self.gt, self._clicker.clicked, limit=1)), None)
 
+
+def register_expert_policy() -> None:
+    """Entry point (group ``medseg_agent.policies``): ``build_policy("expert", **options)``."""
+    register_policy("expert", ExpertPolicy)

@@ -4,7 +4,8 @@
 runs on the server: ``encode`` uploads the image once (or just references it by content hash) and
 warms the server's shared embedding; ``decode`` sends the full prompt, previous logits included, to
 ``POST /v1/predict``. So ``build_tool("http://host:port")`` gives the environment, the evaluator and
-the trainers a remote tool without any change to them.
+the trainers a remote tool without any change to them: :func:`register_http_tool` is this package's
+entry point in the ``medseg_agent.tools`` plug-in group (see :mod:`medseg_agent.tools.registry`).
 
 :class:`ToolServerClient` / :class:`RemoteSession` speak the session API (web UIs, RL tool calls).
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -25,9 +27,10 @@ import httpx
 import numpy as np
 
 from medseg_agent.io.masks import decode_rle
-from medseg_agent.serving.images import image_key
+from medseg_agent.serving.images import image_key, is_image_id
 from medseg_agent.serving.schemas import ArrayPayload
 from medseg_agent.tools.base import ImageEmbedding, SegmentationTool
+from medseg_agent.tools.registry import register_tool
 from medseg_agent.vocabulary.errors import ToolError
 from medseg_agent.vocabulary.images import as_rgb_uint8
 from medseg_agent.vocabulary.prompts import Prediction, Prompt
@@ -179,6 +182,8 @@ class ToolServerClient:
         """A session on ``image`` (uploaded if the server lacks it) or on an uploaded ``image_id``."""
         if (image is None) == (image_id is None):
             raise ToolError("create_session needs exactly one of image or image_id")
+        if image_id is not None and not is_image_id(image_id):
+            raise ToolError(f"image_id must be the 64 hex digits that upload() returned, got {image_id!r}")
         if image is not None:
             image_id = self.ensure_image(image)["image_id"]
         body = {"image_id": image_id, "coordinate_space": coordinate_space, "prefetch": prefetch}
@@ -336,3 +341,22 @@ def _prediction(data: dict[str, Any]) -> Prediction:
         logits = ArrayPayload(**data["logits"]).to_numpy("logits", finite=False)
     score = data.get("score")
     return Prediction(mask=decode_rle(data["mask"]), logits=logits, score=0.0 if score is None else float(score))
+
+
+def build_http_tool(
+    *, url: str, checkpoint: str | Path | None = None, device: str = "cpu", **options: Any
+) -> HttpSegmentationTool:
+    """Factory of ``http://`` / ``https://`` tool specs. The server chose its model and device when it
+    started, so a local ``checkpoint`` is refused rather than silently ignored; ``device`` is ignored."""
+    if checkpoint is not None:
+        raise ToolError(
+            f"--checkpoint {checkpoint} does not apply to a tool server URL ({url}); the server loads its "
+            "own checkpoint (medseg-agent serve --checkpoint ...)"
+        )
+    return HttpSegmentationTool(url, **options)
+
+
+def register_http_tool() -> None:
+    """Entry point (group ``medseg_agent.tools``): tool-server URLs as tool specs."""
+    register_tool("http://", build_http_tool)
+    register_tool("https://", build_http_tool)

@@ -67,10 +67,7 @@ class SegmentationTool(ABC):
             raise ToolError("a prediction needs a box or at least one point")
         start = time.perf_counter()
         prediction = self._decode(embedding, prompt)
-        elapsed = time.perf_counter() - start
-        with self._stats_lock:
-            self.decode_count += 1
-            self.decode_seconds += elapsed
+        self.count_decodes(1, time.perf_counter() - start)
         h, w = embedding.image_size
         if prediction.mask.shape != (h, w):
             raise ToolError(f"{self.name} returned a mask of shape {prediction.mask.shape}, expected {(h, w)}")
@@ -84,6 +81,12 @@ class SegmentationTool(ABC):
     def set_image(self, image: np.ndarray) -> ToolSession:
         """Encode once and return a session that decodes any number of prompts against it."""
         return ToolSession(self, self.encode(image))
+
+    def count_decodes(self, count: int, seconds: float) -> None:
+        """Add decodes to the counters; batched backends that decode outside :meth:`decode` call it."""
+        with self._stats_lock:
+            self.decode_count += count
+            self.decode_seconds += seconds
 
     def stats(self) -> dict[str, float]:
         with self._stats_lock:

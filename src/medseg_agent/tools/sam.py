@@ -294,10 +294,7 @@ def decode_grouped(
             chunk = indices[lo : lo + max_batch]
             predictions = decode_group(state, [prompts[i] for i in chunk])
             results.update(zip(chunk, predictions, strict=True))
-    elapsed = time.perf_counter() - start
-    with tool._stats_lock:
-        tool.decode_count += len(prompts)
-        tool.decode_seconds += elapsed
+    tool.count_decodes(len(prompts), time.perf_counter() - start)
     expected = tuple(embedding.image_size)
     for prediction in results.values():
         if prediction.mask.shape != expected:
