@@ -67,8 +67,12 @@ def test_build_demo_command(tmp_path, monkeypatch):
 
     monkeypatch.setattr(demo, "build_demo_dataset", failing)
     result = runner.invoke(data_app, ["build-demo", "--out", str(out)])
+    assert result.exit_code == 1 and "mricron-data" in result.output and "samples" not in result.output
+    # `medseg-agent data build-demo` of the main command runs this same command
+    from medseg_agent.cli.app import app
+
+    result = runner.invoke(app, ["data", "build-demo", "--out", str(out)])
     assert result.exit_code == 1 and "mricron-data" in result.output
-    assert cli_data.data_app is data_app
 
 
 def test_register_adds_the_data_group():

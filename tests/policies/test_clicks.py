@@ -1,0 +1,128 @@
+"""``next_click``: RITM's simulated-click rule, which every NoC / mIoU@k figure depends on.
+
+The rule: take the false-negative (missed) and false-positive (leaked) regions, measure how deep
+each goes (distance to its border, the image edge counting as border), click the interior-most
+pixel of the deeper one, positive for a miss and negative for a leak, a tie going to the negative
+click; pixels clicked before are never clicked again. The depth oracle here is scipy's exact
+Euclidean distance transform, independent of the OpenCV one the rule uses.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from scipy.ndimage import distance_transform_edt
+
+from medseg_agent.policies.clicks import next_click
+
+
+def depth_map(region: np.ndarray) -> np.ndarray:
+    """Distance of each region pixel to the nearest pixel outside it, outside the image included."""
+    return distance_transform_edt(np.pad(region, 1))[1:-1, 1:-1]
+
+
+def disc(shape: tuple[int, int], centre: tuple[int, int], radius: float) -> np.ndarray:
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (xx - centre[0]) ** 2 + (yy - centre[1]) ** 2 <= radius**2
+
+
+def test_nothing_to_correct_gives_no_click():
+    empty = np.zeros((20, 30), dtype=bool)
+    assert next_click(empty, empty) is None
+    target = disc((20, 30), (15, 10), 5)
+    assert next_click(target, target) is None
+    # the only wrong pixel was clicked already
+    pred = target.copy()
+    pred[10, 15] = False
+    assert next_click(pred, target, [(15, 10)]) is None
+
+
+def test_a_miss_gets_a_positive_click_at_its_centre():
+    target = disc((40, 50), (20, 18), 8)
+    click = next_click(np.zeros_like(target), target)
+    assert (click.x, click.y, click.positive) == (20, 18, True)
+    assert click.depth == pytest.approx(depth_map(target).max())
+
+
+def test_a_leak_gets_a_negative_click_at_its_centre():
+    pred = disc((40, 50), (30, 22), 6)
+    click = next_click(pred, np.zeros_like(pred))
+    assert (click.x, click.y, click.positive) == (30, 22, False)
+
+
+def test_the_deeper_error_region_wins_whatever_its_area():
+    gt = np.zeros((60, 60), dtype=bool)
+    gt[5:25, 5:25] = True  # a 20x20 miss: depth 10
+    pred = np.zeros_like(gt)
+    pred[40:44, 2:58] = True  # a 4x56 leak: larger (224 px) but only 2 deep
+    click = next_click(pred, gt)
+    assert click.positive and 5 <= click.x < 25 and 5 <= click.y < 25
+    pred[30:58, 30:58] = True  # now a 28x28 leak, deeper than the miss
+    click = next_click(pred, gt)
+    assert not click.positive and 30 <= click.x < 58 and 30 <= click.y < 58
+
+
+def test_a_tie_goes_to_the_negative_click():
+    gt = np.zeros((30, 40), dtype=bool)
+    pred = np.zeros_like(gt)
+    gt[5:10, 5:10] = True  # 5x5 miss
+    pred[15:20, 25:30] = True  # 5x5 leak: the same depth
+    click = next_click(pred, gt)
+    assert not click.positive and 25 <= click.x < 30 and 15 <= click.y < 20
+
+
+def test_the_image_border_counts_as_outside():
+    gt = np.zeros((20, 40), dtype=bool)
+    gt[:, :10] = True  # the miss touches the top, bottom and left edges
+    click = next_click(np.zeros_like(gt), gt)
+    # without the border as outside, the deepest pixels would be on the left edge (10 from the right side)
+    assert click.x in (4, 5) and 4 <= click.y <= 15 and click.depth == pytest.approx(5.0)
+
+
+def test_clicks_are_never_repeated_even_when_the_mask_does_not_change():
+    gt = disc((30, 30), (15, 15), 6)
+    pred = np.zeros_like(gt)
+    clicked: list[tuple[float, float]] = []
+    for _ in range(int(gt.sum())):
+        click = next_click(pred, gt, clicked)
+        assert click is not None and (click.x, click.y) not in clicked and gt[click.y, click.x]
+        clicked.append((click.x, click.y))
+    assert next_click(pred, gt, clicked) is None  # every missed pixel has been clicked once
+
+
+def test_clicks_at_rounded_positions_and_outside_the_image_are_handled():
+    gt = disc((30, 30), (15, 15), 6)
+    first = next_click(np.zeros_like(gt), gt)
+    again = next_click(np.zeros_like(gt), gt, [(first.x + 0.4, first.y - 0.4), (-3.0, 99.0)])
+    assert (again.x, again.y) != (first.x, first.y)
+
+
+masks = arrays(np.bool_, st.tuples(st.integers(2, 14), st.integers(2, 14)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_the_rule_holds_on_any_masks(data):
+    gt = data.draw(masks, label="gt")
+    pred = data.draw(arrays(np.bool_, gt.shape), label="pred")
+    h, w = gt.shape
+    points = st.tuples(st.integers(0, w - 1), st.integers(0, h - 1))
+    clicked = data.draw(st.lists(points, max_size=6), label="clicked")
+    click = next_click(pred, gt, clicked)
+    fn, fp = gt & ~pred, pred & ~gt
+    for x, y in clicked:
+        fn[y, x] = fp[y, x] = False
+    if not (fn.any() or fp.any()):
+        assert click is None
+        return
+    assert click is not None and (click.x, click.y) not in set(clicked)
+    fn_depth = depth_map(fn).max() if fn.any() else 0.0
+    fp_depth = depth_map(fp).max() if fp.any() else 0.0
+    assert click.positive == (fn_depth > fp_depth)
+    region = fn if click.positive else fp
+    assert region[click.y, click.x]  # a miss is clicked positive, a leak negative
+    assert click.depth == pytest.approx(max(fn_depth, fp_depth), rel=1e-5)
+    assert depth_map(region)[click.y, click.x] == pytest.approx(click.depth, rel=1e-5)  # interior-most
