@@ -12,12 +12,12 @@ class Sample:
     """One segmentation task.
 
     ``image`` is display-ready RGB uint8 (H, W, 3): medical intensities are already windowed.
-    ``mask`` is the (H, W) bool ground truth of ``target``. ``spacing`` is (row, col) in mm when
-    known, so surface metrics can be reported in mm.
+    ``mask`` is the (H, W) bool ground truth of ``target``, or None when there is none (segmenting a
+    new image). ``spacing`` is (row, col) in mm when known, so surface metrics can be reported in mm.
     """
 
     image: np.ndarray
-    mask: np.ndarray
+    mask: np.ndarray | None
     target: str
     modality: str
     dataset: str
