@@ -11,7 +11,7 @@ import pytest
 
 from medseg_agent.environment.record import SCHEMA_VERSION, load_record, save_record, turn_masks
 from medseg_agent.environment.replay import conversation_from_record, replay_views
-from medseg_agent.io.masks import read_image_rgb
+from medseg_agent.io.images import load_image
 from medseg_agent.vocabulary.actions import AddBox, AddPoint, Stop
 from medseg_agent.vocabulary.errors import ErrorKind
 from medseg_agent.vocabulary.stop import StopReason
@@ -29,7 +29,7 @@ def test_v1_records_replay_to_the_same_views_and_conversation(name):
     assert json.loads((FIXTURES / f"{name}.json").read_text())["schema_version"] == 1
     record = load_record(FIXTURES / f"{name}.json")
     expected = json.loads((FIXTURES / f"{name}.expected.json").read_text())
-    image = read_image_rgb(FIXTURES / "disc.png")
+    image = load_image(FIXTURES / "disc.png")
     assert [sha(v) for v in replay_views(record, image)] == expected["views_sha256"]
     conversation = conversation_from_record(record, image, include_final_user=True)
     got = [
@@ -61,7 +61,7 @@ def test_a_v1_record_saved_again_is_version_2_and_replays_the_same(tmp_path, nam
     assert json.loads(path.read_text())["schema_version"] == 2
     again = load_record(path)
     assert again == record
-    image = read_image_rgb(FIXTURES / "disc.png")
+    image = load_image(FIXTURES / "disc.png")
     for a, b in zip(replay_views(again, image), replay_views(record, image), strict=True):
         assert np.array_equal(a, b)
     for a, b in zip(turn_masks(again), turn_masks(record), strict=True):
