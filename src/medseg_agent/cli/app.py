@@ -30,6 +30,7 @@ COMMAND_MODULES = (
     "trajectories",
     "evaluate",
     "serve",
+    "annotate",
     "train",
     "reward",
 )

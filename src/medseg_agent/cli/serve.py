@@ -17,6 +17,41 @@ from medseg_agent.cli.common import (
     parse_key_values,
 )
 
+ToolExtraOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tool-option",
+        help="Extra tool option KEY=VALUE (JSON values), repeatable, e.g. image_size=512 for MedSAM2 weights.",
+    ),
+]
+HostOption = Annotated[
+    str, typer.Option("--host", help="Interface to listen on; 0.0.0.0 exposes it to the network (use --token).")
+]
+PortOption = Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="MEDSEG_AGENT_TOKEN",
+        help="Require 'Authorization: Bearer TOKEN' on /v1/* and /metrics (clients read $MEDSEG_AGENT_TOKEN).",
+    ),
+]
+CacheOption = Annotated[
+    int, typer.Option("--cache-mb", min=0, help="Embedding cache budget (SAM 2 at 1024: ~16 MB per image).")
+]
+ImageCacheOption = Annotated[int, typer.Option("--image-cache-mb", min=0, help="Uploaded-image budget.")]
+MaxBodyOption = Annotated[int, typer.Option("--max-body-mb", min=1, help="Largest request body (413 above).")]
+MaxImageSideOption = Annotated[
+    int, typer.Option("--max-image-side", min=16, help="Largest image side in pixels (422 above).")
+]
+SessionTtlOption = Annotated[
+    float, typer.Option("--session-ttl", min=1.0, help="Seconds of inactivity after which a session is deleted.")
+]
+MaxSessionsOption = Annotated[int, typer.Option("--max-sessions", min=1, help="Live sessions (503 above).")]
+MaxBatchOption = Annotated[int, typer.Option("--max-batch", min=1, help="Prompts decoded together at most.")]
+LogLevelOption = Annotated[str, typer.Option("--log-level", help="uvicorn log level.")]
+AccessLogOption = Annotated[bool, typer.Option("--access-log", help="Log every request.")]
+
 
 def serve(
     tool: Annotated[
@@ -26,40 +61,19 @@ def serve(
     device: DeviceOption = "cpu",
     model_type: ModelTypeOption = None,
     random_weights: RandomWeightsOption = False,
-    tool_option: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--tool-option",
-            help="Extra tool option KEY=VALUE (JSON values), repeatable, e.g. image_size=512 for MedSAM2 weights.",
-        ),
-    ] = None,
-    host: Annotated[
-        str, typer.Option("--host", help="Interface to listen on; 0.0.0.0 exposes it to the network (use --token).")
-    ] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8265,
-    token: Annotated[
-        str | None,
-        typer.Option(
-            "--token",
-            envvar="MEDSEG_AGENT_TOKEN",
-            help="Require 'Authorization: Bearer TOKEN' on /v1/* and /metrics (clients read $MEDSEG_AGENT_TOKEN).",
-        ),
-    ] = None,
-    cache_mb: Annotated[
-        int, typer.Option("--cache-mb", min=0, help="Embedding cache budget (SAM 2 at 1024: ~16 MB per image).")
-    ] = 2048,
-    image_cache_mb: Annotated[int, typer.Option("--image-cache-mb", min=0, help="Uploaded-image budget.")] = 1024,
-    max_body_mb: Annotated[int, typer.Option("--max-body-mb", min=1, help="Largest request body (413 above).")] = 64,
-    max_image_side: Annotated[
-        int, typer.Option("--max-image-side", min=16, help="Largest image side in pixels (422 above).")
-    ] = 8192,
-    session_ttl: Annotated[
-        float, typer.Option("--session-ttl", min=1.0, help="Seconds of inactivity after which a session is deleted.")
-    ] = 900.0,
-    max_sessions: Annotated[int, typer.Option("--max-sessions", min=1, help="Live sessions (503 above).")] = 4096,
-    max_batch: Annotated[int, typer.Option("--max-batch", min=1, help="Prompts decoded together at most.")] = 32,
-    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn log level.")] = "info",
-    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
+    tool_option: ToolExtraOption = None,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 8265,
+    token: TokenOption = None,
+    cache_mb: CacheOption = 2048,
+    image_cache_mb: ImageCacheOption = 1024,
+    max_body_mb: MaxBodyOption = 64,
+    max_image_side: MaxImageSideOption = 8192,
+    session_ttl: SessionTtlOption = 900.0,
+    max_sessions: MaxSessionsOption = 4096,
+    max_batch: MaxBatchOption = 32,
+    log_level: LogLevelOption = "info",
+    access_log: AccessLogOption = False,
 ) -> None:
     """Serve a segmentation tool over HTTP, with one shared embedding per image.
 
@@ -74,39 +88,50 @@ def serve(
       medseg-agent segment scan.png -t "liver" -o out --tool http://127.0.0.1:8265
     """
     from medseg_agent.serving.app import create_app
-    from medseg_agent.serving.config import MIB, ServerConfig
+    from medseg_agent.serving.config import MIB
     from medseg_agent.serving.server import run_server
 
-    if tool.startswith(("http://", "https://")):
-        fail("--tool must name a model (classic, sam, medsam, sam2), not another server's URL")
-    try:
-        config = ServerConfig(
-            token=token or None,
-            cache_bytes=cache_mb * MIB,
-            image_bytes=image_cache_mb * MIB,
-            max_body_bytes=max_body_mb * MIB,
-            max_image_side=max_image_side,
-            session_ttl_s=session_ttl,
-            max_sessions=max_sessions,
-            max_batch=max_batch,
-        )
-    except ValueError as exc:
-        fail(str(exc))
-    segmenter = _build_tool(tool, checkpoint, device, model_type, random_weights, tool_option or [])
-    if host not in ("127.0.0.1", "localhost", "::1") and config.token is None:
-        err_console.print(f"[yellow]warning:[/] serving on {host} without --token: anyone who can reach it can use it")
+    config = server_config(
+        token,
+        cache_bytes=cache_mb * MIB,
+        image_bytes=image_cache_mb * MIB,
+        max_body_bytes=max_body_mb * MIB,
+        max_image_side=max_image_side,
+        session_ttl_s=session_ttl,
+        max_sessions=max_sessions,
+        max_batch=max_batch,
+    )
+    segmenter = served_tool(tool, checkpoint, device, model_type, random_weights, tool_option or [])
+    warn_if_open(host, config)
     err_console.print(f"serving {segmenter.name} on http://{host}:{port} (docs: http://{host}:{port}/docs)")
     run_server(create_app(segmenter, config), host=host, port=port, log_level=log_level, access_log=access_log)
 
 
-def _build_tool(tool: str, checkpoint: Any, device: str, model_type: str | None, random_weights: bool,
+def server_config(token: str | None, **limits: Any) -> Any:
+    """The server's limits from command options (a bad value: a clean exit naming it)."""
+    from medseg_agent.serving.config import ServerConfig
+
+    try:
+        return ServerConfig(token=token or None, **limits)
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def served_tool(tool: str, checkpoint: Any, device: str, model_type: str | None, random_weights: bool,
                 pairs: list[str]) -> Any:
     """The tool, like every command builds it, plus the --tool-option pairs (errors: a clean exit)."""
+    if tool.startswith(("http://", "https://")):
+        fail("--tool must name a model (classic, sam, medsam, sam2), not another server's URL")
     try:
         extra = parse_key_values(pairs, "--tool-option")
     except ValueError as exc:
         fail(str(exc))
     return make_tool(tool, checkpoint, device, model_type, random_weights, extra)
+
+
+def warn_if_open(host: str, config: Any) -> None:
+    if host not in ("127.0.0.1", "localhost", "::1") and config.token is None:
+        err_console.print(f"[yellow]warning:[/] serving on {host} without --token: anyone who can reach it can use it")
 
 
 def register(app: typer.Typer) -> None:

@@ -17,6 +17,7 @@ model *server* (unreachable, wrong model name, errors after the transport retrie
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from abc import abstractmethod
 from collections.abc import Sequence
@@ -60,12 +61,19 @@ class ChatPolicy(Policy):
 
     # -- the Policy interface -------------------------------------------------------------------
     def reset(self, context: EpisodeContext, observation: Observation) -> None:
+        conversation = Conversation.start(context.protocol, context.target, observation.image, context.frame.space)
+        self.resume(context, conversation)
+
+    def resume(self, context: EpisodeContext, conversation: Conversation) -> None:
+        """Continue an episode whose earlier replies came from elsewhere (a person correcting the
+        agent in the annotation app, a stored record): ``conversation`` holds them as assistant turns
+        and ends with the last one, and the next :meth:`act` adds the observation after it."""
         self.context = context
-        self.conversation = Conversation.start(context.protocol, context.target, observation.image, context.frame.space)
+        self.conversation = Conversation(list(conversation.messages))
         if self.native_tools:
             system = self.conversation.messages[0]
-            system.text = without_tool_listing(system.text)
-        self.replies = 0
+            self.conversation.messages[0] = dataclasses.replace(system, text=without_tool_listing(system.text))
+        self.replies = sum(1 for message in self.conversation.messages if message.role == "assistant")
 
     def act(self, observation: Observation) -> PolicyReply:
         if self.conversation is None or self.context is None:
