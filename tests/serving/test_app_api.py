@@ -1,0 +1,236 @@
+"""The annotation app's HTTP API on a live server: opening images and volumes, episodes a person
+and an agent share, saving, and the errors each endpoint documents."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import cv2
+import httpx
+import nibabel as nib
+import numpy as np
+import pytest
+import tifffile
+from serving_helpers import AUTH, TOKEN, blob_sample
+
+from medseg_agent.annotation.library import Library, LibraryVolume
+from medseg_agent.data.volumes import canonical, display_slice
+from medseg_agent.experts.generate import load_generation
+from medseg_agent.io.masks import decode_rle, read_mask_png
+from medseg_agent.serving.app import create_app
+from medseg_agent.serving.app_api import install_app
+from medseg_agent.serving.app_state import AppConfig
+from medseg_agent.serving.config import ServerConfig
+from medseg_agent.serving.server import BackgroundServer
+from medseg_agent.tools.registry import build_tool
+from scripted_chat import scripted_chat_server
+from sibling_helpers import helper_module
+
+pytestmark = pytest.mark.slow
+
+
+def volume_file(path):
+    rng = np.random.default_rng(3)
+    data = rng.normal(100, 20, (40, 48, 16)).astype(np.float32)
+    data[10:30, 12:36, 4:12] += 150
+    nib.save(nib.Nifti1Image(data, np.diag([-0.9, 0.9, 3.0, 1.0])), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def app_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("app")
+    library = Library([blob_sample(seed=11)], [LibraryVolume(volume_file(root / "vol.nii.gz"), "phantom", "block")])
+    app = create_app(build_tool("classic"), ServerConfig(token=TOKEN))
+    install_app(app, AppConfig(out_dir=root / "out", library=library, annotator="team"))
+    with BackgroundServer(app) as server:
+        server.out = root / "out"
+        yield server
+
+
+@pytest.fixture
+def client(app_server):
+    with httpx.Client(base_url=app_server.url, headers=AUTH, timeout=60) as http:
+        yield http
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    return cv2.imencode(".png", image)[1].tobytes()
+
+
+def open_library(client, kind: str) -> dict:
+    entry = next(e for e in client.get("/v1/app/library").json() if e["kind"] == kind)
+    answer = client.post(f"/v1/app/library/{entry['entry_id']}/open")
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_the_page_and_the_api_need_the_token(app_server):
+    page = httpx.get(f"{app_server.url}/app/")
+    assert page.status_code == 200 and "medseg-agent annotator" in page.text
+    assert httpx.get(f"{app_server.url}/app/app.js").status_code == 200
+    assert httpx.get(f"{app_server.url}/", follow_redirects=False).headers["location"] == "/app/"
+    assert httpx.get(f"{app_server.url}/v1/app/info").status_code == 401
+    info = httpx.get(f"{app_server.url}/v1/app/info", headers=AUTH).json()
+    assert info["tool"] == "classic" and info["annotator"] == "team" and info["library_size"] == 2
+    assert "lung" in info["window_presets"]
+    paths = httpx.get(f"{app_server.url}/openapi.json").json()["paths"]
+    for path in ("/v1/app/open", "/v1/app/episodes", "/v1/app/episodes/{episode_id}/agent",
+                 "/v1/app/volumes/{volume_id}/slice", "/v1/app/images/{image_id}.png"):
+        assert path in paths
+
+
+def test_a_person_segments_a_library_sample_and_saves(client, app_server):
+    opened = open_library(client, "image")
+    assert opened["has_reference"] and opened["target"] == "bright blob"
+    image = cv2.imdecode(np.frombuffer(client.get(f"/v1/app/images/{opened['image_id']}.png").content, np.uint8), 1)
+    assert image.shape == (opened["height"], opened["width"], 3)
+    assert client.post("/v1/app/episodes", json={"image_id": opened["image_id"], "target": ""}).status_code == 422
+    created = client.post("/v1/app/episodes", json={"image_id": opened["image_id"], "target": "bright blob",
+                                                   "annotator": "ann.1"})
+    assert created.status_code == 201, created.text
+    episode = created.json()
+    eid = episode["episode_id"]
+    assert episode["turns"] == [] and episode["annotator"] == "ann.1" and not episode["can_undo"]
+
+    boxed = client.post(f"/v1/app/episodes/{eid}/box", json={"box": [30, 20, 100, 80]}).json()
+    assert boxed["turns"][0]["actor"] == "person" and boxed["turns"][0]["name"] == "add_bbox"
+    assert boxed["mask_area"] > 0 and boxed["turns"][0]["iou"] is not None and boxed["score"] is not None
+    inside = np.argwhere(decode_rle(boxed["mask"]))[0]
+    clicked = client.post(f"/v1/app/episodes/{eid}/point",
+                          json={"point": [float(inside[1]), float(inside[0])], "positive": False}).json()
+    assert clicked["prompt"]["labels"] == [0] and not decode_rle(clicked["mask"])[inside[0], inside[1]]
+    undone = client.post(f"/v1/app/episodes/{eid}/undo").json()
+    assert undone["mask"] == boxed["mask"] and undone["can_redo"] and len(undone["turns"]) == 1
+    redone = client.post(f"/v1/app/episodes/{eid}/redo").json()
+    assert redone["mask"] == clicked["mask"]
+    assert client.post(f"/v1/app/episodes/{eid}/redo").status_code == 409
+    assert client.post(f"/v1/app/episodes/{eid}/point", json={"point": [500, 5]}).status_code == 422
+
+    saved = client.post(f"/v1/app/episodes/{eid}/save").json()
+    assert saved["done"] and saved["turns"][-1]["name"] == "stop_action" and saved["turns"][-1]["actor"] == "person"
+    assert client.post(f"/v1/app/episodes/{eid}/point", json={"point": [5, 5]}).status_code == 409
+    files = saved["saved"][0]
+    assert files["mask_format"] == "png" and files["key"].startswith("ann.1/synthetic/blob-11/")
+    mask = read_mask_png(app_server.out / files["mask"])
+    assert np.array_equal(mask, decode_rle(saved["mask"]))
+    downloaded = client.get(f"/v1/app/episodes/{eid}/mask?format=png")
+    assert np.array_equal(cv2.imdecode(np.frombuffer(downloaded.content, np.uint8), 0) > 0, mask)
+    record = client.get(f"/v1/app/episodes/{eid}/record").json()
+    assert record["meta"]["actors"] == ["person", "person", "person"]
+    assert record["meta"]["annotation"]["annotator"] == "ann.1"
+    stored = [s for s in load_generation(app_server.out) if s.key == files["key"]][0]
+    assert stored.records[0].final_metrics["iou"] > 0
+    assert client.get(f"/v1/app/episodes/{eid}/mask?format=nifti").status_code == 422
+    assert client.delete(f"/v1/app/episodes/{eid}").status_code == 204
+    assert client.get(f"/v1/app/episodes/{eid}").status_code == 404
+
+
+def test_uploads_open_images_volumes_and_dicom(client, tmp_path):
+    sixteen = (np.arange(64 * 80, dtype=np.uint16).reshape(64, 80) * 9)
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, sixteen)
+    opened = client.post("/v1/app/open", files={"files": ("cells.tif", buffer.getvalue())}).json()
+    assert opened["kind"] == "image" and (opened["height"], opened["width"]) == (64, 80)
+    assert opened["name"] == "cells"
+
+    nifti = volume_file(tmp_path / "upload.nii.gz").read_bytes()
+    volume = client.post("/v1/app/open", files={"files": ("upload.nii.gz", nifti)}, data={"modality": "MRI"}).json()
+    assert volume["kind"] == "volume" and volume["slices"] == {"axial": 16, "coronal": 48, "sagittal": 40}
+    assert volume["contrast"]["mode"] == "percentile"
+
+    garbage = client.post("/v1/app/open", files={"files": ("scan.png", b"not an image")})
+    assert garbage.status_code == 422 and "scan.png" in garbage.json()["detail"]
+    assert client.post("/v1/app/open", files={"files": ("v.nii.gz", b"xx")}).status_code == 422
+
+
+def test_dicom_series_upload(client, tmp_path):
+    stored = np.random.default_rng(2).integers(0, 1500, (6, 20, 24)).astype(np.uint16)
+    folder = helper_module("data", "data_reader_helpers").write_dicom_series(tmp_path / "series", stored)
+    files = [("files", (p.name, p.read_bytes())) for p in sorted(folder.iterdir())]
+    volume = client.post("/v1/app/open", files=files).json()
+    assert volume["kind"] == "volume" and volume["modality"] == "CT" and volume["slices"]["axial"] == 6
+    assert volume["contrast"] == {"mode": "window", "preset": "abdomen", "width": 400.0, "level": 40.0,
+                                  "percentiles": None}
+    shown = client.post(f"/v1/app/volumes/{volume['volume_id']}/slice", json={"index": 2}).json()
+    assert (shown["height"], shown["width"]) == (20, 24)
+
+
+def test_a_slice_of_a_volume_saves_as_nifti(client, app_server):
+    volume = open_library(client, "volume")
+    vid = volume["volume_id"]
+    shown = client.post(f"/v1/app/volumes/{vid}/slice", json={"axis": "axial", "index": 8, "window": "brain"}).json()
+    assert shown["slice"] == {"volume_id": vid, "axis": "axial", "index": 8}
+    assert shown["contrast"]["preset"] == "brain"
+    custom = client.post(f"/v1/app/volumes/{vid}/slice", json={"axis": "axial", "index": 8, "width": 200,
+                                                               "level": 150}).json()
+    assert custom["image_id"] != shown["image_id"]
+    for bad in ({"axis": "axial", "index": 99}, {"axis": "axial", "index": 1, "window": "lung", "width": 3},
+                {"axis": "axial", "index": 1, "window": "kidney"}, {"axis": "axial", "index": 1, "level": 3}):
+        answer = client.post(f"/v1/app/volumes/{vid}/slice", json=bad)
+        assert answer.status_code == 422, bad
+    assert client.post("/v1/app/volumes/nope/slice", json={"index": 1}).status_code == 404
+
+    pct = client.post(f"/v1/app/volumes/{vid}/slice", json={"axis": "coronal", "index": 20,
+                                                            "percentiles": [1, 99]}).json()
+    eid = client.post("/v1/app/episodes", json={"image_id": pct["image_id"], "target": "block"}).json()["episode_id"]
+    episode = client.post(f"/v1/app/episodes/{eid}/box", json={"box": [4, 2, 30, 12]}).json()
+    assert episode["slice"]["axis"] == "coronal" and episode["mask_area"] > 0
+    saved = client.post(f"/v1/app/episodes/{eid}/save").json()["saved"][0]
+    assert saved["mask_format"] == "nifti"
+    written = nib.load(app_server.out / saved["mask"])
+    assert written.shape == (40, 48, 16) and np.allclose(written.affine, np.diag([-0.9, 0.9, 3.0, 1.0]))
+    shown_mask = display_slice(np.asanyarray(canonical(written).dataobj), 20, "coronal") > 0
+    assert np.array_equal(shown_mask, decode_rle(episode["mask"]))
+    download = client.get(f"/v1/app/episodes/{eid}/mask?format=nifti")
+    assert download.headers["content-type"] == "application/gzip"
+
+
+def test_the_agent_proposes_and_the_person_corrects(client, app_server):
+    opened = open_library(client, "image")
+    with scripted_chat_server() as chat:
+        chat.reply(
+            {"content": "<think>The blob is left of centre.</think>\n<tool_call>\n"
+                        '{"name": "add_bbox", "arguments": {"bbox_2d": [200, 150, 800, 850]}}\n</tool_call>'},
+            {"tool_calls": [("stop_action", {})]},
+        )
+        body = {"image_id": opened["image_id"], "target": "bright blob",
+                "agent": {"kind": "openai", "base_url": chat.base_url}}
+        episode = client.post("/v1/app/episodes", json=body).json()
+        assert episode["agent"] == {"kind": "openai", "base_url": chat.base_url, "model": "tiny-agent"}
+        eid = episode["episode_id"]
+        first = client.post(f"/v1/app/episodes/{eid}/agent").json()
+        turn = first["turns"][0]
+        assert turn["actor"] == "agent" and turn["name"] == "add_bbox"
+        assert turn["reasoning"] == "The blob is left of centre." and turn["tool_score"] is not None
+        assert turn["action"]["arguments"]["bbox_2d"] == [200, 150, 800, 850]
+        corrected = client.post(f"/v1/app/episodes/{eid}/point", json={"point": [30, 30], "positive": False}).json()
+        assert [t["actor"] for t in corrected["turns"]] == ["agent", "person"]
+        done = client.post(f"/v1/app/episodes/{eid}/agent").json()
+        assert done["done"] and done["stop_reason"] == "stop_action"
+        last_request = chat.requests[-1]["messages"]
+        assistant = [m["content"] for m in last_request if m["role"] == "assistant"]
+        assert "add_bbox" in assistant[0] and '"point_type": "negative"' in assistant[1]
+
+        chat.reply({"status": 500}, {"status": 500}, {"status": 500}, {"status": 500})
+        client.post(f"/v1/app/episodes/{eid}/undo")
+        failed = client.post(f"/v1/app/episodes/{eid}/agent")
+        assert failed.status_code == 502 and "agent" in failed.json()["detail"]
+        still = client.get(f"/v1/app/episodes/{eid}").json()
+        assert [t["actor"] for t in still["turns"]] == ["agent", "person"]
+
+        manual = client.post("/v1/app/episodes", json={"image_id": opened["image_id"], "target": "blob"}).json()
+        assert client.post(f"/v1/app/episodes/{manual['episode_id']}/agent").status_code == 409
+        chat.reply({"tool_calls": [("add_point", {"point_2d": [500, 500], "point_type": "positive"})]})
+        handed = client.put(f"/v1/app/episodes/{manual['episode_id']}/agent",
+                            json={"kind": "openai", "base_url": chat.base_url}).json()
+        assert handed["agent"]["kind"] == "openai"
+        took = client.post(f"/v1/app/episodes/{manual['episode_id']}/agent").json()
+        assert took["turns"][0]["actor"] == "agent" and took["turns"][0]["name"] == "add_point"
+
+    unreachable = client.post("/v1/app/episodes", json={**body, "agent": {"kind": "openai"}})
+    assert unreachable.status_code == 422 and "base_url" in unreachable.json()["detail"]
+    missing = client.post("/v1/app/episodes", json={**body, "agent": {"kind": "hf", "checkpoint": "/no/such/dir"}})
+    assert missing.status_code == 422 and "/no/such/dir" in missing.json()["detail"]
+    assert json.loads(json.dumps(took))  # answers are plain JSON
