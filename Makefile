@@ -8,7 +8,7 @@ STAMP_DEV := $(VENV)/.installed-dev
 DEMO_DIR ?=
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test lint venv clean bench
+.PHONY: demo test lint venv clean bench browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,15 @@ venv: $(STAMP_CORE)
 demo: $(STAMP_CORE)
 	$(VENV)/bin/medseg-agent demo --out $(DEMO_OUT) $(if $(DEMO_DIR),--data $(DEMO_DIR))
 
-test: $(STAMP_DEV)
+# The browser tests drive Debian's headless Chromium through Playwright (its own browser download is
+# not used); install the package when it is missing (root, or sudo).
+CHROMIUM ?= /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+browser:
+	@[ -x $(CHROMIUM) ] || { $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
+test: $(STAMP_DEV) browser
 	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q
 

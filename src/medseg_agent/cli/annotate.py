@@ -77,14 +77,15 @@ def app_command(
     One server holds the tool, its embedding cache, the sessions and the token; several annotators can
     use it at once (give each the URL with the token). Every saved session appends one trajectory record
     (each turn marked agent or person) to OUT/trajectories.jsonl, with the image in OUT/images/ and the
-    mask in OUT/masks/ (PNG, or NIfTI on the source grid for a slice of a volume):
+    mask in OUT/masks/ (PNG, or NIfTI on the source grid for a slice of a volume). Examples:
 
-      medseg-agent app                                   # demo data one click away, classic tool
+        medseg-agent app
 
-      medseg-agent app --tool sam2 --checkpoint MedSAM2_latest.pt --tool-option image_size=512 \\
-          --agent-url http://gpu:8000/v1 --host 0.0.0.0 --token "$MEDSEG_AGENT_TOKEN" --out /data/annotations
+        medseg-agent app --tool sam2 --checkpoint MedSAM2_latest.pt --device cuda
+            --agent-url http://gpu:8000/v1 --host 0.0.0.0 --token "$MEDSEG_AGENT_TOKEN" --out /data/annotations
 
-    Then `medseg-agent trajectories export OUT --out sft/` turns the saved sessions into SFT data.
+    Then `medseg-agent trajectories export OUT --out sft/` turns the saved sessions into SFT data
+    (docs/app.md says how to weight corrected sessions).
     """
     from medseg_agent.annotation.library import Library
     from medseg_agent.serving.app import create_app

@@ -405,6 +405,8 @@ async def _agent(app_state: AppState, spec: AgentSpec) -> tuple[Any, Any, dict[s
         checkpoint = spec.checkpoint or config.agent_checkpoint
         if not checkpoint:
             raise HTTPException(422, "agent.checkpoint: give a checkpoint folder on the server")
+        if not Path(checkpoint).expanduser().is_dir():
+            raise HTTPException(422, f"agent.checkpoint: {checkpoint} is not a folder on this server")
         options = {"model_path": checkpoint, "device": config.agent_device, "native_tools": spec.native_tools,
                    "max_history_images": spec.max_history_images}
         description = {"kind": "hf", "checkpoint": checkpoint}

@@ -173,7 +173,7 @@
     if (!state.bitmap) return;
     const { scale, x, y } = state.view;
     ctx.setTransform(dpr * scale, 0, 0, dpr * scale, dpr * x, dpr * y);
-    ctx.imageSmoothingEnabled = scale < 2;
+    ctx.imageSmoothingEnabled = scale < 4;
     ctx.drawImage(state.bitmap, 0, 0);
     if (state.maskCanvas && $("show-mask").checked && state.episode && state.episode.mask_area > 0) {
       ctx.globalAlpha = Number($("opacity").value) / 100;
@@ -306,7 +306,8 @@
       banner.textContent = `Episode ended (${episode.stop_reason.replace(/_/g, " ")}${who}). Undo to continue.`;
     } else banner.hidden = true;
     const saved = episode && episode.saved.length ? episode.saved[episode.saved.length - 1] : null;
-    $("saved-info").textContent = saved ? `Saved ${saved.mask} and the record (${saved.store}).` : "";
+    $("saved-info").textContent = saved ? `saved: ${saved.mask}` : "";
+    $("saved-info").title = saved ? `${saved.mask} and the record in ${saved.store}` : "";
     updateAgentButtons();
   }
 
@@ -385,7 +386,7 @@
   function personAction(kind, payload) {
     state.agentRunning = false;
     state.pending = { kind, ...payload };
-    draw();
+    requestAnimationFrame(draw); // the request goes out first; the pending mark is drawn meanwhile
     return enqueue(async () => {
       try {
         const episode = await ensureEpisode();
