@@ -11,7 +11,11 @@ import httpx
 import nibabel as nib
 import numpy as np
 import pytest
+import schemathesis
 import tifffile
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import status_code_conformance
 from serving_helpers import AUTH, TOKEN, blob_sample
 
 from medseg_agent.annotation.library import Library, LibraryVolume
@@ -234,3 +238,16 @@ def test_the_agent_proposes_and_the_person_corrects(client, app_server):
     missing = client.post("/v1/app/episodes", json={**body, "agent": {"kind": "hf", "checkpoint": "/no/such/dir"}})
     assert missing.status_code == 422 and "/no/such/dir" in missing.json()["detail"]
     assert json.loads(json.dumps(took))  # answers are plain JSON
+
+
+# The app's endpoints under generated requests: no 500, only documented status codes.
+_fuzz_app = create_app(build_tool("classic"))
+install_app(_fuzz_app, AppConfig())
+app_schema = schemathesis.openapi.from_dict(_fuzz_app.openapi()).include(path_regex="^/v1/app")
+
+
+@app_schema.parametrize()
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+def test_no_app_request_gets_a_server_error(case, app_server):
+    case.call_and_validate(base_url=app_server.url, headers=AUTH, checks=[not_a_server_error,
+                                                                           status_code_conformance], timeout=60)
