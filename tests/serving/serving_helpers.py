@@ -3,6 +3,11 @@ reliably when several test folders have one)."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import time
+
+import httpx
 import numpy as np
 
 from medseg_agent.serving.app import create_app
@@ -29,3 +34,23 @@ def blob_sample(h: int = 96, w: int = 128, centre: tuple[int, int] = (64, 48), r
 
 def start_server(tool: SegmentationTool, **config: object) -> BackgroundServer:
     return BackgroundServer(create_app(tool, ServerConfig(**config))).start()  # type: ignore[arg-type]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    """Poll ``url``/health until it answers; fail with the process's output if it exits first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert process.poll() is None, process.stdout.read() if process.stdout else "the server exited"
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.2)

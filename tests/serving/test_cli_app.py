@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pytest
+from serving_helpers import free_port, wait_until_healthy
 from typer.testing import CliRunner
 
 from medseg_agent.cli.app import app
@@ -27,9 +26,7 @@ def test_app_help_explains_the_options():
 
 @pytest.mark.slow
 def test_app_command_serves_the_page_and_stops_on_sigterm(tmp_path):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "medseg_agent.cli.app", "app", "--port", str(port), "--token", "team-secret",
          "--out", str(tmp_path / "out"), "--data", str(tmp_path / "no-such-dataset"), "--annotator", "lead"],
@@ -37,16 +34,7 @@ def test_app_command_serves_the_page_and_stops_on_sigterm(tmp_path):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, process.stdout.read()
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
+        wait_until_healthy(url, process)
         assert "medseg-agent annotator" in httpx.get(f"{url}/app/").text
         assert httpx.get(f"{url}/v1/app/info").status_code == 401
         info = httpx.get(f"{url}/v1/app/info", headers={"Authorization": "Bearer team-secret"}).json()

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 
-import httpx
 import numpy as np
 import pytest
+from serving_helpers import free_port, wait_until_healthy
 from typer.testing import CliRunner
 
 from medseg_agent.cli.app import app
@@ -43,9 +41,7 @@ def test_serve_refuses_a_url_as_the_tool():
 
 @pytest.mark.slow
 def test_serve_command_runs_a_server_and_stops_on_sigterm(monkeypatch):
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     monkeypatch.setenv("MEDSEG_AGENT_TOKEN", "cli-secret")  # read by both the server and the client
     env = dict(os.environ)
     process = subprocess.Popen(
@@ -55,16 +51,7 @@ def test_serve_command_runs_a_server_and_stops_on_sigterm(monkeypatch):
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, process.stdout.read()
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.2)
+        wait_until_healthy(url, process)
         with pytest.raises(ServerError, match="401"):
             ToolServerClient(url, token="wrong").create_session(np.zeros((8, 8), np.uint8))
         tool = build_tool(url)  # the token comes from $MEDSEG_AGENT_TOKEN, like the server's

@@ -36,11 +36,11 @@ def app_command(
     tool: Annotated[
         str, typer.Option("--tool", help="Segmentation tool: classic (no weights), sam, medsam, sam2.")
     ] = "classic",
+    tool_option: ToolExtraOption = None,
     checkpoint: CheckpointOption = None,
     device: DeviceOption = "cpu",
     model_type: ModelTypeOption = None,
     random_weights: RandomWeightsOption = False,
-    tool_option: ToolExtraOption = None,
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Where saved sessions go (trajectories.jsonl, images/, masks/).")
     ] = Path("runs/app"),

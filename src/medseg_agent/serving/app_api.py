@@ -28,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 
 import medseg_agent
 from medseg_agent.annotation.episode import EpisodeClosed, InvalidPersonAction, NothingToUndo, SharedEpisode
+from medseg_agent.annotation.library import LibraryEntry
 from medseg_agent.annotation.volumes import Contrast, Volume, VolumeOpenError, ct_window_presets, open_volume
 from medseg_agent.data.common import load_image
 from medseg_agent.data.sample import Sample
@@ -45,7 +46,6 @@ from medseg_agent.serving.app_schemas import (
     ContrastOut,
     EpisodeCreate,
     EpisodeOut,
-    LibraryEntryOut,
     OpenedImage,
     OpenedVolume,
     PointIn,
@@ -112,9 +112,9 @@ async def info(app_state: AppState = Depends(get_app)) -> AppInfo:
     )
 
 
-@router.get("/library", response_model=list[LibraryEntryOut], summary="Samples and volumes one click away")
-async def library(app_state: AppState = Depends(get_app)) -> list[LibraryEntryOut]:
-    return [LibraryEntryOut(**dataclasses.asdict(e)) for e in app_state.config.library.entries()]
+@router.get("/library", response_model=list[LibraryEntry], summary="Samples and volumes one click away")
+async def library(app_state: AppState = Depends(get_app)) -> list[LibraryEntry]:
+    return app_state.config.library.entries()
 
 
 @router.post("/library/{entry_id}/open", response_model=Opened, responses=NOT_FOUND, summary="Open a library entry")
@@ -467,9 +467,6 @@ def _store_image(
     source = source or ImageSource(sample, has_reference=has_reference)
     app_state.remember_source(key, source)
     h, w = sample.image.shape[:2]
-    slice_ref = None
-    if source.volume_id is not None and source.axis is not None and source.index is not None:
-        slice_ref = SliceRef(volume_id=source.volume_id, axis=source.axis, index=source.index)  # type: ignore[arg-type]
     return OpenedImage(
         image_id=key,
         height=h,
@@ -478,7 +475,7 @@ def _store_image(
         target=sample.target,
         modality=sample.modality,
         has_reference=source.has_reference,
-        slice=slice_ref,
+        slice=_slice_ref(source),
         contrast=None if source.contrast is None else ContrastOut(**source.contrast.describe()),
     )
 
@@ -571,10 +568,6 @@ def episode_out(live: LiveEpisode, started: float) -> EpisodeOut:
     mask = episode.mask
     h, w = mask.shape
     score = next((t.tool_score for t in reversed(turns) if t.tool_score is not None), None)
-    slice_ref = None
-    if live.source.volume_id is not None and live.source.axis is not None and live.source.index is not None:
-        slice_ref = SliceRef(volume_id=live.source.volume_id, axis=live.source.axis,  # type: ignore[arg-type]
-                             index=live.source.index)
     return EpisodeOut(
         episode_id=live.id,
         image_id=live.image_id,
@@ -600,10 +593,16 @@ def episode_out(live: LiveEpisode, started: float) -> EpisodeOut:
         max_turns=episode.env.config.max_turns,
         can_undo=episode.can_undo,
         can_redo=episode.can_redo,
-        slice=slice_ref,
+        slice=_slice_ref(live.source),
         saved=[SavedOut(key=s.key, **s.relative(s.store.parent), mask_format=fmt) for s, fmt in live.saved],  # type: ignore[arg-type]
         server_ms=round((time.perf_counter() - started) * 1000, 2),
     )
+
+
+def _slice_ref(source: ImageSource) -> SliceRef | None:
+    if source.volume_id is None or source.axis is None or source.index is None:
+        return None
+    return SliceRef(volume_id=source.volume_id, axis=source.axis, index=source.index)  # type: ignore[arg-type]
 
 
 def _finite(value: float | None) -> float | None:

@@ -38,15 +38,6 @@ class AppInfo(BaseModel):
     library_warning: str | None = None
 
 
-class LibraryEntryOut(BaseModel):
-    entry_id: str
-    kind: Literal["image", "volume"]
-    name: str
-    target: str
-    modality: str
-    dataset: str
-
-
 # -- images and volumes ---------------------------------------------------------------------------------
 class SliceRef(_Strict):
     volume_id: str
