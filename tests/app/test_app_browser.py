@@ -61,10 +61,17 @@ def test_a_person_segments_a_demo_image_undoes_and_saves(app_page, running_app):
     assert boxed["turns"][0]["actor"] == "person" and boxed["turns"][0]["name"] == "add_bbox"
     assert after_box.any()
 
+    # zoom in with the wheel, at the cursor: the click still lands on the intended pixel
     point = error_click(after_box, sample.mask, positive=True) or error_click(after_box, ~after_box, True)
-    app_page.click(*point, positive=True)
+    scale = app_page.state("app.view.scale")
+    app_page.page.mouse.move(*app_page.to_screen(point[0] + 3, point[1] + 2))
+    app_page.page.mouse.wheel(0, -400)
+    app_page.wait(f"app.view.scale > {scale * 1.5}")
+    clicked = app_page.click(*point, positive=True)
     after_positive = app_page.mask()
     assert not np.array_equal(after_positive, after_box) and after_positive[int(point[1]), int(point[0])]
+    assert np.allclose(clicked["turns"][1]["action_pixels"]["arguments"]["point_2d"], point, atol=1.0)
+    app_page.press("f", f"Math.abs(app.view.scale - {scale}) < 1e-6")
 
     point = error_click(after_positive, sample.mask, positive=False) or error_click(after_positive, ~after_positive,
                                                                                      False)
@@ -78,6 +85,9 @@ def test_a_person_segments_a_demo_image_undoes_and_saves(app_page, running_app):
     app_page.wait("app.episode.turns.length === 2")
     assert np.array_equal(app_page.mask(), after_positive)
     assert app_page.page.locator("#turns li").count() == 2
+    app_page.press("Control+Shift+Z", "app.episode.turns.length === 3")
+    assert np.array_equal(app_page.mask(), after_negative)
+    app_page.press("Control+z", "app.episode.turns.length === 2 && app.episode.can_redo")
 
     app_page.page.click("#save")
     app_page.wait("app.episode.saved.length === 1")
