@@ -126,7 +126,7 @@ def test_saved_sessions_export_as_sft_data(tmp_path, shape_tool, disc):
 
 
 def test_a_volume_slice_saves_as_nifti(tmp_path, shape_tool):
-    from medseg_agent.data.sample import Sample
+    from medseg_agent.vocabulary.sample import Sample
 
     volume = Volume(oblique_volume(), "case")
     image = volume.render("axial", 6)

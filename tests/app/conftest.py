@@ -12,13 +12,13 @@ from app_page import AppPage, chromium_context
 from medseg_agent.annotation.library import Library, LibraryVolume
 from medseg_agent.data import demo
 from medseg_agent.data.readers import open_dataset
-from medseg_agent.data.sample import Sample
 from medseg_agent.serving.app import create_app
 from medseg_agent.serving.app_api import install_app
 from medseg_agent.serving.app_state import AppConfig
 from medseg_agent.serving.config import ServerConfig
 from medseg_agent.serving.server import BackgroundServer
 from medseg_agent.tools.registry import build_tool
+from medseg_agent.vocabulary.sample import Sample
 
 TOKEN = "browser-test-token"
 

@@ -15,15 +15,15 @@ from typing import Literal
 
 import numpy as np
 
-from medseg_agent.data.sample import Sample
-from medseg_agent.environment.actions import Action, AddBox, AddPoint, Stop
-from medseg_agent.environment.episode import Observation, PromptState, SegmentationEnv
+from medseg_agent.environment.episode import Observation, SegmentationEnv
 from medseg_agent.environment.record import TrajectoryRecord
 from medseg_agent.environment.replay import conversation_from_record
 from medseg_agent.policies.base import EpisodeContext, Policy
 from medseg_agent.policies.chat import ChatPolicy
-from medseg_agent.protocols import ToolCall
 from medseg_agent.tools.base import ToolSession
+from medseg_agent.vocabulary.actions import Action, AddBox, AddPoint, Stop, ToolCall
+from medseg_agent.vocabulary.prompts import PromptState
+from medseg_agent.vocabulary.sample import Sample
 
 Actor = Literal["agent", "person"]
 AGENT: Actor = "agent"

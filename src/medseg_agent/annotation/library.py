@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 from medseg_agent.data.readers import open_dataset
-from medseg_agent.data.sample import Sample
+from medseg_agent.vocabulary.sample import Sample
 
 
 @dataclass(frozen=True)

@@ -19,11 +19,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-from medseg_agent.data.sample import Sample
 from medseg_agent.environment.record import TrajectoryRecord
 from medseg_agent.experts.generate import IMAGES_DIR, STORE_NAME, file_stem, png_bytes
 from medseg_agent.io.atomic import atomic_write_bytes
 from medseg_agent.runs.store import ResultStore
+from medseg_agent.vocabulary.sample import Sample
 
 MASKS_DIR = "masks"
 

@@ -31,7 +31,6 @@ from medseg_agent.annotation.episode import EpisodeClosed, InvalidPersonAction, 
 from medseg_agent.annotation.library import LibraryEntry
 from medseg_agent.annotation.volumes import Contrast, Volume, VolumeOpenError, ct_window_presets, open_volume
 from medseg_agent.data.common import load_image
-from medseg_agent.data.sample import Sample
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
 from medseg_agent.io.masks import encode_rle
 from medseg_agent.policies.chat import PolicyError
@@ -60,6 +59,7 @@ from medseg_agent.serving.images import IMAGE_ID_PATTERN, ImageRejected
 from medseg_agent.serving.schemas import ErrorResponse, Rle
 from medseg_agent.serving.state import ServerState, get_state, require_token
 from medseg_agent.tools.base import ToolError
+from medseg_agent.vocabulary.sample import Sample
 
 STATIC_DIR = Path(__file__).parent / "static" / "app"
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "Unknown (or expired) episode, volume, image or entry."}}

@@ -20,10 +20,10 @@ from medseg_agent.annotation.episode import SharedEpisode
 from medseg_agent.annotation.library import Library
 from medseg_agent.annotation.store import AnnotationStore, SavedSession
 from medseg_agent.annotation.volumes import Contrast, Volume
-from medseg_agent.data.sample import Sample
 from medseg_agent.policies.base import Policy
 from medseg_agent.serving.state import ServerState
 from medseg_agent.tools.base import ImageEmbedding, Prediction, Prompt, SegmentationTool, ToolSession
+from medseg_agent.vocabulary.sample import Sample
 
 MAX_SOURCES = 4096
 
