@@ -251,3 +251,23 @@ app_schema = schemathesis.openapi.from_dict(_fuzz_app.openapi()).include(path_re
 def test_no_app_request_gets_a_server_error(case, app_server):
     case.call_and_validate(base_url=app_server.url, headers=AUTH, checks=[not_a_server_error,
                                                                            status_code_conformance], timeout=60)
+
+
+def test_a_local_checkpoint_agent_reads_the_persons_turns(client, tmp_path_factory):
+    """The hf agent: a tiny random Qwen-VL built here (no download); its replies are garbage, so
+    each becomes an error turn the person can undo."""
+    from medseg_agent.models.tiny_qwen import build_tiny_qwen_vl
+
+    checkpoint = build_tiny_qwen_vl(tmp_path_factory.mktemp("tiny") / "qwen3_vl", "qwen3_vl", max_pixels=64 * 64)
+    opened = open_library(client, "image")
+    agent = {"kind": "hf", "checkpoint": str(checkpoint), "max_tokens": 8}
+    created = client.post("/v1/app/episodes", json={"image_id": opened["image_id"], "target": "blob", "agent": agent})
+    assert created.status_code == 201, created.text
+    eid = created.json()["episode_id"]
+    client.post(f"/v1/app/episodes/{eid}/box", json={"box": [30, 20, 100, 80]})
+    turned = client.post(f"/v1/app/episodes/{eid}/agent").json()
+    assert [t["actor"] for t in turned["turns"]] == ["person", "agent"]
+    assert turned["turns"][1]["raw_text"] and turned["turns"][1]["error"] is not None
+    assert turned["agent"]["kind"] == "hf" and turned["mask_area"] > 0  # the person's mask stays
+    undone = client.post(f"/v1/app/episodes/{eid}/undo").json()
+    assert [t["actor"] for t in undone["turns"]] == ["person"]

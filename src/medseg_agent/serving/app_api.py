@@ -400,6 +400,8 @@ async def _agent(app_state: AppState, spec: AgentSpec) -> tuple[Any, Any, dict[s
             "base_url": base_url, "model": model, "api_key": spec.api_key, "native_tools": spec.native_tools,
             "max_history_images": spec.max_history_images, "temperature": spec.temperature,
         }
+        if spec.max_tokens is not None:
+            options["max_tokens"] = spec.max_tokens
         description = {"kind": "openai", "base_url": base_url, "model": model}
     else:
         checkpoint = spec.checkpoint or config.agent_checkpoint
@@ -409,6 +411,8 @@ async def _agent(app_state: AppState, spec: AgentSpec) -> tuple[Any, Any, dict[s
             raise HTTPException(422, f"agent.checkpoint: {checkpoint} is not a folder on this server")
         options = {"model_path": checkpoint, "device": config.agent_device, "native_tools": spec.native_tools,
                    "max_history_images": spec.max_history_images}
+        if spec.max_tokens is not None:
+            options["max_new_tokens"] = spec.max_tokens
         description = {"kind": "hf", "checkpoint": checkpoint}
     key = (spec.kind, *sorted((k, str(v)) for k, v in options.items()))
     try:
@@ -419,7 +423,8 @@ async def _agent(app_state: AppState, spec: AgentSpec) -> tuple[Any, Any, dict[s
         raise HTTPException(502, f"agent: {exc}") from None
     except (ValueError, OSError) as exc:
         raise HTTPException(422, f"agent: {exc}") from None
-    description["model"] = getattr(policy, "model", description.get("model"))
+    if spec.kind == "openai":  # the served model the policy resolved (the only one, when none was named)
+        description["model"] = getattr(policy, "model", description["model"])
     return policy, lock, description
 
 

@@ -107,6 +107,7 @@ class AgentSpec(_Strict):
     native_tools: bool = False
     max_history_images: int | None = Field(None, ge=1, le=64)
     temperature: float = Field(0.0, ge=0.0, le=2.0)
+    max_tokens: int | None = Field(None, ge=1, le=8192, description="longest reply (default: the policy's)")
 
 
 class EpisodeCreate(_Strict):
