@@ -14,11 +14,11 @@ from medseg_agent.annotation.episode import SharedEpisode
 from medseg_agent.annotation.store import AnnotationStore
 from medseg_agent.annotation.volumes import Contrast, Volume, VolumeOpenError, open_volume
 from medseg_agent.cli.trajectories import trajectories_app
-from medseg_agent.data.intensity import apply_window, percentile_range, rescale_to_uint8
 from medseg_agent.data.volumes import canonical, display_slice
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
 from medseg_agent.environment.record import final_mask
 from medseg_agent.experts.generate import load_generation
+from medseg_agent.io.intensity import apply_window, percentile_range, rescale_to_uint8
 from medseg_agent.io.masks import read_mask_png
 from sibling_helpers import helper_module
 

@@ -2,7 +2,7 @@
 mask written back as a NIfTI label volume on the source volume's grid.
 
 Slices follow :func:`medseg_agent.data.volumes.display_slice` (RAS+, radiological convention); CT is
-shown through a window (presets of :data:`medseg_agent.data.intensity.CT_WINDOWS` or width/level),
+shown through a window (presets of :data:`medseg_agent.io.intensity.CT_WINDOWS` or width/level),
 everything else through percentiles of the whole volume, so all slices share one mapping, exactly
 like the NIfTI and DICOM readers prepare training data.
 """
@@ -16,17 +16,6 @@ from typing import Any
 import numpy as np
 
 from medseg_agent.data.common import canonical_modality
-from medseg_agent.data.intensity import (
-    CT_WINDOWS,
-    DEFAULT_CT_WINDOW,
-    DEFAULT_PERCENTILES,
-    apply_window,
-    gray_to_rgb,
-    is_ct,
-    percentile_range,
-    rescale_to_uint8,
-    resolve_window,
-)
 from medseg_agent.data.volumes import (
     AXES,
     NIFTI_SUFFIXES,
@@ -36,6 +25,17 @@ from medseg_agent.data.volumes import (
     load_nifti,
     read_dicom_series,
     slice_spacing,
+)
+from medseg_agent.io.intensity import (
+    CT_WINDOWS,
+    DEFAULT_CT_WINDOW,
+    DEFAULT_PERCENTILES,
+    apply_window,
+    gray_to_rgb,
+    is_ct,
+    percentile_range,
+    rescale_to_uint8,
+    resolve_window,
 )
 
 

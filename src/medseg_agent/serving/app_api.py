@@ -30,8 +30,8 @@ import medseg_agent
 from medseg_agent.annotation.episode import EpisodeClosed, InvalidPersonAction, NothingToUndo, SharedEpisode
 from medseg_agent.annotation.library import LibraryEntry
 from medseg_agent.annotation.volumes import Contrast, Volume, VolumeOpenError, ct_window_presets, open_volume
-from medseg_agent.data.common import load_image
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
+from medseg_agent.io.images import EncodedImage, ImageLimits, ImageLoadError, load_image
 from medseg_agent.io.masks import encode_rle
 from medseg_agent.policies.chat import PolicyError
 from medseg_agent.policies.registry import build_policy
@@ -431,38 +431,27 @@ async def _agent(app_state: AppState, spec: AgentSpec) -> tuple[Any, Any, dict[s
 def _open_uploads(uploads: list[tuple[str, bytes]], modality: str | None, max_side: int) -> Volume | Sample:
     """Uploaded bytes -> a volume (NIfTI, DICOM series) or a display-ready 2-D sample."""
     names = [Path(name).name or f"file{i}" for i, (name, _) in enumerate(uploads)]
-    with tempfile.TemporaryDirectory(prefix="medseg-app-upload-") as tmp:
-        folder = Path(tmp)
-        paths = []
-        for i, ((_, data), name) in enumerate(zip(uploads, names, strict=True)):
-            path = folder / (f"{i:05d}_{name}" if len(uploads) > 1 else name)
-            path.write_bytes(data)
-            paths.append(path)
-        lower = [p.name.lower() for p in paths]
-        if len(paths) == 1 and lower[0].endswith((".nii", ".nii.gz")):
-            return open_volume(paths[0], names[0], modality)
-        if len(paths) > 1 or lower[0].endswith(".dcm") or _is_dicom(paths[0]):
-            return open_volume(folder, _series_name(names), modality)
-        try:
-            image = load_image(paths[0], modality)
-        except (OSError, ValueError, SyntaxError) as exc:
-            raise ImageRejected(f"{names[0]}: not a readable image (PNG, JPEG, TIFF, BMP, DICOM): {exc}") from None
+    lower = [name.lower() for name in names]
+    first = uploads[0][1]
+    is_volume = len(uploads) == 1 and lower[0].endswith((".nii", ".nii.gz"))
+    is_series = len(uploads) > 1 or lower[0].endswith(".dcm") or first[128:132] == b"DICM"
+    if is_volume or is_series:
+        with tempfile.TemporaryDirectory(prefix="medseg-app-upload-") as tmp:
+            folder = Path(tmp)
+            for i, ((_, data), name) in enumerate(zip(uploads, names, strict=True)):
+                (folder / (f"{i:05d}_{name}" if len(uploads) > 1 else name)).write_bytes(data)
+            if is_volume:
+                return open_volume(folder / names[0], names[0], modality)
+            return open_volume(folder, f"DICOM series ({len(names)} files)", modality)
+    limits = ImageLimits(max_side=max_side, max_pixels=max_side * max_side)
+    try:
+        image = load_image(EncodedImage(first, names[0]), modality, limits=limits)
+    except ImageLoadError as exc:
+        raise ImageRejected(str(exc)) from None
     h, w = image.shape[:2]
-    if max(h, w) > max_side or min(h, w) < 2:
-        raise ImageRejected(f"{names[0]} is {h}x{w}; this server accepts 2 to {max_side} pixels per side")
     stem = names[0].split(".")[0] or "upload"
     return Sample(image=image, mask=np.zeros((h, w), dtype=bool), target="", modality=modality or "",
                   dataset="upload", sample_id=_safe_name(stem))
-
-
-def _is_dicom(path: Path) -> bool:
-    with path.open("rb") as handle:
-        head = handle.read(132)
-    return len(head) == 132 and head[128:] == b"DICM"
-
-
-def _series_name(names: list[str]) -> str:
-    return f"DICOM series ({len(names)} files)"
 
 
 def _store_image(
