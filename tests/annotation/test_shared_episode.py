@@ -61,16 +61,18 @@ def test_person_turns_are_marked_and_undo_redo_keep_the_record_consistent(shape_
     episode.undo()
     assert len(episode.record.turns) == 1 and np.array_equal(episode.mask, after_box)
     assert turn_masks(episode.record)[-1].tolist() == after_box.tolist()
-    assert episode.can_redo
+    assert episode.can_redo and len(episode.undone_steps) == 1
     episode.redo()
     assert np.array_equal(episode.mask, after_negative) and episode.actors == [PERSON, PERSON]
+    assert episode.undone_steps == []  # redone: nothing of it stays undone
     with pytest.raises(NothingToUndo):
         episode.redo()
 
     episode.reset()
-    assert episode.record.turns == [] and not episode.mask.any()
+    assert episode.record.turns == [] and not episode.mask.any() and len(episode.undone_steps) == 2
     episode.undo()  # the reset itself is undone
     assert np.array_equal(episode.mask, after_negative) and len(episode.record.turns) == 2
+    assert episode.undone_steps == []
 
     episode.person_stop()
     assert episode.done and episode.record.stop_reason == "stop_action"

@@ -219,7 +219,7 @@ class SharedEpisode:
             return self.observation
         self._remember(self.steps)
         self._redo.clear()
-        self.undone_steps.extend(self.steps)
+        self._count_undone(self.steps, ())
         self.observation = self._rebuild(())
         return self.observation
 
@@ -228,7 +228,7 @@ class SharedEpisode:
             raise NothingToUndo("nothing to undo")
         previous = self._undo.pop()
         self._redo.append(self.steps)
-        self.undone_steps.extend(self.steps[len(_common_prefix(previous, self.steps)) :])
+        self._count_undone(self.steps, previous)
         self.observation = self._rebuild(previous)
         return self.observation
 
@@ -237,12 +237,21 @@ class SharedEpisode:
             raise NothingToUndo("nothing to redo")
         target = self._redo.pop()
         self._remember(self.steps)
+        self._count_undone(self.steps, target)
         if target[: len(self.steps)] == self.steps and len(target) == len(self.steps) + 1:
             self.observation = self._step(target[-1])
             self.steps = target
         else:
             self.observation = self._rebuild(target)
         return self.observation
+
+    def _count_undone(self, before: tuple[Step, ...], after: tuple[Step, ...]) -> None:
+        """Keep :attr:`undone_steps` to the steps a person took back and did not bring back."""
+        shared = len(_common_prefix(before, after))
+        self.undone_steps.extend(before[shared:])
+        for step in after[shared:]:
+            if step in self.undone_steps:
+                del self.undone_steps[len(self.undone_steps) - 1 - self.undone_steps[::-1].index(step)]
 
     def _remember(self, steps: tuple[Step, ...]) -> None:
         self._undo.append(steps)
