@@ -35,6 +35,7 @@ LAYERS = {
     "experts": 4,
     "evaluation": 4,
     "exports": 4,
+    "annotation": 4,
     "serving": 4,
     "training": 4,
     "cli": 5,

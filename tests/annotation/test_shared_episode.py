@@ -19,6 +19,7 @@ from medseg_agent.environment.record import final_mask, turn_masks
 from medseg_agent.policies.base import PolicyReply
 from medseg_agent.policies.chat import ChatPolicy
 from medseg_agent.protocols.conversation import Conversation
+from medseg_agent.vocabulary.errors import ErrorKind
 
 
 class ScriptedChat(ChatPolicy):
@@ -55,8 +56,8 @@ def test_person_turns_are_marked_and_undo_redo_keep_the_record_consistent(shape_
     after_negative = episode.mask.copy()
     assert not after_negative[40, 60] and after_box[40, 60]
     assert episode.actors == [PERSON, PERSON]
-    assert [t.action["name"] for t in episode.record.turns] == ["add_bbox", "add_point"]
-    assert episode.record.turns[1].action_pixels["arguments"]["point_type"] == "negative"
+    assert [t.action.name for t in episode.record.turns] == ["add_bbox", "add_point"]
+    assert episode.record.turns[1].action_pixels.positive is False
 
     episode.undo()
     assert len(episode.record.turns) == 1 and np.array_equal(episode.mask, after_box)
@@ -109,7 +110,7 @@ def test_the_agent_reads_a_persons_turn_as_its_own(shape_tool, disc):
     episode.agent_turn()
     assert episode.actors == [AGENT, PERSON, AGENT, PERSON, AGENT]
     assert episode.done and episode.record.stop_reason == "stop_action"
-    assert episode.record.turns[2].error["kind"] == "no_action"
+    assert episode.record.turns[2].error.kind == ErrorKind.NO_ACTION
 
     # Before its second reply the model saw its box, then the person's click as an assistant turn.
     second = policy.seen[1]
@@ -141,13 +142,14 @@ def test_the_record_replays_to_the_saved_mask(disc):
     episode.agent_turn()
     record = episode.record
     fresh = SegmentationEnv(tool, EpisodeConfig(max_turns=10))
-    fresh.reset(disc.image, disc.target, disc.mask)
+    fresh.reset(disc)
     for turn in record.turns:
-        observation = fresh.step(turn.raw_text)
+        observation = fresh.step(turn.raw_text, actor=turn.actor)
     assert observation.done
     assert np.array_equal(observation.mask, final_mask(record))
     assert np.array_equal(observation.mask, episode.mask)
-    assert [t.action for t in fresh.record.turns] == [t.action for t in record.turns]
+    assert [(t.actor, t.action) for t in fresh.record.turns] == [(t.actor, t.action) for t in record.turns]
+    assert record.policy == "scripted"
     annotated = episode.annotated_record({"annotator": "ann"})
     assert annotated.meta["annotation"] == {"person_turns": 2, "agent_turns": 2, "corrected": True,
                                             "undone_agent_turns": 0, "undone_person_turns": 1, "annotator": "ann"}

@@ -111,7 +111,7 @@ def test_saved_sessions_export_as_sft_data(tmp_path, shape_tool, disc):
     assert [s.key for s in samples] == [first.key, again.key]
     loaded = samples[0].records[0]
     assert np.array_equal(final_mask(loaded), episode.mask)
-    assert loaded.meta["actors"] == ["person", "person", "person"]
+    assert [t.actor for t in loaded.turns] == ["person", "person", "person"]
     assert loaded.meta["annotation"]["person_turns"] == 3
 
     out = tmp_path / "sft"

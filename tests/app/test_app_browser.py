@@ -36,12 +36,13 @@ def bbox(mask: np.ndarray, margin: int = 3) -> tuple[float, float, float, float]
             min(ys.max() + margin, h - 1))
 
 
-def replay(record, image) -> np.ndarray:
+def replay(record, sample) -> np.ndarray:
     """Run the record's replies through a fresh environment with the same tool: the final mask."""
     env = SegmentationEnv(build_tool("classic"), EpisodeConfig(max_turns=record.max_turns))
-    env.reset(image, record.target)
+    env.reset(sample)
     for turn in record.turns:
-        observation = env.step(turn.raw_text)
+        observation = env.step(turn.raw_text, actor=turn.actor)
+    assert [t.actor for t in env.record.turns] == [t.actor for t in record.turns]
     return observation.mask
 
 
@@ -96,8 +97,8 @@ def test_a_person_segments_a_demo_image_undoes_and_saves(app_page, running_app):
     stored, record = saved_record(running_app, key)
     saved_mask = read_mask_png(running_app.out / "masks" / (stored.image_path.stem + ".png"))
     assert np.array_equal(saved_mask, after_positive) and np.array_equal(final_mask(record), after_positive)
-    assert record.meta["actors"] == ["person", "person", "person"]
-    assert np.array_equal(replay(record, sample.image), saved_mask)
+    assert [t.actor for t in record.turns] == ["person", "person", "person"]
+    assert np.array_equal(replay(record, sample), saved_mask)
 
 
 def test_the_agent_proposes_and_the_person_takes_over(app_page, running_app):
@@ -148,9 +149,9 @@ def test_the_agent_proposes_and_the_person_takes_over(app_page, running_app):
     page.click("#save")
     app_page.wait("app.episode.saved.length === 1")
     _, record = saved_record(running_app, app_page.episode()["saved"][0]["key"])
-    assert record.meta["actors"] == [t["actor"] for t in episode["turns"]]
+    assert [t.actor for t in record.turns] == [t["actor"] for t in episode["turns"]]
     assert record.meta["annotation"]["corrected"] and record.meta["annotation"]["agent"]["kind"] == "openai"
-    assert np.array_equal(replay(record, sample.image), final_mask(record))
+    assert np.array_equal(replay(record, sample), final_mask(record))
 
 
 def test_a_volume_is_browsed_slice_by_slice_and_saved_as_nifti(app_page, running_app):

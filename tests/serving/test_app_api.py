@@ -97,9 +97,12 @@ def test_a_person_segments_a_library_sample_and_saves(client, app_server):
     episode = created.json()
     eid = episode["episode_id"]
     assert episode["turns"] == [] and episode["annotator"] == "ann.1" and not episode["can_undo"]
+    assert episode["stop_reason"] is None and not episode["done"]
 
     boxed = client.post(f"/v1/app/episodes/{eid}/box", json={"box": [30, 20, 100, 80]}).json()
     assert boxed["turns"][0]["actor"] == "person" and boxed["turns"][0]["name"] == "add_bbox"
+    pixels = boxed["turns"][0]["action_pixels"]  # the box back in pixels, through the 0-999 grid
+    assert pixels["name"] == "add_bbox" and pixels["arguments"]["bbox_2d"] == pytest.approx([30, 20, 100, 80], abs=0.5)
     assert boxed["mask_area"] > 0 and boxed["turns"][0]["iou"] is not None and boxed["score"] is not None
     inside = np.argwhere(decode_rle(boxed["mask"]))[0]
     clicked = client.post(f"/v1/app/episodes/{eid}/point",
@@ -122,7 +125,7 @@ def test_a_person_segments_a_library_sample_and_saves(client, app_server):
     downloaded = client.get(f"/v1/app/episodes/{eid}/mask?format=png")
     assert np.array_equal(cv2.imdecode(np.frombuffer(downloaded.content, np.uint8), 0) > 0, mask)
     record = client.get(f"/v1/app/episodes/{eid}/record").json()
-    assert record["meta"]["actors"] == ["person", "person", "person"]
+    assert [t["actor"] for t in record["turns"]] == ["person", "person", "person"]
     assert record["meta"]["annotation"]["annotator"] == "ann.1"
     stored = [s for s in load_generation(app_server.out) if s.key == files["key"]][0]
     assert stored.records[0].final_metrics["iou"] > 0

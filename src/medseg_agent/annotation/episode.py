@@ -2,21 +2,21 @@
 
 Either side may act at any turn: an agent turn is the policy's ``act`` followed by the environment's
 ``step``; a person's box or click is a ``step`` with a ready action. Every turn of the record says
-who acted. The episode keeps the list of steps that made the current state; undo and redo move
+who acted (``TurnRecord.actor``). The episode keeps the list of steps that made the current state; undo and redo move
 between versions of that list and rebuild the environment from it (one decode per step, the image
 embedding is reused), so the record always replays to the mask on screen.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 
 from medseg_agent.environment.episode import Observation, SegmentationEnv
-from medseg_agent.environment.record import TrajectoryRecord
+from medseg_agent.environment.record import Actor, TrajectoryRecord
 from medseg_agent.environment.replay import conversation_from_record
 from medseg_agent.policies.base import EpisodeContext, Policy
 from medseg_agent.policies.chat import ChatPolicy
@@ -25,7 +25,6 @@ from medseg_agent.vocabulary.actions import Action, AddBox, AddPoint, Stop, Tool
 from medseg_agent.vocabulary.prompts import PromptState
 from medseg_agent.vocabulary.sample import Sample
 
-Actor = Literal["agent", "person"]
 AGENT: Actor = "agent"
 PERSON: Actor = "person"
 MAX_VERSIONS = 256  # undo depth
@@ -77,6 +76,8 @@ class SharedEpisode:
         self.sample = sample
         self.session = session
         self.policy = policy
+        #: ``record.policy``: the agent the episode started with, kept when another agent takes over
+        self.policy_name = policy.name if policy is not None else PERSON
         self.seed = seed
         self.has_ground_truth = has_ground_truth
         self.steps: tuple[Step, ...] = ()
@@ -116,7 +117,13 @@ class SharedEpisode:
 
     @property
     def actors(self) -> list[Actor]:
-        return [step.actor for step in self.steps]
+        """Who acted at each turn, read from the record."""
+        return [turn.actor for turn in self.record.turns]
+
+    @property
+    def interactions(self) -> int:
+        """Boxes and clicks that ran the tool so far (the turn budget counts these)."""
+        return len(self.record.action_turns())
 
     # -- a person's actions (full-resolution pixels) ----------------------------------------------
     def person_box(self, x1: float, y1: float, x2: float, y2: float) -> Observation:
@@ -143,7 +150,7 @@ class SharedEpisode:
 
     def person_stop(self) -> Observation:
         """The person accepts the mask: a stop turn by the person ends the episode."""
-        if self.env.interactions == 0:
+        if self.interactions == 0:
             raise InvalidPersonAction("nothing is segmented yet: draw a box or click on the target first")
         return self.apply(Step(PERSON, action=Stop()))
 
@@ -258,18 +265,11 @@ class SharedEpisode:
         del self._undo[:-MAX_VERSIONS]
 
     def _rebuild(self, steps: tuple[Step, ...]) -> Observation:
-        sample = self.sample
+        sample = self.sample if self.has_ground_truth else dataclasses.replace(self.sample, mask=None)
         observation = self.env.reset(
-            sample.image,
-            sample.target,
-            sample.mask if self.has_ground_truth else None,
-            sample_id=sample.sample_id,
-            dataset=sample.dataset,
-            modality=sample.modality,
-            spacing=sample.spacing,
-            image_path=sample.image_path,
-            policy_name=self.policy.name if self.policy is not None else "person",
+            sample,
             session=self.session,
+            options={"policy": self.policy_name, "seed": self.seed},
         )
         self.observation = observation
         for step in steps:
@@ -279,24 +279,20 @@ class SharedEpisode:
         return observation
 
     def _step(self, step: Step) -> Observation:
-        observation = self.env.step(
-            step.text,
-            tool_calls=list(step.tool_calls) if step.tool_calls else None,
-            action=step.action,
-            reasoning=step.reasoning,
-            policy_seconds=step.policy_seconds,
-        )
-        self._mark_actor(step)
+        env, seconds, actor = self.env, step.policy_seconds, step.actor
+        if step.action is not None:
+            observation = env.step(
+                step.action, text=step.text, reasoning=step.reasoning, policy_seconds=seconds, actor=actor
+            )
+        elif step.tool_calls:
+            observation = env.step(list(step.tool_calls), text=step.text, policy_seconds=seconds, actor=actor)
+        else:
+            observation = env.step(step.text, policy_seconds=seconds, actor=actor)
+        if step.meta:
+            turn = self.record.turns[-1]
+            self.record.meta.setdefault("policy_meta", {})[str(turn.turn)] = step.meta
         self.observation = observation
         return observation
-
-    def _mark_actor(self, step: Step) -> None:
-        turn = self.record.turns[-1]
-        actors = self.record.meta.setdefault("actors", [])
-        actors.append(step.actor)
-        if step.meta:
-            turn_meta = self.record.meta.setdefault("policy_meta", {})
-            turn_meta[str(turn.turn)] = step.meta
 
     def _closed_message(self) -> str:
         return f"the episode has ended ({self.record.stop_reason}); undo to continue, or save it"

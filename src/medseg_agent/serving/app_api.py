@@ -539,24 +539,21 @@ def _save(app_state: AppState, live: LiveEpisode) -> None:
 def episode_out(live: LiveEpisode, started: float) -> EpisodeOut:
     episode = live.episode
     record = episode.record
-    actors = episode.actors
     turns = [
         TurnOut(
             turn=t.turn,
-            actor=actors[i] if i < len(actors) else "agent",
-            name=None if t.error is not None or t.action is None else t.action["name"],
-            action=t.action,
-            action_pixels=t.action_pixels,
+            actor=t.actor,
+            name=None if t.error is not None or t.action is None else t.action.name,
+            **t.model_dump(mode="json", include={"action", "action_pixels", "error"}),
             raw_text=t.raw_text,
             reasoning=t.reasoning,
-            error=t.error,
             tool_score=_finite(t.tool_score),
             iou=_finite(t.iou),
             dice=_finite(t.dice),
             policy_seconds=round(t.policy_seconds, 4),
             tool_seconds=round(t.tool_seconds, 4),
         )
-        for i, t in enumerate(record.turns)
+        for t in record.turns
     ]
     prompt = episode.prompt
     mask = episode.mask
@@ -582,8 +579,8 @@ def episode_out(live: LiveEpisode, started: float) -> EpisodeOut:
         ),
         mask=Rle(**encode_rle(mask)),
         mask_area=int(np.count_nonzero(mask)),
-        score=score if episode.env.interactions else None,
-        interactions=episode.env.interactions,
+        score=score if episode.interactions else None,
+        interactions=episode.interactions,
         max_turns=episode.env.config.max_turns,
         can_undo=episode.can_undo,
         can_redo=episode.can_redo,

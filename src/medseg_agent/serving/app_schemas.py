@@ -8,7 +8,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from medseg_agent.environment.record import Actor
 from medseg_agent.serving.schemas import ImageId, Rle
+from medseg_agent.vocabulary.stop import StopReason
 
 Axis = Literal["axial", "coronal", "sagittal"]
 Annotator = Annotated[str, Field(max_length=64, pattern=r"^[A-Za-z0-9._@+-]*$")]
@@ -130,7 +132,7 @@ class PointIn(_Strict):
 
 class TurnOut(BaseModel):
     turn: int
-    actor: Literal["agent", "person"]
+    actor: Actor
     name: str | None = Field(description="add_bbox, add_point, stop_action, or null for an invalid reply")
     action: dict[str, Any] | None = Field(description="as the protocol writes it (model coordinates)")
     action_pixels: dict[str, Any] | None = Field(description="the same action in image pixels")
@@ -169,7 +171,7 @@ class EpisodeOut(BaseModel):
     agent: dict[str, Any]
     annotator: str
     done: bool
-    stop_reason: str
+    stop_reason: StopReason | None = Field(description="why the episode ended; null while it is open")
     turns: list[TurnOut]
     prompt: PromptOut
     mask: Rle
