@@ -59,28 +59,38 @@ def test_observation_is_resized_and_drawn(shape_tool, disc):
 
 
 def test_malformed_replies_become_errors_and_end_after_limit(shape_tool, disc):
-    env = SegmentationEnv(shape_tool, EpisodeConfig(max_consecutive_errors=2))
+    env = SegmentationEnv(shape_tool, EpisodeConfig(max_consecutive_errors=3))
     env.reset(disc)
     obs = env.step("the kidney is there")
     assert obs.error.kind == ErrorKind.NO_ACTION and not obs.done
-    assert "could not be executed" in obs.text
+    assert "could not be executed" in obs.text and "try again" in obs.text
     obs = env.step(call("add_bbox", bbox_2d=[500, 10, 100, 20]))
     assert obs.error.kind == ErrorKind.INVERTED_BOX and not obs.done
     obs = env.step("<tool_call>{bad json</tool_call>")
-    assert obs.done and env.record.stop_reason is StopReason.TOO_MANY_ERRORS
+    assert obs.done and env.record.stop_reason is StopReason.TOO_MANY_ERRORS and "episode ends" in obs.text
     assert env.record.num_errors == 3 and env.record.num_interactions == 0
     assert not final_mask(env.record).any()
     with pytest.raises(RuntimeError, match="over"):
         env.step(call("stop_action"))
 
 
+def test_default_limit_ends_on_the_second_invalid_reply_in_a_row(shape_tool, disc):
+    """README and docs: "after max_consecutive_errors (default 2) invalid replies in a row"."""
+    env = SegmentationEnv(shape_tool)
+    env.reset(disc)
+    assert not env.step("nothing").done
+    obs = env.step("still nothing")
+    assert obs.done and env.record.stop_reason is StopReason.TOO_MANY_ERRORS and env.record.num_errors == 2
+
+
 def test_errors_reset_after_a_valid_action(shape_tool, disc):
-    env = SegmentationEnv(shape_tool, EpisodeConfig(max_consecutive_errors=1))
+    env = SegmentationEnv(shape_tool, EpisodeConfig(max_consecutive_errors=2))
     env.reset(disc)
     env.step("nothing")
     env.step(AddBox(100, 100, 600, 600))
     obs = env.step("nothing")
     assert not obs.done and env.record.num_errors == 2
+    assert env.step("nothing").done
 
 
 def test_first_stop_is_refused_once_then_accepted(shape_tool, disc):

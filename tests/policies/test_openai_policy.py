@@ -108,7 +108,7 @@ def test_a_policy_that_never_answers_validly_ends_with_an_empty_mask(server, sha
     server.reply(*[{"content": "I think the disc is in the centre."}] * 5)
     policy = build_policy("openai", base_url=server.base_url, model=server.model)
     record = run_episode(_env(shape_tool, max_consecutive_errors=2), policy, disc)
-    assert record.stop_reason is StopReason.TOO_MANY_ERRORS and record.num_errors == 3
+    assert record.stop_reason is StopReason.TOO_MANY_ERRORS and record.num_errors == 2
     assert not final_mask(record).any() and record.final_metrics["dice"] == 0.0
     assert all(t.error.kind == "no_action" for t in record.turns)
 

@@ -24,6 +24,7 @@ from medseg_agent.environment.render import render_overlay, resize_view, tinted
 from medseg_agent.io.masks import encode_rle
 from medseg_agent.metrics import dice, iou, segmentation_metrics
 from medseg_agent.protocols import ActionProtocol, get_protocol
+from medseg_agent.protocols.base import clean_reply
 from medseg_agent.tools.base import SegmentationTool, ToolSession
 from medseg_agent.vocabulary.actions import Action, AddBox, AddPoint, CoordinateSpace, Stop, ToolCall
 from medseg_agent.vocabulary.coordinates import CoordinateFrame, view_size_for
@@ -42,7 +43,7 @@ class EpisodeConfig:
     protocol: str = "medsam"
     coordinate_space: CoordinateSpace | None = None  # None: the protocol's own
     view_longest_side: int | None = 512
-    max_consecutive_errors: int = 2  # invalid replies tolerated in a row before the episode ends
+    max_consecutive_errors: int = 2  # the episode ends on this many invalid replies in a row
     first_stop_retries: int = 1  # a stop before any mask exists is refused this many times
     nsd_tolerance: float = 2.0
     keep_masks: bool = True  # store every turn's mask in the record (RLE)
@@ -183,6 +184,8 @@ class SegmentationEnv:
                 text, tool_calls = reply, None
             else:
                 tool_calls = list(reply) if reply is not None else None
+            if text is not None:
+                text = clean_reply(text)  # lone surrogates would make the record unsavable: escaped
             parsed = self.protocol.parse(text, self.frame, tool_calls)
             action, error, reasoning = parsed.action, parsed.error, parsed.reasoning
         turn = TurnRecord(turn=len(record.turns) + 1, raw_text=text, reasoning=reasoning, actor=actor)
@@ -268,7 +271,7 @@ class SegmentationEnv:
         turn.error = error
         self._record.num_errors += 1
         self._consecutive_errors += 1
-        if self._consecutive_errors > self.config.max_consecutive_errors:
+        if self._consecutive_errors >= self.config.max_consecutive_errors:
             self._finish(StopReason.TOO_MANY_ERRORS)
             return f"{self.protocol.error_text(error)} Too many invalid replies; the episode ends."
         return f"{self.protocol.error_text(error)} Please try again."

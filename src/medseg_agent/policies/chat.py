@@ -26,6 +26,7 @@ from typing import Any
 from medseg_agent.environment.episode import Observation
 from medseg_agent.policies.base import EpisodeContext, Policy, PolicyReply
 from medseg_agent.protocols import tool_schemas
+from medseg_agent.protocols.base import ParseFailure, load_json, quote
 from medseg_agent.protocols.conversation import Conversation
 from medseg_agent.vocabulary.actions import ToolCall
 
@@ -119,9 +120,15 @@ def tool_call_text(calls: Sequence[ToolCall]) -> str:
     for call in calls:
         arguments = call.arguments
         if isinstance(arguments, str):
-            with contextlib.suppress(json.JSONDecodeError):  # a malformed string is kept as written
-                arguments = json.loads(arguments) if arguments.strip() else {}
-        args_json = arguments if isinstance(arguments, str) else json.dumps(arguments)
+            with contextlib.suppress(ParseFailure):  # a malformed string is kept as written
+                arguments = load_json(arguments, "arguments") if arguments.strip() else {}
+        if isinstance(arguments, str):
+            args_json = arguments
+        else:
+            try:
+                args_json = json.dumps(arguments)
+            except (ValueError, RecursionError):  # a 5,000-digit integer, a 1,000-deep list: quoted, bounded
+                args_json = quote(arguments)
         blocks.append(f'<tool_call>\n{{"name": {json.dumps(call.name)}, "arguments": {args_json}}}\n</tool_call>')
     return "\n".join(blocks)
 

@@ -8,17 +8,23 @@ from __future__ import annotations
 
 import re
 
-from medseg_agent.protocols.base import ActionProtocol, ParseFailure, build_action, extract_tag, parse_coordinates
+from medseg_agent.protocols.base import (
+    ActionProtocol,
+    ParseFailure,
+    action_blocks,
+    build_action,
+    extract_tag,
+    parse_coordinates,
+    quote,
+    require_length,
+)
 from medseg_agent.vocabulary.actions import ADD_POINT, STOP_ACTION, Action, AddPoint, CoordinateSpace, Stop, ToolCall
 from medseg_agent.vocabulary.coordinates import CoordinateFrame
 from medseg_agent.vocabulary.errors import ErrorKind
 
-_ACTION = re.compile(r"<action>(.*?)</action>", re.DOTALL)
-_POINT = re.compile(
-    r"^\s*(positive|negative)\s+point\s*\(\s*([^,()]+?)\s*,\s*([^,()]+?)\s*\)\s*$", re.IGNORECASE
-)
-_TERMINATE = re.compile(r"^\s*terminate\s*$", re.IGNORECASE)
-_THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
+# Each part can match in one way only, so a failed match costs time linear in the body: the
+# coordinates are split and checked by parse_coordinates, not by the pattern.
+_POINT = re.compile(r"\s*(positive|negative)\s+point\s*\(([^()]*)\)\s*", re.IGNORECASE)
 
 
 class IbisProtocol(ActionProtocol):
@@ -31,25 +37,24 @@ class IbisProtocol(ActionProtocol):
             if len(tool_calls) > 1:
                 raise ParseFailure(ErrorKind.MULTIPLE_ACTIONS, f"exactly one action per turn, got {len(tool_calls)}")
             return build_action(tool_calls[0].name, tool_calls[0].arguments, frame, self.supported_tools)
-        blocks = _ACTION.findall(_THINK.sub("", text))
-        if not blocks:
-            raise ParseFailure(
-                ErrorKind.NO_ACTION,
-                "no <action> found; answer with <action>Positive Point (x, y)</action>, "
-                "<action>Negative Point (x, y)</action> or <action>Terminate</action>",
-            )
+        how = (
+            "no <action> found; answer with <action>Positive Point (x, y)</action>, "
+            "<action>Negative Point (x, y)</action> or <action>Terminate</action>"
+        )
+        blocks = action_blocks(text, "action", how)
         if len(blocks) > 1:
             raise ParseFailure(ErrorKind.MULTIPLE_ACTIONS, f"exactly one <action> per turn, got {len(blocks)}")
         body = blocks[0]
-        if _TERMINATE.match(body):
+        require_length(body, "the <action>")
+        if body.strip().lower() == "terminate":
             return Stop(answer=extract_tag(text, "answer"))
-        match = _POINT.match(body)
+        match = _POINT.fullmatch(body)
         if not match:
             raise ParseFailure(
                 ErrorKind.UNKNOWN_TOOL,
-                f"unknown action {body.strip()!r}; use Positive Point (x, y), Negative Point (x, y) or Terminate",
+                f"unknown action {quote(body.strip())}; use Positive Point (x, y), Negative Point (x, y) or Terminate",
             )
-        x, y = parse_coordinates([match.group(2), match.group(3)], 2, "point", frame)
+        x, y = parse_coordinates(match.group(2).split(","), 2, "point", frame)
         return AddPoint(x, y, match.group(1).lower() == "positive")
 
     def format_action(self, action: Action, reasoning: str | None = None) -> str:

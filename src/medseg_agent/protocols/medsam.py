@@ -8,10 +8,9 @@ time.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
-from medseg_agent.protocols.base import ActionProtocol, ParseFailure, build_action
+from medseg_agent.protocols.base import ActionProtocol, ParseFailure, action_blocks, build_action, load_json
 from medseg_agent.vocabulary.actions import (
     ADD_BBOX,
     ADD_POINT,
@@ -23,9 +22,6 @@ from medseg_agent.vocabulary.actions import (
 )
 from medseg_agent.vocabulary.coordinates import CoordinateFrame
 from medseg_agent.vocabulary.errors import ErrorKind
-
-_TOOL_CALL = re.compile(r"<tool_call>(.*?)(?:</tool_call>|\Z)", re.DOTALL)
-_THINK = re.compile(r"<think>.*?</think>", re.DOTALL)
 
 
 def coordinate_description(space: CoordinateSpace) -> str:
@@ -105,23 +101,17 @@ class MedSamProtocol(ActionProtocol):
     def _parse(self, text: str, frame: CoordinateFrame, tool_calls: list[ToolCall]) -> Action:
         if tool_calls:
             if len(tool_calls) > 1:
-                names = ", ".join(c.name for c in tool_calls)
-                raise ParseFailure(ErrorKind.MULTIPLE_ACTIONS, f"exactly one tool call per turn, got {names}")
+                raise ParseFailure(
+                    ErrorKind.MULTIPLE_ACTIONS, f"exactly one tool call per turn, got {len(tool_calls)}"
+                )
             call = tool_calls[0]
             return build_action(call.name, call.arguments, frame, self.supported_tools)
-        visible = _THINK.sub("", text)
-        blocks = _TOOL_CALL.findall(visible)
-        if not blocks:
-            raise ParseFailure(
-                ErrorKind.NO_ACTION,
-                'no tool call found; answer with <tool_call>{"name": ..., "arguments": {...}}</tool_call>',
-            )
+        # A final call without </tool_call> is accepted: generation often stops at that token.
+        how = 'no tool call found; answer with <tool_call>{"name": ..., "arguments": {...}}</tool_call>'
+        blocks = action_blocks(text, "tool_call", how, unclosed_runs_to_end=True)
         if len(blocks) > 1:
             raise ParseFailure(ErrorKind.MULTIPLE_ACTIONS, f"exactly one tool call per turn, got {len(blocks)}")
-        try:
-            payload = json.loads(blocks[0].strip())
-        except json.JSONDecodeError as exc:
-            raise ParseFailure(ErrorKind.BAD_JSON, f"the tool call is not valid JSON: {exc}") from None
+        payload = load_json(blocks[0].strip(), "the tool call")
         if not isinstance(payload, dict) or not isinstance(payload.get("name"), str):
             raise ParseFailure(
                 ErrorKind.BAD_JSON, 'the tool call must be an object {"name": ..., "arguments": {...}}'

@@ -17,6 +17,7 @@ class ErrorKind(StrEnum):
     OUT_OF_RANGE = "out_of_range"
     INVERTED_BOX = "inverted_box"
     UNSUPPORTED_ACTION = "unsupported_action"
+    TOO_LONG = "too_long"  # a reply or tool call beyond the parsers' size bounds
     REJECTED = "rejected"  # valid syntax, refused by the episode (e.g. stop before any mask)
 
 
