@@ -8,6 +8,7 @@ import json
 import time
 
 import pytest
+from adversarial_replies import SECONDS_PER_REPLY
 
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
 from medseg_agent.environment.record import load_record, save_record
@@ -22,9 +23,6 @@ GRID = CoordinateFrame(CoordinateSpace.NORM1000, (300, 400), (384, 512))
 UNIT = CoordinateFrame(CoordinateSpace.NORM1, (300, 400), (384, 512))
 medsam = get_protocol("medsam")
 ibis = get_protocol("ibis")
-#: Far above the 50 ms target (measured by benchmarks/parser_worst_case.py), far below the 20-48 s
-#: the old regexes took: a loaded CI machine passes, a super-linear parser does not.
-SECONDS_PER_REPLY = 1.0
 
 
 def point_call(x, y="1", point_type='"positive"'):

@@ -13,8 +13,9 @@ from medseg_agent.cli.common import (
     DeviceOption,
     ModelTypeOption,
     RandomWeightsOption,
-    console,
     err_console,
+    say,
+    warn,
 )
 from medseg_agent.cli.serve import (
     HostOption,
@@ -99,7 +100,7 @@ def app_command(
     library_data, volumes = (data, []) if data is not None or not demo else _demo_library()
     library, warning = Library.from_paths(library_data, volumes)
     if warning:
-        err_console.print(f"[yellow]warning:[/] {warning}")
+        warn(warning)
     app = create_app(segmenter, config)
     install_app(
         app,
@@ -119,7 +120,7 @@ def app_command(
     shown = "localhost" if host in ("0.0.0.0", "::") else host
     url = f"http://{shown}:{port}/app/" + (f"#token={config.token}" if config.token else "")
     err_console.print(f"{segmenter.name} tool; {len(library)} library entries; saved sessions go to {out.resolve()}")
-    console.print(f"open [bold]{url}[/] in a browser (Ctrl-C stops the server)")
+    say("open ", (url, "bold"), " in a browser (Ctrl-C stops the server)")
     run_server(app, host=host, port=port, log_level=log_level)
 
 
@@ -132,7 +133,7 @@ def _demo_library() -> tuple[Path | None, list[Any]]:
         root = build_demo_dataset(progress=lambda line: err_console.print(f"demo data: {line}"))
         templates = fetch_mricron_templates()
     except (DemoBuildError, OSError) as exc:
-        err_console.print(f"[yellow]warning:[/] no demo data ({exc}); open your own images from the page")
+        warn(f"no demo data ({exc}); open your own images from the page")
         return None, []
     volume = LibraryVolume(templates / "ch2.nii.gz", "Colin27 T1 brain MRI (NIfTI volume)", DEMO_VOLUME_TARGET, "MRI")
     return root, [volume]

@@ -9,12 +9,16 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from medseg_agent.tools.base import SegmentationTool
 
+# The one writer of every command. Markup is off: a path such as [/data/ct.png] or a target such as
+# "lesion [left]" prints as written, where rich would read it as a tag and fail (MarkupError) or
+# swallow it. Styling goes through say() / warn() / fail() and rich Text, never through markup.
 # Tables stay readable when piped to a file or a CI log (Rich would otherwise assume 80 columns).
-console = Console(width=None if sys.stdout.isatty() else 140)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
+console = Console(width=None if sys.stdout.isatty() else 140, markup=False)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 140, markup=False)
 
 ToolOption = Annotated[
     str,
@@ -75,8 +79,17 @@ def make_tool(
         raise
 
 
+def say(*parts: str | tuple[str, str], err: bool = False) -> None:
+    """Print one message made of plain strings and ``(text, style)`` pairs; no part is read as markup."""
+    (err_console if err else console).print(Text.assemble(*parts))
+
+
+def warn(message: str) -> None:
+    say(("warning: ", "bold yellow"), message, err=True)
+
+
 def fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}")
+    say(("error: ", "bold red"), message, err=True)
     raise typer.Exit(code)
 
 

@@ -11,16 +11,16 @@ from collections import Counter
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+
+from medseg_agent.cli.common import console, say
 
 data_app = typer.Typer(
     help="Datasets: build the real demo dataset, list what a dataset folder/file contains.",
     no_args_is_help=True,
     add_completion=False,
 )
-
-console = Console()
 
 
 @data_app.command("build-demo")
@@ -37,19 +37,19 @@ def build_demo(
     target = out if out is not None else default_demo_dir()
     start = time.perf_counter()
     try:
-        with console.status(f"building demo dataset in {target}") as status:
+        with console.status(Text(f"building demo dataset in {target}")) as status:
 
             def progress(msg: str) -> None:
-                status.update(msg)
+                status.update(Text(msg))
                 console.log(msg)
 
             path = build_demo_dataset(target, force=force, progress=progress)
     except DemoBuildError as exc:
-        console.print(f"[red]demo build failed:[/red] {exc}")
+        say(("demo build failed: ", "red"), str(exc))
         raise typer.Exit(1) from exc
     summary = demo_summary(path)
     elapsed = time.perf_counter() - start
-    console.print(f"demo dataset: [bold]{path}[/bold] ({elapsed:.1f} s)")
+    say("demo dataset: ", (str(path), "bold"), f" ({elapsed:.1f} s)")
     console.print(
         f"{summary['n_samples']} samples on {summary['n_images']} images; "
         + ", ".join(f"{m}: {n}" for m, n in sorted(summary["modality"].items()))
@@ -90,11 +90,11 @@ def list_dataset(
     try:
         ds = open_dataset(path, format=format, split=split, **options)
     except (ValueError, FileNotFoundError, TypeError) as exc:
-        console.print(f"[red]cannot open {path}:[/red] {exc}")
+        say((f"cannot open {path}: ", "red"), str(exc))
         raise typer.Exit(2) from exc
     counts: Counter[tuple[str, str, str]] = Counter()
     splits: Counter[str] = Counter()
-    with console.status(f"reading {path}"):
+    with console.status(Text(f"reading {path}")):
         for s in ds:
             counts[(s.dataset, s.modality, str(s.meta.get("target_name") or s.target))] += 1
             splits[s.split] += 1

@@ -74,7 +74,8 @@ def evaluate(
         str | None, typer.Option("--coordinate-space", help="norm1000, norm1 or pixel (default: the protocol's).")
     ] = None,
     max_consecutive_errors: Annotated[
-        int, typer.Option("--max-consecutive-errors", min=1, help="The episode ends on this many invalid replies in a row.")
+        int,
+        typer.Option("--max-consecutive-errors", min=1, help="End the episode on this many invalid replies in a row."),
     ] = 2,
     first_stop_retries: Annotated[
         int, typer.Option("--first-stop-retries", min=0, help="Times a stop before any mask is refused.")

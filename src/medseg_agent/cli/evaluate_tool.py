@@ -16,8 +16,8 @@ from medseg_agent.cli.common import (
     RandomWeightsOption,
     ToolOption,
     console,
-    err_console,
     fail,
+    say,
 )
 
 
@@ -66,7 +66,7 @@ def evaluate_tool(
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
     if dataset.skipped:
-        err_console.print(f"[yellow]skipped {len(dataset.skipped)} sample(s):[/]\n{summarize_skipped(dataset)}")
+        say((f"skipped {len(dataset.skipped)} sample(s):", "yellow"), f"\n{summarize_skipped(dataset)}", err=True)
     if limit is not None:
         samples = samples[:limit]
     if not samples:

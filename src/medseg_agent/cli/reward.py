@@ -9,8 +9,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from medseg_agent.cli.common import console, fail
+from medseg_agent.cli.common import console, fail, say
 
 reward_app = typer.Typer(
     help=(
@@ -67,7 +68,7 @@ def presets(
     from medseg_agent.rewards import PRESETS, TERMS, spec_to_dict
 
     for name, spec in PRESETS.items():
-        console.print(f"[bold]{name}[/]: {spec.description}")
+        say((name, "bold"), f": {spec.description}")
         if show_yaml:
             console.print(yaml.safe_dump(spec_to_dict(spec), sort_keys=False))
     table = Table(title="terms")
@@ -130,7 +131,7 @@ def explain(
     if as_json:
         print(json.dumps(breakdown.__dict__, indent=1, default=str))
         return
-    console.print(f"[bold]{record}[/]  reward [bold]{spec.name}[/] = [bold green]{breakdown.total:.4f}[/]")
+    say((str(record), "bold"), "  reward ", (spec.name, "bold"), " = ", (f"{breakdown.total:.4f}", "bold green"))
     console.print(
         f"stop: {loaded.stop_reason}, tool turns: {loaded.num_interactions}, errors: {loaded.num_errors}, "
         f"final IoU {_num(loaded.final_metrics.get('iou'))}, Dice {_num(loaded.final_metrics.get('dice'))}"
@@ -147,7 +148,7 @@ def explain(
     for gname, g in breakdown.groups.items():
         spec_group = spec.groups[gname]
         table.add_row(
-            f"[bold]{gname}[/] (clip {spec_group.clip})",
+            Text.assemble((gname, "bold"), f" (clip {spec_group.clip})"),
             f"{g['raw']:.4f} -> {g['clipped']:.4f}",
             _num(g["weight"]),
             _num(g["weight"] * g["clipped"]),

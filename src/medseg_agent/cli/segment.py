@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from medseg_agent.cli.common import (
     ApiKeyOption,
@@ -141,7 +142,7 @@ def _print_turns(record) -> None:
         table.add_column(column)
     for turn in record.turns:
         if turn.error:
-            action = f"[red]error: {turn.error.kind}[/]"
+            action = Text(f"error: {turn.error.kind}", style="red")
         else:
             action = f"{turn.action.name} {turn.action.arguments() or ''}".strip()
         table.add_row(

@@ -15,6 +15,7 @@ from medseg_agent.cli.common import (
     fail,
     make_tool,
     parse_key_values,
+    warn,
 )
 
 ToolExtraOption = Annotated[
@@ -131,7 +132,7 @@ def served_tool(tool: str, checkpoint: Any, device: str, model_type: str | None,
 
 def warn_if_open(host: str, config: Any) -> None:
     if host not in ("127.0.0.1", "localhost", "::1") and config.token is None:
-        err_console.print(f"[yellow]warning:[/] serving on {host} without --token: anyone who can reach it can use it")
+        warn(f"serving on {host} without --token: anyone who can reach it can use it")
 
 
 def register(app: typer.Typer) -> None:

@@ -17,9 +17,9 @@ from medseg_agent.cli.common import (
     RandomWeightsOption,
     ToolOption,
     console,
-    err_console,
     fail,
     make_tool,
+    say,
 )
 from medseg_agent.experts import defaults
 
@@ -194,9 +194,8 @@ def generate(
         if limit is not None and len(samples) == limit:
             break
     if dataset.skipped:
-        err_console.print(
-            f"[yellow]{len(dataset.skipped)} sample(s) skipped[/]; see `medseg-agent data list {data}`"
-        )
+        say((f"{len(dataset.skipped)} sample(s) skipped", "yellow"), f"; see `medseg-agent data list {data}`",
+            err=True)
     if not samples:
         fail(f"no usable sample in {data}")
     factory = partial(make_tool, tool, checkpoint, device, model_type, random_weights)

@@ -31,7 +31,7 @@ def _run_in_worker(work: Callable[[Any, Any], dict[str, Any]], job: Any) -> dict
 def progress_bar(disable: bool = False) -> Progress:
     """The progress bar every long command shows (on stderr, so tables on stdout stay clean)."""
     return Progress(
-        TextColumn("[bold]{task.description}"),
+        TextColumn("{task.description}", style="bold", markup=False),  # descriptions may name paths
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
