@@ -133,6 +133,13 @@ def test_png_and_npy_uploads_of_the_same_pixels_get_the_same_key():
     assert image_key(rgb) != image_key(rgb[:, :29])
 
 
+def npy_with_header(header: str) -> bytes:
+    """A version-1.0 .npy file whose header is ``header`` (padded as numpy pads it), with 16 data bytes."""
+    raw = header.encode("latin1")
+    raw += b" " * ((64 - (10 + len(raw) + 1) % 64) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(raw).to_bytes(2, "little") + raw + bytes(16)
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
@@ -142,6 +149,11 @@ def test_png_and_npy_uploads_of_the_same_pixels_get_the_same_key():
         (png_bytes(np.zeros((1, 8), np.uint8)), "at least 2x2"),
         (b"\x93NUMPY\x01\x00garbage", "not a valid .npy"),
         (b"\x93NUMPY\x01\x00\x10\x00{'descr': '|u1'\n", "not a valid .npy"),  # tokenize.TokenError in numpy
+        # numpy's header parser raises tokenize.TokenError on these (the server answered 500)
+        (npy_with_header("{'descr': '|u1', 'fortran_order': False, 'shape': (4, 4"), "not a valid .npy"),
+        (npy_with_header("{'descr': '|u1"), "not a valid .npy"),
+        (npy_with_header("((("), "not a valid .npy"),
+        (npy_with_header("{" + "[" * 3000 + "]" * 3000 + "}"), "not a valid .npy"),
     ],
 )
 def test_unusable_uploads_are_rejected_with_the_reason(data, message):

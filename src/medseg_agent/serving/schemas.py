@@ -14,8 +14,9 @@ import math
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from medseg_agent.protocols.base import ParseFailure, parse_number
 from medseg_agent.serving.images import IMAGE_ID_PATTERN
 from medseg_agent.vocabulary.actions import CoordinateSpace
 from medseg_agent.vocabulary.prompts import Prediction
@@ -25,6 +26,18 @@ ImageId = Annotated[
 ]
 MAX_ARRAY_SIDE = 4096
 MAX_ARRAY_ELEMENTS = 16 * 1024 * 1024
+
+
+def _coordinate(value: Any) -> float:
+    """The environment's number rule (:func:`parse_number`), so the server refuses what an episode
+    refuses: booleans (JSON ``true`` is not 1), "4_5_0", non-ASCII digits, NaN and huge values."""
+    try:
+        return parse_number(value, "coordinates")
+    except ParseFailure as exc:
+        raise ValueError(exc.error.message) from None
+
+
+Coordinate = Annotated[float, BeforeValidator(_coordinate)]
 
 
 class _Strict(BaseModel):
@@ -87,11 +100,11 @@ class ImageInfo(BaseModel):
 class PromptIn(_Strict):
     """One :class:`~medseg_agent.vocabulary.prompts.Prompt` in full-resolution pixels."""
 
-    box: Annotated[list[float], Field(min_length=4, max_length=4)] | None = Field(
+    box: Annotated[list[Coordinate], Field(min_length=4, max_length=4)] | None = Field(
         None, description="[x1, y1, x2, y2] pixels, x1 <= x2, y1 <= y2"
     )
     points: Annotated[
-        list[Annotated[list[float], Field(min_length=2, max_length=2)]], Field(max_length=256)
+        list[Annotated[list[Coordinate], Field(min_length=2, max_length=2)]], Field(max_length=256)
     ] = Field(default_factory=list, description="[[x, y], ...] pixels")
     labels: Annotated[list[Literal[0, 1]], Field(max_length=256)] = Field(
         default_factory=list, description="1 positive, 0 negative; one per point"
@@ -150,14 +163,14 @@ class BoxAction(BaseModel):
     """``add_bbox`` arguments, as a model writes them."""
 
     model_config = ConfigDict(allow_inf_nan=False)
-    bbox_2d: Annotated[list[float], Field(min_length=4, max_length=4, description="[x1, y1, x2, y2]")]
+    bbox_2d: Annotated[list[Coordinate], Field(min_length=4, max_length=4, description="[x1, y1, x2, y2]")]
 
 
 class PointAction(BaseModel):
     """``add_point`` arguments, as a model writes them."""
 
     model_config = ConfigDict(allow_inf_nan=False)
-    point_2d: Annotated[list[float], Field(min_length=2, max_length=2, description="[x, y]")]
+    point_2d: Annotated[list[Coordinate], Field(min_length=2, max_length=2, description="[x, y]")]
     point_type: Literal["positive", "negative"]
 
 
