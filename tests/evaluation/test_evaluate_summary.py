@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -13,26 +14,27 @@ from medseg_agent.evaluation.summary import (
     aggregate,
     class_mean,
     iou_by_action,
+    result_from_record,
     summarize,
     timing,
     write_summary,
 )
 
 
-def result(key, target, dice, *, modality="CT", hd95=3.0, turns=2, actions=2, errors=0, stop="stop_action",
+def result(key, target, dice, *, modality="CT", hd95=3.0, turns=2, replies=2, errors=0, stop="stop_action",
            trace=(0.5,), failure=None):
     return SampleResult(
         key, "d1", modality, target, dice=dice, iou=dice / (2 - dice), nsd=dice, hd95=hd95, turns=turns,
-        actions=actions, format_errors=errors, stop_reason=stop, iou_trace=list(trace),
-        policy_seconds=[0.1] * turns, tool_seconds=[0.2] * turns, env_seconds=[0.01] * turns, failure=failure,
+        replies=replies, format_errors=errors, stop_reason=stop, iou_trace=list(trace),
+        policy_seconds=[0.1] * replies, tool_seconds=[0.2] * replies, env_seconds=[0.01] * replies, failure=failure,
     )
 
 
 RESULTS = [
-    result("a", "liver", 0.9, turns=3, actions=2, errors=1),
+    result("a", "liver", 0.9, turns=2, replies=3, errors=1),
     result("b", "liver", 0.7, hd95=math.inf, stop="turn_limit", trace=(0.3, 0.6)),
     result("c", "liver", 0.8),
-    result("d", "kidney", 0.2, modality="MRI", stop="too_many_errors", turns=3, actions=0, errors=3, trace=()),
+    result("d", "kidney", 0.2, modality="MRI", stop="too_many_errors", turns=0, replies=3, errors=3, trace=()),
     SampleResult("e", "d1", "MRI", "kidney", failure="ToolError: bad image"),
 ]
 
@@ -44,7 +46,7 @@ def test_sample_mean_class_mean_and_rates():
     assert overall["hd95"] == pytest.approx(3.0) and overall["hd95_inf"] == 1  # inf counted, not averaged
     assert overall["format_error_rate"] == pytest.approx(4 / 10)  # invalid replies / replies
     assert overall["stop_rate"] == pytest.approx(0.5)
-    assert overall["turns"] == pytest.approx(2.5) and overall["actions"] == pytest.approx(1.5)
+    assert overall["turns"] == pytest.approx(1.5) and overall["replies"] == pytest.approx(2.5)
     classes = class_mean(RESULTS)
     assert classes["n"] == 2 and classes["dice"] == pytest.approx((0.8 + 0.2) / 2)  # each class once
     rows = {(r["level"], r["name"]): r for r in summarize(RESULTS)}
@@ -59,11 +61,33 @@ def test_iou_curves_carry_the_last_value_forward():
     assert len(curves["all"]) == 3
 
 
-def test_timing_splits_each_turn():
+def test_timing_splits_each_reply():
     times = timing(RESULTS)
-    assert times["turns"] == 10
-    assert times["policy_per_turn"] == pytest.approx(0.1) and times["tool_per_turn"] == pytest.approx(0.2)
-    assert times["total_per_turn"] == pytest.approx(0.31)
+    assert times["replies"] == 10
+    assert times["policy_per_reply"] == pytest.approx(0.1) and times["tool_per_reply"] == pytest.approx(0.2)
+    assert times["total_per_reply"] == pytest.approx(0.31)
+
+
+def test_turns_are_interaction_turns_everywhere(shape_tool, disc):
+    """One definition (issue 10 item 10): a box, a click, an invalid reply and the stop are 2 turns and
+    4 replies, in evaluate's summary as in the trajectory summary and the reward sandbox."""
+    from medseg_agent.environment.actions import AddBox, AddPoint, Stop
+    from medseg_agent.environment.episode import SegmentationEnv
+    from medseg_agent.experts.generate import StoredSample
+    from medseg_agent.experts.summary import group_stats
+    from medseg_agent.rewards.facts import episode_facts
+
+    env = SegmentationEnv(shape_tool)
+    env.reset(disc.image, disc.target, disc.mask)
+    env.step(action=AddBox(300, 200, 700, 800))
+    env.step("no action here")
+    env.step(action=AddPoint(500, 500, True))
+    env.step(action=Stop())
+    sample = result_from_record("k", env.record)
+    assert (sample.turns, sample.replies, sample.format_errors) == (2, 4, 1)
+    stored = StoredSample("k", "s", "d", "CT", "disc", "test", Path("x.png"), [env.record])
+    assert group_stats([stored])["mean_turns"] == 2 and group_stats([stored])["mean_replies"] == 4
+    assert episode_facts(env.record).num_tool_turns == 2
 
 
 def test_written_tables_are_strict_json_csv_and_markdown(tmp_path):

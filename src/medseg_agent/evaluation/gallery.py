@@ -71,7 +71,7 @@ def write_gallery(
                 continue
             ax.imshow(panel(record, image))
             ax.set_title(
-                f"{label}: Dice {result.dice:.3f}\n{result.target[:38]}\n{result.modality} · {result.actions} actions",
+                f"{label}: Dice {result.dice:.3f}\n{result.target[:38]}\n{result.modality} · {result.turns} turns",
                 fontsize=7,
             )
     fig.suptitle("final mask (green) vs ground truth (magenta)", fontsize=9)

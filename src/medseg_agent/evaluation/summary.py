@@ -6,7 +6,10 @@ Definitions (one place, used by every table):
   HD95 is averaged over samples where it is finite; ``hd95_inf`` counts the others (an empty
   prediction or reference). Means are sample means; the ``class mean`` row averages the per-target
   means, so every target class weighs the same.
-- turns: policy replies per episode (valid or not); actions: replies that ran the tool.
+- turns: interaction turns, the replies that ran the tool (boxes and clicks); the stop and invalid
+  replies are not turns. The project's one definition: the benchmarks, the trajectory summaries and
+  the reward sandbox count the same way (``TrajectoryRecord.num_interactions``).
+- replies: every policy reply (turns, the stop, invalid replies).
 - format_error_rate: invalid replies / replies (a refused first stop is not a format error).
 - stop_rate: episodes the policy ended with ``stop_action`` (rather than the turn or error limit).
 - failed: samples the tool could not process; they are left out of every mean.
@@ -47,11 +50,11 @@ class SampleResult:
     nsd: float | None = None
     hd95: float | None = None
     turns: int = 0
-    actions: int = 0
+    replies: int = 0
     format_errors: int = 0
     stop_reason: str = ""
     iou_trace: list[float] = field(default_factory=list)
-    policy_seconds: list[float] = field(default_factory=list)  # per turn
+    policy_seconds: list[float] = field(default_factory=list)  # per reply
     tool_seconds: list[float] = field(default_factory=list)
     env_seconds: list[float] = field(default_factory=list)
     encode_seconds: float = 0.0
@@ -71,8 +74,8 @@ def result_from_record(key: str, record: TrajectoryRecord) -> SampleResult:
         modality=record.modality or "unknown",
         target=record.target or "unknown",
         **{m: (None if metrics.get(m) is None else float(metrics[m])) for m in METRICS},
-        turns=len(record.turns),
-        actions=record.num_interactions,
+        turns=record.num_interactions,
+        replies=len(record.turns),
         format_errors=sum(1 for t in record.turns if t.error and t.error.kind is not ErrorKind.REJECTED),
         stop_reason=record.stop_reason or "",
         iou_trace=record.iou_trace(),
@@ -122,9 +125,9 @@ def aggregate(members: Sequence[SampleResult]) -> dict[str, Any]:
     finite = [r.hd95 for r in scored if r.hd95 is not None and math.isfinite(r.hd95)]
     row["hd95"] = _mean(finite)
     row["hd95_inf"] = len(scored) - len(finite)
-    replies = sum(r.turns for r in ran)
+    replies = sum(r.replies for r in ran)
     row["turns"] = _mean([r.turns for r in ran])
-    row["actions"] = _mean([r.actions for r in ran])
+    row["replies"] = _mean([r.replies for r in ran])
     row["format_error_rate"] = sum(r.format_errors for r in ran) / replies if replies else None
     row["stop_rate"] = _mean([1.0 if r.stop_reason == StopReason.STOP_ACTION else 0.0 for r in ran])
     return row
@@ -135,7 +138,7 @@ def class_mean(results: Sequence[SampleResult]) -> dict[str, Any]:
     per_class = [aggregate(group) for group in _groups(results, "target").values()]
     per_class = [row for row in per_class if row["n"]]
     out: dict[str, Any] = {"n": len(per_class), "failed": sum(1 for r in results if r.failure)}
-    for column in ("dice", "iou", "nsd", "hd95", "turns", "actions", "format_error_rate", "stop_rate"):
+    for column in ("dice", "iou", "nsd", "hd95", "turns", "replies", "format_error_rate", "stop_rate"):
         values = [row[column] for row in per_class if row[column] is not None]
         out[column] = _mean(values)
         if column in ("dice", "iou", "nsd"):  # the spread between classes, not within them
@@ -181,17 +184,17 @@ def iou_by_action(results: Sequence[SampleResult], max_actions: int, level: str 
 
 
 def timing(results: Sequence[SampleResult]) -> dict[str, float | None]:
-    """Wall time per turn split into policy / tool / environment, and per episode (seconds)."""
+    """Wall time per reply split into policy / tool / environment, and per episode (seconds)."""
     ran = [r for r in results if r.failure is None]
     policy = [s for r in ran for s in r.policy_seconds]
     tool = [s for r in ran for s in r.tool_seconds]
     env = [s for r in ran for s in r.env_seconds]
     return {
-        "turns": len(policy),
-        "policy_per_turn": _mean(policy),
-        "tool_per_turn": _mean(tool),
-        "env_per_turn": _mean(env),
-        "total_per_turn": _mean([p + t + e for p, t, e in zip(policy, tool, env, strict=True)]),
+        "replies": len(policy),
+        "policy_per_reply": _mean(policy),
+        "tool_per_reply": _mean(tool),
+        "env_per_reply": _mean(env),
+        "total_per_reply": _mean([p + t + e for p, t, e in zip(policy, tool, env, strict=True)]),
         "encode_per_episode": _mean([r.encode_seconds for r in ran]),
         "wall_per_episode": _mean([r.wall_seconds for r in ran]),
     }
@@ -205,7 +208,7 @@ TABLE_COLUMNS = (
     ("nsd", "NSD"),
     ("hd95", "HD95"),
     ("turns", "turns"),
-    ("actions", "actions"),
+    ("replies", "replies"),
     ("format_error_rate", "format err"),
     ("stop_rate", "stop rate"),
     ("failed", "failed"),
@@ -225,7 +228,7 @@ def _cell(row: dict[str, Any], column: str) -> str:
         return f"{row[column]:.3f} ± {row[f'{column}_std']:.3f}"
     if column == "hd95" and row.get("hd95_inf"):
         return f"{_fmt(row['hd95'], 2)} ({row['hd95_inf']} ∞)"
-    return _fmt(row.get(column), 2 if column in ("hd95", "turns", "actions") else 3)
+    return _fmt(row.get(column), 2 if column in ("hd95", "turns", "replies") else 3)
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -258,12 +261,12 @@ def summary_markdown(
         return "–" if value is None else f"{value * 1000:.1f}"
 
     parts += [
-        f"## Wall time per turn, ms ({times['turns']} turns)",
+        f"## Wall time per reply, ms ({times['replies']} replies)",
         "",
         markdown_table(
             ["policy", "tool", "environment", "total", "encode / episode", "wall / episode"],
-            [[ms(times["policy_per_turn"]), ms(times["tool_per_turn"]), ms(times["env_per_turn"]),
-              ms(times["total_per_turn"]), ms(times["encode_per_episode"]), ms(times["wall_per_episode"])]],
+            [[ms(times["policy_per_reply"]), ms(times["tool_per_reply"]), ms(times["env_per_reply"]),
+              ms(times["total_per_reply"]), ms(times["encode_per_episode"]), ms(times["wall_per_episode"])]],
         ),
         "",
     ]
@@ -285,7 +288,7 @@ def rows_csv(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def per_sample_rows(results: Sequence[SampleResult]) -> list[dict[str, Any]]:
-    keep = ("key", "dataset", "modality", "target", *METRICS, "turns", "actions", "format_errors", "stop_reason",
+    keep = ("key", "dataset", "modality", "target", *METRICS, "turns", "replies", "format_errors", "stop_reason",
             "failure")
     return [{k: asdict(r)[k] for k in keep} for r in results]
 
