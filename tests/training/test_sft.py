@@ -138,3 +138,46 @@ def test_an_export_folder_loads_its_trl_file(tmp_path):
     (export / "medseg_expert.verl_rl.parquet").write_bytes(b"not read")
     dataset = load_sft_dataset(export)
     assert len(dataset) == 4 and dataset[0]["messages"][0]["role"] == "system"
+
+
+def test_set_overrides_every_key_the_command_sets(tmp_path):
+    """Issue 10 item 11: ``train sft --set KEY=VALUE`` crashed for keys the command also sets."""
+    from trl import SFTConfig
+
+    from medseg_agent.training.sft import sft_config_kwargs
+
+    extra = {"logging_steps": 3, "gradient_checkpointing": False, "warmup_ratio": 0.2, "lr_scheduler_type": "constant",
+             "seed": 7, "bf16": False, "save_total_limit": 5, "learning_rate": 2e-4, "warmup_steps": 4}
+    kwargs = sft_config_kwargs(SFTOptions(model="m", data="d", output_dir=str(tmp_path), extra=extra), True)
+    assert {k: kwargs[k] for k in extra} == extra
+    config = SFTConfig(**{**kwargs, "use_cpu": True})
+    assert (config.seed, config.logging_steps, config.save_total_limit, config.warmup_ratio) == (7, 3, 5, 0.2)
+    assert kwargs["logging_first_step"]  # a run shorter than the logging interval still logs a loss
+    with pytest.raises(ValueError, match="--set warmup_stepz: not a field"):
+        sft_config_kwargs(SFTOptions(model="m", data="d", output_dir=str(tmp_path), extra={"warmup_stepz": 1}))
+
+
+def test_loss_summary_never_prints_nan():
+    from medseg_agent.training.sft import loss_summary
+
+    assert loss_summary([2.5, 1.25], 20) == "loss 2.5000 -> 1.2500 (2 logged)"
+    assert loss_summary([2.5], 3) == "loss 2.5000 (logged once)"
+    assert "nan" not in loss_summary([], 2) and "no loss logged in 2 step(s)" in loss_summary([], 2)
+
+
+@pytest.mark.slow
+def test_cli_sft_shorter_than_the_logging_interval_with_overrides(tiny_qwen, tmp_path):
+    from typer.testing import CliRunner
+
+    from medseg_agent.cli.app import app
+
+    data = sft_parquet(tmp_path)
+    args = ["train", "sft", "--model", str(tiny_qwen), "--data", str(data), "--out", str(tmp_path / "o"), "--cpu",
+            "--max-steps", "2", "--batch-size", "2", "--grad-accum", "1", "--set", "logging_steps=10",
+            "--set", "seed=3", "--set", "warmup_ratio=0.1", "--set", "save_total_limit=1",
+            "--set", "gradient_checkpointing=false", "--set", "bf16=false", "--set", "lr_scheduler_type=constant"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "trained 2 steps" in result.output and "nan" not in result.output and "(logged once)" in result.output
+    bad = CliRunner().invoke(app, [*args[:-2], "--set", "no_such_field=1"])
+    assert bad.exit_code == 2 and "not a field of TRL's SFTConfig" in " ".join(bad.output.split())

@@ -73,7 +73,7 @@ def sft(
 
     Example: medseg-agent train sft --model Qwen/Qwen3-VL-8B-Instruct --data runs/sft.parquet --out runs/sft --lora
     """
-    from medseg_agent.training.sft import SFTDataError, SFTOptions, run_sft
+    from medseg_agent.training.sft import SFTDataError, SFTOptions, loss_summary, run_sft
 
     options = SFTOptions(
         model=model,
@@ -99,13 +99,12 @@ def sft(
     )
     try:
         result = run_sft(options)
-    except (SFTDataError, FileNotFoundError) as exc:
+    except (SFTDataError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
         return
-    first, last = (result.losses[0], result.losses[-1]) if result.losses else (float("nan"), float("nan"))
     console.print(
         f"trained {result.steps} steps ({result.trainable_parameters:,} of {result.total_parameters:,} parameters), "
-        f"loss {first:.4f} -> {last:.4f}; model in {result.output_dir}"
+        f"{loss_summary(result.losses, result.steps)}; model in {result.output_dir}"
     )
 
 

@@ -260,6 +260,50 @@ class _LossRecorder:
         self.callback = Callback()
 
 
+def sft_config_kwargs(options: SFTOptions, bf16_available: bool = False) -> dict[str, Any]:
+    """``SFTConfig`` keywords for ``options``; ``options.extra`` (``--set KEY=VALUE``) comes last and
+    overrides any of them, the ones the command sets itself included."""
+    kwargs: dict[str, Any] = {
+        "output_dir": str(options.output_dir),
+        "learning_rate": options.learning_rate,
+        "num_train_epochs": options.epochs,
+        "max_steps": options.max_steps,
+        "per_device_train_batch_size": options.batch_size,
+        "gradient_accumulation_steps": options.grad_accum,
+        "max_length": options.max_length,
+        "warmup_ratio": options.warmup_ratio,
+        "lr_scheduler_type": options.lr_scheduler,
+        "gradient_checkpointing": options.gradient_checkpointing,
+        "bf16": options.bf16 if options.bf16 is not None else bf16_available,
+        "seed": options.seed,
+        "logging_steps": options.logging_steps,
+        "logging_first_step": True,  # a run shorter than logging_steps still reports a loss
+        "save_steps": options.save_steps,
+        "save_total_limit": options.save_total_limit,
+        "report_to": options.report_to,
+        "use_cpu": options.use_cpu,
+        "remove_unused_columns": False,
+        "dataset_kwargs": {"skip_prepare_dataset": True},
+    }
+    import dataclasses
+
+    from trl import SFTConfig
+
+    unknown = sorted(set(options.extra) - {f.name for f in dataclasses.fields(SFTConfig)})
+    if unknown:
+        raise ValueError(f"--set {', '.join(unknown)}: not a field of TRL's SFTConfig (see its documentation)")
+    return {**kwargs, **options.extra}
+
+
+def loss_summary(losses: list[float], steps: int) -> str:
+    """The loss line of the command's report, without "nan" when fewer losses were logged."""
+    if not losses:
+        return f"no loss logged in {steps} step(s) (resumed past the logging steps? --set logging_steps=1)"
+    if len(losses) == 1:
+        return f"loss {losses[0]:.4f} (logged once)"
+    return f"loss {losses[0]:.4f} -> {losses[-1]:.4f} ({len(losses)} logged)"
+
+
 def run_sft(options: SFTOptions, dataset: Any | None = None) -> SFTResult:
     """Train, save (merged when LoRA + ``merge_lora``) with the processor, and return the losses.
 
@@ -288,31 +332,7 @@ def run_sft(options: SFTOptions, dataset: Any | None = None) -> SFTResult:
             target_modules=LANGUAGE_LORA_TARGETS if options.freeze_vision else "all-linear",
             task_type="CAUSAL_LM",
         )
-    bf16 = (
-        options.bf16 if options.bf16 is not None else bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    )
-    config = SFTConfig(
-        output_dir=str(output_dir),
-        learning_rate=options.learning_rate,
-        num_train_epochs=options.epochs,
-        max_steps=options.max_steps,
-        per_device_train_batch_size=options.batch_size,
-        gradient_accumulation_steps=options.grad_accum,
-        max_length=options.max_length,
-        warmup_ratio=options.warmup_ratio,
-        lr_scheduler_type=options.lr_scheduler,
-        gradient_checkpointing=options.gradient_checkpointing,
-        bf16=bf16,
-        seed=options.seed,
-        logging_steps=options.logging_steps,
-        save_steps=options.save_steps,
-        save_total_limit=options.save_total_limit,
-        report_to=options.report_to,
-        use_cpu=options.use_cpu,
-        remove_unused_columns=False,
-        dataset_kwargs={"skip_prepare_dataset": True},
-        **options.extra,
-    )
+    config = SFTConfig(**sft_config_kwargs(options, bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())))
     collator = AssistantOnlyCollator(processor, options.max_length, options.assistant_only)
     recorder = _LossRecorder()
     trainer = SFTTrainer(
