@@ -5,8 +5,10 @@
 from __future__ import annotations
 
 import importlib
+import sys
 
 import typer
+from typer import rich_utils
 
 app = typer.Typer(
     name="medseg-agent",
@@ -20,6 +22,11 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     rich_markup_mode="markdown",
 )
+
+# Help piped to a file, a pager or a CI log gets the width our tables get (rich would assume 80
+# columns and cut long option names such as --max-consecutive-errors); TERMINAL_WIDTH still wins.
+if rich_utils.MAX_WIDTH is None and not sys.stdout.isatty():
+    rich_utils.MAX_WIDTH = 140
 
 # Modules under medseg_agent.cli that define register(app). Listed in --help order.
 COMMAND_MODULES = (

@@ -125,7 +125,7 @@ ModelPathOption = Annotated[
 ]
 NativeToolsOption = Annotated[
     bool,
-    typer.Option("--native-tools", help="Structured function calling (tools=) instead of <tool_call> text.",
+    typer.Option("--native-tools", help="Structured function calling (tools=) instead of `<tool_call>` text.",
                  rich_help_panel=PANEL_MODEL),
 ]
 HistoryOption = Annotated[

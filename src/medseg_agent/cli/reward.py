@@ -116,7 +116,7 @@ def explain(
     Shows the total, every term, each weighted contribution, the clipped groups and a per-turn table (IoU,
     gain, click correctness, redundancy, IBIS step terms).
 
-    Example: medseg-agent reward explain runs/traj/records/sample.json --reward medsam_agent
+    Example: medseg-agent reward explain runs/eval/records.jsonl --line 3 --reward medsam_agent
     """
     from medseg_agent.environment.record import RecordError, load_record
     from medseg_agent.rewards import score_record

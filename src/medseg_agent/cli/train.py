@@ -67,11 +67,13 @@ def sft(
 ) -> None:
     """Stage 1: supervised fine-tuning on expert trajectories (TRL SFTTrainer).
 
-    Rows are conversational: `messages` with image placeholders in user turns + `images`. Resumes from the
-    last checkpoint in OUT after a
-    kill. The result (LoRA merged by default) loads with `--policy hf --model OUT/final`.
+    Rows are conversational: `messages` with image placeholders in user turns + `images`, e.g.
+    `runs/export/medseg_expert.hf.parquet` from `trajectories export`. Resumes from the last checkpoint
+    in OUT after a kill. The result (LoRA merged by default) loads with
+    `--policy hf --model-path OUT/final`.
 
-    Example: medseg-agent train sft --model Qwen/Qwen3-VL-8B-Instruct --data runs/sft.parquet --out runs/sft --lora
+    Example: `medseg-agent train sft --model Qwen/Qwen3-VL-8B-Instruct
+    --data runs/export/medseg_expert.hf.parquet --out runs/sft --lora`
     """
     from medseg_agent.training.sft import SFTDataError, SFTOptions, loss_summary, run_sft
 

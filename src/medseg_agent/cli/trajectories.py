@@ -64,7 +64,7 @@ def generate(
     protocol: Annotated[
         str,
         typer.Option(
-            "--protocol", help="medsam (tool calls, boxes and points) or ibis (<think> + click actions)."
+            "--protocol", help="medsam (tool calls, boxes and points) or ibis (`<think>` + click actions)."
         ),
     ] = "medsam",
     mode: Annotated[
@@ -88,7 +88,7 @@ def generate(
         bool | None,
         typer.Option(
             "--reasoning/--no-reasoning",
-            help="Write the rationale as <think> reasoning (default: on for ibis, off for medsam).",
+            help="Write the rationale as `<think>` reasoning (default: on for ibis, off for medsam).",
         ),
     ] = None,
     delta: Annotated[
@@ -301,14 +301,16 @@ def export(
 ) -> None:
     """Export trajectories as training data; every turn's overlay is written to OUT/images/.
 
-    sharegpt: OUT/<name>.sharegpt.json + OUT/dataset_info.json entry (set LLaMA-Factory's dataset_dir to OUT).
-    hf: OUT/<name>.hf.parquet, columns messages ({"type": "image"} placeholders in user turns) and images.
-    verl-sft: OUT/<name>.verl_sft.parquet (messages with <image> tokens, images) for verl's multi-turn SFT.
-    verl-rl: OUT/<name>.verl_rl.parquet, one row per sample, the rows `medseg-agent train rl-data` writes
-    (prompt, images, agent_name, reward_model.ground_truth with the mask as RLE, extra_info with index,
-    sample id, target, modality and the tools' episode kwargs); medsam protocol only.
+    - sharegpt: `OUT/<name>.sharegpt.json` + an `OUT/dataset_info.json` entry (LLaMA-Factory's
+      `dataset_dir: OUT`).
+    - hf: `OUT/<name>.hf.parquet`, columns `messages` (`{"type": "image"}` placeholders in user turns)
+      and `images` (TRL SFTTrainer, `medseg-agent train sft`).
+    - verl-sft: `OUT/<name>.verl_sft.parquet` (`messages` with `<image>` tokens, `images`) for verl's
+      multi-turn SFT.
+    - verl-rl: `OUT/<name>.verl_rl.parquet`, one row per sample, the rows `medseg-agent train rl-data`
+      writes; medsam protocol only (skipped, with a message, for ibis trajectories).
 
-    Example: medseg-agent trajectories export runs/traj --out runs/sft -f hf -f verl-rl
+    Example: `medseg-agent trajectories export runs/traj --out runs/export -f hf -f verl-rl`
     """
     from medseg_agent.exports import write_exports
 
