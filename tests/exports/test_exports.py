@@ -211,3 +211,35 @@ def test_export_command(tmp_path, shape_tool):
     assert list((out / "images").rglob("*.png"))
     result = CliRunner().invoke(trajectories_app, ["export", str(folder), "--out", str(out), "-f", "csv"])
     assert result.exit_code == 2 and "unknown --format csv" in result.output
+
+
+def test_ibis_trajectories_with_the_default_formats_skip_verl_rl_and_say_so(tmp_path, shape_tool):
+    """Issue 10 item 13: the default (all formats) used to abort on verl-rl and write nothing."""
+    folder = generate(tmp_path / "traj", shape_tool, protocol="ibis")
+    out = tmp_path / "export"
+    result = CliRunner().invoke(trajectories_app, ["export", str(folder), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    message = " ".join(result.output.split())
+    assert "warning: verl-rl skipped:" in message and "medsam protocol" in message
+    written = {p.name for p in out.glob("*.*")}
+    assert written == {"medseg_expert.sharegpt.json", "dataset_info.json", "medseg_expert.hf.parquet",
+                       "medseg_expert.verl_sft.parquet"}
+    assert not list(out.glob(".*.tmp"))  # the dropped writer left no temporary file
+    explicit = CliRunner().invoke(trajectories_app, ["export", str(folder), "--out", str(tmp_path / "rl"), "-f",
+                                                     "verl-rl"])
+    assert explicit.exit_code == 2 and "medsam protocol" in " ".join(explicit.output.split())
+
+
+def test_export_files_are_readable_by_the_team(tmp_path, shape_tool):
+    """Issue 10 item 13: exports were 0600 (mkstemp's mode survived the rename); rl-data writes 0644."""
+    import os
+
+    folder = generate(tmp_path / "traj", shape_tool)
+    out = tmp_path / "export"
+    old = os.umask(0o022)
+    try:
+        write_exports(folder, out, ["sharegpt", "hf", "verl-sft", "verl-rl"])
+    finally:
+        os.umask(old)
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert files and {oct(p.stat().st_mode & 0o777) for p in files} == {oct(0o644)}

@@ -81,6 +81,12 @@ def test_verl_config_and_rl_dry_run(tmp_path):
     )
     result = runner.invoke(cli(), [*args, "--dry-run", "--", "trainer.no_such_key=1"])
     assert result.exit_code == 2 and "no_such_key" in text(result)
+    # Issue 10 item 13: validating on the training file is said, not silent.
+    assert "no --val: verl validates on the training file(s)" in output
+    assert f"data.val_files=[{tmp_path / 'rl.parquet'}]" in output
+    val = tmp_path / "val.parquet"
+    result = runner.invoke(cli(), [*args, "--val", str(val), "--dry-run"])
+    assert result.exit_code == 0 and "no --val" not in text(result) and f"data.val_files=[{val}]" in text(result)
 
 
 def test_sft_command_names_bad_data(tmp_path):

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from medseg_agent.cli.common import console, err_console, fail
+from medseg_agent.cli.common import console, err_console, fail, warn
 
 train_app = typer.Typer(
     help=(
@@ -251,6 +251,11 @@ def rl(
         recipe=str(recipe) if recipe else None,
         overrides=list(overrides or []),
     )
+    if not options.val_files:
+        warn(
+            f"no --val: verl validates on the training file(s) {', '.join(options.train_files)}, which says "
+            "nothing about held-out data; pass --val (e.g. `train rl-data --data data/val --out runs/rl/val.parquet`)"
+        )
     args = prepare_run(options)
     try:
         compose_verl_config(args)

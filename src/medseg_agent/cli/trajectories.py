@@ -20,6 +20,7 @@ from medseg_agent.cli.common import (
     fail,
     make_tool,
     say,
+    warn,
 )
 from medseg_agent.experts import defaults
 
@@ -318,6 +319,9 @@ def export(
     unknown = [f for f in chosen if f not in FORMATS]
     if unknown:
         fail(f"unknown --format {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
+    def skipped(fmt: str, reason: str) -> None:  # only the default "all formats" skips what does not apply
+        warn(f"{fmt} skipped: {reason}")
+
     try:
         written = write_exports(
             folder,
@@ -327,6 +331,7 @@ def export(
             min_final_iou=min_final_iou,
             max_images=max_images,
             split=split,
+            on_skip=None if formats else skipped,
         )
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))

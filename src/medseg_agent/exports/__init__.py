@@ -6,11 +6,11 @@ every image is a PNG file under ``<out>/images/`` and, in the Parquet files, emb
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from medseg_agent.exports.common import ExportItem, iter_items
+from medseg_agent.exports.common import ExportItem, FormatNotApplicable, iter_items
 
 
 def _writer(fmt: str, out: Path, name: str) -> Any:
@@ -42,8 +42,13 @@ def write_exports(
     min_final_iou: float = 0.0,
     max_images: int | None = None,
     split: str | None = None,
+    on_skip: Callable[[str, str], None] | None = None,
 ) -> dict[str, tuple[Path, int]]:
-    """Export the trajectories of a generation ``folder`` to ``out``; returns {format: (file, rows)}."""
+    """Export the trajectories of a generation ``folder`` to ``out``; returns {format: (file, rows)}.
+
+    A format that cannot hold the trajectories (:class:`FormatNotApplicable`) raises, or, with
+    ``on_skip``, is dropped, its partial file removed, and ``on_skip(format, reason)`` called.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     writers = {fmt: _writer(fmt, out, name) for fmt in dict.fromkeys(formats)}
@@ -51,8 +56,15 @@ def write_exports(
     try:
         for item in iter_items(folder, out, min_final_iou=min_final_iou, max_images=max_images, split=split):
             count += 1
-            for writer in writers.values():
-                writer.add(item)
+            for fmt, writer in list(writers.items()):
+                try:
+                    writer.add(item)
+                except FormatNotApplicable as exc:
+                    if on_skip is None:
+                        raise
+                    writer.abort()
+                    del writers[fmt]
+                    on_skip(fmt, str(exc))
         if count == 0:
             raise ValueError(f"no trajectory in {folder} to export (check --min-final-iou and --split)")
     except BaseException:
@@ -62,4 +74,4 @@ def write_exports(
     return {fmt: writer.close() for fmt, writer in writers.items()}
 
 
-__all__ = ["ExportItem", "iter_items", "write_exports"]
+__all__ = ["ExportItem", "FormatNotApplicable", "iter_items", "write_exports"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ import numpy as np
 from medseg_agent.environment.record import TrajectoryRecord
 from medseg_agent.environment.replay import conversation_from_record
 from medseg_agent.experts.generate import IMAGES_DIR, StoredSample, file_stem, load_generation, png_bytes
-from medseg_agent.io.atomic import atomic_write_bytes
+from medseg_agent.io.atomic import atomic_write_bytes, temporary_sibling
 from medseg_agent.io.images import load_image
 from medseg_agent.protocols.conversation import Conversation
 
@@ -36,6 +35,10 @@ class ImageFile:
         """The ``datasets.Image`` storage form: bytes embedded (the parquet is self-contained) plus
         the path of the same image next to it."""
         return {"bytes": self.data, "path": self.path}
+
+
+class FormatNotApplicable(ValueError):
+    """A format that cannot hold these trajectories (e.g. verl RL rows from ibis trajectories)."""
 
 
 @dataclass
@@ -116,8 +119,7 @@ class ParquetRows:
         self.rows = 0
         self._batch: list[dict[str, Any]] = []
         self._writer: Any = None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self._tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, self._tmp = temporary_sibling(path)
         os.close(fd)
 
     def add(self, row: dict[str, Any]) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medseg_agent.exports.common import ConversationParquetWriter, ExportItem, ParquetRows
+from medseg_agent.exports.common import ConversationParquetWriter, ExportItem, FormatNotApplicable, ParquetRows
 from medseg_agent.exports.hf_datasets import metadata_features
 from medseg_agent.io.masks import decode_rle
 from medseg_agent.protocols.conversation import to_sharegpt
@@ -58,7 +58,7 @@ class VerlRLWriter:
         self._seen.add(item.sample.key)
         record = item.record
         if record.protocol != "medsam":
-            raise ValueError(
+            raise FormatNotApplicable(
                 f"{item.trajectory_id}: the verl RL export needs trajectories of the medsam protocol (the "
                 f"RL agent loop's), got {record.protocol!r}; export the SFT formats only, or generate "
                 "with --protocol medsam"

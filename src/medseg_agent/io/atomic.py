@@ -9,12 +9,25 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+# The process umask, read once (Python 3.11 can only read it by setting it).
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def temporary_sibling(path: Path) -> tuple[int, str]:
+    """An open temporary file next to ``path`` (to rename over it), with the permissions a plain
+    ``open`` would give (0644 under the usual umask): ``mkstemp``'s 0600 would survive the rename and
+    leave results unreadable to the rest of a team on a shared cluster."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_UMASK)
+    return fd, tmp
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, then rename over ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temporary_sibling(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
