@@ -251,12 +251,12 @@ def ensure_demo(root: Path) -> Path | None:
     if (root / "test_mask").is_dir() and any((root / "test_mask").glob("*.png")):
         return root
     try:
-        from medseg_agent.data.demo import build_demo_dataset
+        from medseg_agent.data.demo import DemoBuildError, build_demo_dataset
     except ImportError:
         return None
     try:
         build_demo_dataset(root)
-    except Exception as exc:  # no network, no apt-get, ...: say so and go on without it
+    except (DemoBuildError, OSError) as exc:  # no network, no apt-get, ...: say so and go on without it
         print(f"could not build the demo dataset: {exc}", file=sys.stderr)
         return None
     return root if (root / "test_mask").is_dir() else None

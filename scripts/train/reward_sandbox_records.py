@@ -15,7 +15,7 @@ Policies (all see the ground truth; their quality differs by construction):
 - ``noisy-clicker``: 40 % of clicks land on a random pixel with a random sign (bad process);
 - ``box-clicker-padded``: ``box-clicker`` with a click on an already-correct pixel after every
   corrective click (same masks, wasted turns: tests the turn and redundancy terms);
-- ``expert``: the project's simulated expert, when installed.
+- ``expert``: the project's simulated expert.
 
 Resumes: existing records are kept. Usage:
 
@@ -37,6 +37,7 @@ from medseg_agent.experts.strategy import bounding_box, jittered_box
 from medseg_agent.policies.base import EpisodeContext, Policy, PolicyReply
 from medseg_agent.policies.clicker import ClickerPolicy
 from medseg_agent.policies.clicks import interior_distance
+from medseg_agent.policies.registry import build_policy
 from medseg_agent.policies.runner import run_episode
 from medseg_agent.runs.parallel import progress_bar
 from medseg_agent.tools.base import SegmentationTool
@@ -105,13 +106,7 @@ def policies(tool: SegmentationTool) -> dict[str, tuple[Callable[[], Policy], in
         "noisy-clicker": (lambda: BoxThenClicks("noisy-clicker", False, 5, 0.9, noise=0.4), 5),
         "box-clicker-padded": (lambda: BoxThenClicks("box-clicker-padded", True, 7, 0.9, padding=True), 8),
     }
-    try:
-        from medseg_agent.policies.registry import build_policy
-
-        build_policy("expert", tool=tool)
-        out["expert"] = (lambda: build_policy("expert", tool=tool), 5)
-    except (ValueError, ImportError, TypeError):
-        pass
+    out["expert"] = (lambda: build_policy("expert"), 5)  # it looks ahead on the episode's own tool session
     return out
 
 

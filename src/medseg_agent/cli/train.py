@@ -256,10 +256,16 @@ def rl(
             f"no --val: verl validates on the training file(s) {', '.join(options.train_files)}, which says "
             "nothing about held-out data; pass --val (e.g. `train rl-data --data data/val --out runs/rl/val.parquet`)"
         )
-    args = prepare_run(options)
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        args = prepare_run(options)
+    except (ValueError, OSError) as exc:  # an unreadable --recipe or reward
+        fail(str(exc))
     try:
         compose_verl_config(args)
-    except Exception as exc:  # Hydra raises several types; all mean a bad override
+    except (HydraException, OmegaConfBaseException) as exc:  # an unknown key, a bad value or syntax
         fail(f"verl rejected the configuration: {exc}")
     console.print(shell_command(args), markup=False, soft_wrap=True)
     if dry_run:

@@ -13,7 +13,9 @@ benchmarks and therefore has to be asked for explicitly with ``allow_random_weig
 
 from __future__ import annotations
 
+import pickle
 import re
+import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -84,7 +86,7 @@ def load_state_dict(path: Path, *, model_desc: str) -> dict[str, torch.Tensor]:
     """
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
         raise ToolError(
             f"could not read checkpoint {path} (expected {model_desc} weights saved with torch.save): "
             f"{type(exc).__name__}: {_first_line(exc)}. The file may be truncated (an incomplete "
