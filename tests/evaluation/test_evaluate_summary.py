@@ -71,11 +71,11 @@ def test_timing_splits_each_reply():
 def test_turns_are_interaction_turns_everywhere(shape_tool, disc):
     """One definition (issue 10 item 10): a box, a click, an invalid reply and the stop are 2 turns and
     4 replies, in evaluate's summary as in the trajectory summary and the reward sandbox."""
-    from medseg_agent.environment.actions import AddBox, AddPoint, Stop
     from medseg_agent.environment.episode import SegmentationEnv
     from medseg_agent.experts.generate import StoredSample
     from medseg_agent.experts.summary import group_stats
     from medseg_agent.rewards.facts import episode_facts
+    from medseg_agent.vocabulary.actions import AddBox, AddPoint, Stop
 
     env = SegmentationEnv(shape_tool)
     env.reset(disc.image, disc.target, disc.mask)

@@ -13,8 +13,8 @@ import json
 
 from hypothesis import strategies as st
 
-from medseg_agent.protocols import ToolCall
 from medseg_agent.protocols.base import MAX_REPLY_CHARS
+from medseg_agent.vocabulary.actions import ToolCall
 
 #: Far above the 50 ms target (measured by ``benchmarks/parser_worst_case.py``), far below the
 #: 20-48 s the old regexes took: a loaded CI machine passes, a super-linear parser does not.

@@ -11,13 +11,13 @@ from adversarial_replies import SECONDS_PER_REPLY, ibis_replies, medsam_replies,
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from medseg_agent.environment.actions import AddBox, AddPoint, CoordinateSpace
-from medseg_agent.environment.coordinates import CoordinateFrame
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
 from medseg_agent.environment.record import load_record, save_record
 from medseg_agent.io.atomic import json_safe
 from medseg_agent.policies.chat import reply_from
 from medseg_agent.protocols import get_protocol
+from medseg_agent.vocabulary.actions import AddBox, AddPoint, CoordinateSpace
+from medseg_agent.vocabulary.coordinates import CoordinateFrame
 
 FRAMES = {
     "medsam": CoordinateFrame(CoordinateSpace.NORM1000, (300, 400), (384, 512)),
