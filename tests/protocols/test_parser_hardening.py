@@ -115,6 +115,9 @@ def test_huge_numbers_in_ibis_text(text):
         (medsam, "<think>" * 20_000),
         (medsam, "<tool_call>" * 20_000),
         (medsam, "<think>" * 150_000 + "</think>"),
+        (medsam, "<think></think>" * 70_000),
+        (medsam, "</think>" * 130_000 + "<tool_call>{}</tool_call>"),
+        (medsam, "<tool_call>{}</tool_call>" * 40_000),
         (ibis, "<action>" + "x," * 400_000 + "</action>"),
         (medsam, "<tool_call>" + " " * (MAX_REPLY_CHARS - 30) + "</tool_call>"),
     ],
@@ -122,6 +125,18 @@ def test_huge_numbers_in_ibis_text(text):
 def test_adversarial_tag_and_whitespace_runs_are_linear(protocol, text):
     frame = GRID if protocol is medsam else UNIT
     assert timed_parse(protocol, text, frame).error is not None
+
+
+def test_a_reply_is_one_reasoning_block_not_thousands():
+    error = medsam.parse("<think>a</think>" * 40 + '<tool_call>{"name": "stop_action"}</tool_call>', GRID).error
+    assert error.kind == ErrorKind.TOO_LONG and "80 <think>/</think> tags; at most 64" in error.message
+    text = "<think>a</think>" * 31 + '<tool_call>{"name": "stop_action"}</tool_call>'
+    assert medsam.parse(text, GRID).action == Stop()
+
+
+def test_many_calls_are_counted_in_the_error():
+    error = medsam.parse('<tool_call>{"name": "stop_action"}</tool_call>' * 5000, GRID).error
+    assert error.kind == ErrorKind.MULTIPLE_ACTIONS and "got 5,000" in error.message
 
 
 def test_replies_beyond_the_size_bound_are_refused_unread():
@@ -194,10 +209,10 @@ def test_integer_corner_clicks_on_the_grid_are_not_mistaken_for_normalised():
     assert medsam.parse(point_call(1.5, 0.5), GRID).action == AddPoint(1.5, 0.5, True)
 
 
-# -- item 2: lone surrogates reach the record replaced, never raw --------------------------------
-def test_clean_reply_replaces_lone_surrogates_and_joins_split_pairs():
-    assert clean_reply("a\ud800b") == "a\ufffdb"
-    assert clean_reply("\ud83d\ude00") == "\U0001f600"  # a pair decoded as two escapes is one emoji again
+# -- item 2: lone surrogates reach the record escaped, never raw --------------------------------
+def test_clean_reply_escapes_surrogates_and_keeps_everything_else():
+    assert clean_reply("a\ud800b") == "a\\ud800b"
+    assert clean_reply("x\udfff") == "x\\udfff"
     assert clean_reply("plain") == "plain" and clean_reply("é😀") == "é😀"
 
 
@@ -209,8 +224,8 @@ def test_a_reply_with_a_lone_surrogate_is_recorded_and_reloads(protocol, shape_t
     env.step("", tool_calls=[ToolCall("add_\ud800point", '{"point_2d": ["\ud800"], "point_type": "\udc00"}')])
     env.step(None, tool_calls=[ToolCall("add_point", {"point_2d": ["\ud800", 1], "point_type": "positive"})])
     record = load_record(save_record(env.record, tmp_path / "r.json"))
-    assert record.turns[0].raw_text == "<think>left \ufffd side</think> no action \ufffd"
-    assert record.turns[0].reasoning == "left \ufffd side"
+    assert record.turns[0].raw_text == "<think>left \\ud800 side</think> no action \\udfff"
+    assert record.turns[0].reasoning == "left \\ud800 side"
     assert all(t.error for t in record.turns)
     assert record.model_dump() == env.record.model_dump()
 

@@ -45,8 +45,6 @@ def check_parse(protocol_name, text, calls=None):
         coords = [getattr(result.action, a) for a in ("x", "y", "x1", "y1", "x2", "y2") if hasattr(result.action, a)]
         assert all(math.isfinite(c) for c in coords)
         assert all(frame.in_range(x, y) for x, y in zip(coords[0::2], coords[1::2], strict=True))
-    if result.reasoning is not None:
-        result.reasoning.encode("utf-8")
     return result
 
 

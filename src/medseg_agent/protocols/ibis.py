@@ -11,7 +11,7 @@ import re
 from medseg_agent.protocols.base import (
     ActionProtocol,
     ParseFailure,
-    action_blocks,
+    action_block,
     build_action,
     extract_tag,
     parse_coordinates,
@@ -41,10 +41,7 @@ class IbisProtocol(ActionProtocol):
             "no <action> found; answer with <action>Positive Point (x, y)</action>, "
             "<action>Negative Point (x, y)</action> or <action>Terminate</action>"
         )
-        blocks = action_blocks(text, "action", how)
-        if len(blocks) > 1:
-            raise ParseFailure(ErrorKind.MULTIPLE_ACTIONS, f"exactly one <action> per turn, got {len(blocks)}")
-        body = blocks[0]
+        body = action_block(text, "action", how)
         require_length(body, "the <action>")
         if body.strip().lower() == "terminate":
             return Stop(answer=extract_tag(text, "answer"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from medseg_agent.protocols.base import ActionProtocol, ParseFailure, action_blocks, build_action, load_json
+from medseg_agent.protocols.base import ActionProtocol, ParseFailure, action_block, build_action, load_json
 from medseg_agent.vocabulary.actions import (
     ADD_BBOX,
     ADD_POINT,
@@ -108,10 +108,7 @@ class MedSamProtocol(ActionProtocol):
             return build_action(call.name, call.arguments, frame, self.supported_tools)
         # A final call without </tool_call> is accepted: generation often stops at that token.
         how = 'no tool call found; answer with <tool_call>{"name": ..., "arguments": {...}}</tool_call>'
-        blocks = action_blocks(text, "tool_call", how, unclosed_runs_to_end=True)
-        if len(blocks) > 1:
-            raise ParseFailure(ErrorKind.MULTIPLE_ACTIONS, f"exactly one tool call per turn, got {len(blocks)}")
-        payload = load_json(blocks[0].strip(), "the tool call")
+        payload = load_json(action_block(text, "tool_call", how, unclosed_runs_to_end=True).strip(), "the tool call")
         if not isinstance(payload, dict) or not isinstance(payload.get("name"), str):
             raise ParseFailure(
                 ErrorKind.BAD_JSON, 'the tool call must be an object {"name": ..., "arguments": {...}}'
