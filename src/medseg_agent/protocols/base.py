@@ -256,10 +256,10 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _short_int(literal: str) -> int:
-    if len(literal.lstrip("-")) > MAX_NUMBER_CHARS:
+    digits = len(literal.lstrip("-"))
+    if digits > MAX_NUMBER_CHARS:
         raise ParseFailure(
-            ErrorKind.BAD_ARGUMENT,
-            f"a number with {len(literal.lstrip('-')):,} digits; numbers have at most {MAX_NUMBER_CHARS}",
+            ErrorKind.BAD_ARGUMENT, f"a number with {digits:,} digits; numbers have at most {MAX_NUMBER_CHARS}"
         )
     return int(literal)
 
