@@ -112,7 +112,7 @@ def fetch_mricron_templates(cache: Path | None = None, progress: Progress | None
             try:
                 log(f"apt-get unavailable or failed; fetching {MRICRON_DEB_URL}")
                 url_download(MRICRON_DEB_URL, deb, MRICRON_DEB_SHA256)
-            except Exception as exc:
+            except (OSError, ValueError, DemoBuildError) as exc:  # no network, a refused URL, a bad checksum
                 raise DemoBuildError(
                     f"could not obtain the Debian package '{MRICRON_PACKAGE}' (brain MRI + AAL atlas). "
                     f"Run `apt-get update && apt-get download {MRICRON_PACKAGE}` (or, as root, "

@@ -12,6 +12,7 @@ from ..common import describe_error
 from ..dataset import Item
 from ..sample import SkippedSample
 from .dicom import DICOM_MODALITY_NAMES
+from .errors import read_errors
 from .files import load_label_volume, load_volume
 from .labels import find_label_names_file, read_label_names
 from .slicing import volume_samples
@@ -38,7 +39,7 @@ def case_samples(case: VolumeCase, dataset: str, options: dict[str, Any]) -> Ite
     except FileNotFoundError:
         yield SkippedSample(case.case_id, str(case.image), "image volume not found")
         return
-    except Exception as exc:
+    except read_errors() as exc:
         yield SkippedSample(case.case_id, str(case.image), f"unreadable image volume: {describe_error(exc)}")
         return
     try:
@@ -46,7 +47,7 @@ def case_samples(case: VolumeCase, dataset: str, options: dict[str, Any]) -> Ite
     except FileNotFoundError:
         yield SkippedSample(case.case_id, str(case.label), "label volume not found")
         return
-    except Exception as exc:
+    except read_errors() as exc:
         yield SkippedSample(case.case_id, str(case.label), f"unreadable label volume: {describe_error(exc)}")
         return
     modality = options.get("modality") or case.modality
@@ -58,7 +59,7 @@ def case_samples(case: VolumeCase, dataset: str, options: dict[str, Any]) -> Ite
         if names_file is not None:
             try:
                 names = read_label_names(names_file)
-            except Exception as exc:
+            except (OSError, ValueError) as exc:  # unreadable, bad JSON or a bad mapping
                 yield SkippedSample(case.case_id, str(names_file), f"unreadable labels file: {describe_error(exc)}")
     meta = dict(case.meta)
     if image_info.get("series_uid"):

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import VolumeError
+from .errors import VolumeError, read_errors
 
 #: DICOM Modality tag -> our modality names.
 DICOM_MODALITY_NAMES = {"MR": "MRI", "CT": "CT", "PT": "PET", "US": "Ultrasound", "CR": "X-Ray", "DX": "X-Ray"}
@@ -58,7 +58,7 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None, *, resc
             if "PixelData" not in ds and not hasattr(ds, "Rows"):
                 ignored += 1
                 continue
-        except Exception:
+        except read_errors():  # not a DICOM file, or a broken one: counted, not read
             ignored += 1
             continue
         series.setdefault(str(getattr(ds, "SeriesInstanceUID", "")), []).append((p, ds))

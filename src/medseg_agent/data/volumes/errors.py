@@ -1,7 +1,19 @@
-"""The one error of the volume readers."""
+"""The one error of the volume readers, and what the file readers under them raise."""
 
 from __future__ import annotations
+
+import struct
+import zlib
 
 
 class VolumeError(ValueError):
     """A volume or label volume that cannot be used (reported as a skipped case)."""
+
+
+def read_errors() -> tuple[type[BaseException], ...]:
+    """What nibabel and pydicom raise for a bad or truncated file: reported as a skipped case. A
+    TypeError, AttributeError or KeyError is a bug in our code and must surface, so none is here."""
+    from nibabel.filebasedimages import ImageFileError
+    from pydicom.errors import InvalidDicomError
+
+    return (OSError, ValueError, EOFError, zlib.error, struct.error, ImageFileError, InvalidDicomError)
