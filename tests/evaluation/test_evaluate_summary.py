@@ -78,11 +78,11 @@ def test_turns_are_interaction_turns_everywhere(shape_tool, disc):
     from medseg_agent.vocabulary.actions import AddBox, AddPoint, Stop
 
     env = SegmentationEnv(shape_tool)
-    env.reset(disc.image, disc.target, disc.mask)
-    env.step(action=AddBox(300, 200, 700, 800))
+    env.reset(disc)
+    env.step(AddBox(300, 200, 700, 800))
     env.step("no action here")
-    env.step(action=AddPoint(500, 500, True))
-    env.step(action=Stop())
+    env.step(AddPoint(500, 500, True))
+    env.step(Stop())
     sample = result_from_record("k", env.record)
     assert (sample.turns, sample.replies, sample.format_errors) == (2, 4, 1)
     stored = StoredSample("k", "s", "d", "CT", "disc", "test", Path("x.png"), [env.record])

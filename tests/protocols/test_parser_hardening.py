@@ -219,10 +219,10 @@ def test_clean_reply_escapes_surrogates_and_keeps_everything_else():
 @pytest.mark.parametrize("protocol", ["medsam", "ibis"])
 def test_a_reply_with_a_lone_surrogate_is_recorded_and_reloads(protocol, shape_tool, disc, tmp_path):
     env = SegmentationEnv(shape_tool, EpisodeConfig(protocol=protocol, max_consecutive_errors=5))
-    env.reset(disc.image, disc.target, disc.mask)
+    env.reset(disc)
     env.step("<think>left \ud800 side</think> no action \udfff")
-    env.step("", tool_calls=[ToolCall("add_\ud800point", '{"point_2d": ["\ud800"], "point_type": "\udc00"}')])
-    env.step(None, tool_calls=[ToolCall("add_point", {"point_2d": ["\ud800", 1], "point_type": "positive"})])
+    env.step([ToolCall("add_\ud800point", '{"point_2d": ["\ud800"], "point_type": "\udc00"}')], text="")
+    env.step([ToolCall("add_point", {"point_2d": ["\ud800", 1], "point_type": "positive"})])
     record = load_record(save_record(env.record, tmp_path / "r.json"))
     assert record.turns[0].raw_text == "<think>left \\ud800 side</think> no action \\udfff"
     assert record.turns[0].reasoning == "left \\ud800 side"

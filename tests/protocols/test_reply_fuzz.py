@@ -77,7 +77,7 @@ def test_structured_tool_calls(protocol_name, calls):
 @given(data=st.data(), protocol_name=st.sampled_from(["medsam", "ibis"]))
 def test_episodes_of_hostile_replies_save_and_reload(data, protocol_name, shape_tool, disc, tmp_path):
     env = SegmentationEnv(shape_tool, EpisodeConfig(protocol=protocol_name, max_consecutive_errors=3, max_turns=3))
-    env.reset(disc.image, disc.target, disc.mask)
+    env.reset(disc)
     for _ in range(data.draw(st.integers(1, 4))):
         if env.done:
             break
@@ -87,7 +87,7 @@ def test_episodes_of_hostile_replies_save_and_reload(data, protocol_name, shape_
             reply = reply_from(data.draw(st.text(max_size=20)), data.draw(tool_calls()))
             text, calls = reply.text, reply.tool_calls
         start = time.perf_counter()
-        observation = env.step(text, tool_calls=calls)
+        observation = env.step(calls, text=text) if calls else env.step(text)
         assert time.perf_counter() - start < SECONDS_PER_REPLY
         assert observation.text and observation.image.shape[2] == 3
         observation.text.encode("utf-8")
