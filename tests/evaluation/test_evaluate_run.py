@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ from evalfixtures import disc_samples, write_disc_dataset
 from typer.testing import CliRunner
 
 from medseg_agent.cli import evaluate as evaluate_cli
+from medseg_agent.cli.common import parse_key_values
+from medseg_agent.cli.options import PolicyOptions
 from medseg_agent.environment.episode import EpisodeConfig
 from medseg_agent.evaluation.evaluate import EvalSpec, describe_run, keyed_samples, run_evaluation
 from medseg_agent.evaluation.report import write_report
@@ -87,8 +90,12 @@ def test_cli_writes_tables_plots_and_rejects_bad_options(tmp_path):
 
 
 def test_policy_option_parsing():
-    assert evaluate_cli.parse_key_values(["a=1", "b=x", "c={\"k\": [1]}"]) == {"a": 1, "b": "x", "c": {"k": [1]}}
+    assert parse_key_values(["a=1", "b=x", "c={\"k\": [1]}"]) == {"a": 1, "b": "x", "c": {"k": [1]}}
     with pytest.raises(ValueError, match="KEY=VALUE"):
-        evaluate_cli.parse_key_values(["novalue"])
-    options = evaluate_cli.policy_options("hf", model_path="m", temperature=0.5, max_tokens=64)
+        parse_key_values(["novalue"])
+    options = PolicyOptions("hf", model_path=Path("m"), temperature=0.5, max_tokens=64).kwargs()
     assert options["do_sample"] and options["temperature"] == 0.5 and options["max_new_tokens"] == 64
+    assert options["model_path"] == "m" and options["device"] == "auto"
+    with pytest.raises(ValueError, match="--model-path"):
+        PolicyOptions("hf").kwargs()
+    assert PolicyOptions("clicker", stop_iou=0.8, policy_option=["k=2"]).kwargs() == {"stop_iou": 0.8, "k": 2}

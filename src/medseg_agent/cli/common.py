@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +14,7 @@ from rich.console import Console
 from rich.text import Text
 
 from medseg_agent.tools.base import SegmentationTool
+from medseg_agent.vocabulary.sample import Sample
 
 # The one writer of every command. Markup is off: a path such as [/data/ct.png] or a target such as
 # "lesion [left]" prints as written, where rich would read it as a tag and fail (MarkupError) or
@@ -93,78 +96,6 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-# -- policy options shared by `segment` and `evaluate` ----------------------------------------
-PANEL_MODEL = "Model policies (openai, hf)"
-
-PolicyName = Annotated[
-    str,
-    typer.Option(
-        "--policy",
-        help="clicker or expert (ground truth, upper bounds), openai (a served MLLM), hf (a local checkpoint).",
-    ),
-]
-BaseUrlOption = Annotated[
-    str | None,
-    typer.Option("--base-url", help="openai: API root, e.g. http://localhost:8000/v1 (vLLM, SGLang).",
-                 rich_help_panel=PANEL_MODEL),
-]
-ModelOption = Annotated[
-    str | None,
-    typer.Option("--model", help="openai: served model name (default: the only one the server lists).",
-                 rich_help_panel=PANEL_MODEL),
-]
-ApiKeyOption = Annotated[
-    str | None,
-    typer.Option("--api-key", help="openai: API key (default $OPENAI_API_KEY; local servers take any).",
-                 rich_help_panel=PANEL_MODEL),
-]
-ModelPathOption = Annotated[
-    Path | None,
-    typer.Option("--model-path", help="hf: checkpoint folder (save_pretrained output, e.g. a fine-tuned agent).",
-                 rich_help_panel=PANEL_MODEL),
-]
-NativeToolsOption = Annotated[
-    bool,
-    typer.Option("--native-tools", help="Structured function calling (tools=) instead of `<tool_call>` text.",
-                 rich_help_panel=PANEL_MODEL),
-]
-HistoryOption = Annotated[
-    int | None,
-    typer.Option("--max-history-images", min=1,
-                 help="Images per request, first view included (older turns dropped). Default: all.",
-                 rich_help_panel=PANEL_MODEL),
-]
-TemperatureOption = Annotated[
-    float, typer.Option("--temperature", min=0.0, help="0 = greedy; > 0 samples (seeded per sample and turn).",
-                        rich_help_panel=PANEL_MODEL),
-]
-MaxTokensOption = Annotated[
-    int, typer.Option("--max-tokens", min=1, help="Longest reply in tokens.", rich_help_panel=PANEL_MODEL)
-]
-TimeoutOption = Annotated[
-    float, typer.Option("--timeout", min=0.1, help="openai: seconds per request before a retry.",
-                        rich_help_panel=PANEL_MODEL),
-]
-RetriesOption = Annotated[
-    int, typer.Option("--max-retries", min=0, help="openai: retries after timeouts, 429 and 5xx (back-off).",
-                      rich_help_panel=PANEL_MODEL),
-]
-PolicyDeviceOption = Annotated[
-    str, typer.Option("--policy-device", help="hf: auto, cpu, cuda, cuda:N.", rich_help_panel=PANEL_MODEL)
-]
-DtypeOption = Annotated[
-    str, typer.Option("--dtype", help="hf: auto (bf16 on GPU, fp32 on CPU), bfloat16, float16, float32.",
-                      rich_help_panel=PANEL_MODEL),
-]
-StopIouOption = Annotated[
-    float | None, typer.Option("--stop-iou", help="clicker: stop once IoU reaches this (default 0.9).")
-]
-PolicyOptionOption = Annotated[
-    list[str] | None,
-    typer.Option("--policy-option", help="Extra KEY=VALUE keyword for the policy (JSON values), repeatable."),
-]
-
-
 def parse_key_values(items: list[str] | None, what: str = "--policy-option") -> dict[str, Any]:
     """``["a=1", "b=x"]`` -> ``{"a": 1, "b": "x"}``; values are JSON when they parse as JSON."""
     out: dict[str, Any] = {}
@@ -179,52 +110,25 @@ def parse_key_values(items: list[str] | None, what: str = "--policy-option") -> 
     return out
 
 
-def policy_options(
-    policy: str,
-    *,
-    base_url: str | None = None,
-    model: str | None = None,
-    api_key: str | None = None,
-    model_path: Path | None = None,
-    native_tools: bool = False,
-    max_history_images: int | None = None,
-    temperature: float = 0.0,
-    max_tokens: int = 512,
-    timeout: float = 120.0,
-    max_retries: int = 3,
-    policy_device: str = "auto",
-    dtype: str = "auto",
-    stop_iou: float | None = None,
-    extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """CLI values -> keyword arguments of the policy class (see ``build_policy``)."""
-    options: dict[str, Any] = {}
-    if policy == "openai":
-        options = {
-            "base_url": base_url or "http://localhost:8000/v1",
-            "model": model,
-            "api_key": api_key,
-            "native_tools": native_tools,
-            "max_history_images": max_history_images,
-            "temperature": temperature,
-            "max_tokens": max_tokens,
-            "timeout": timeout,
-            "max_retries": max_retries,
-        }
-    elif policy == "hf":
-        if model_path is None:
-            raise ValueError("--policy hf needs --model-path (a local checkpoint folder)")
-        options = {
-            "model_path": str(model_path),
-            "native_tools": native_tools,
-            "max_history_images": max_history_images,
-            "do_sample": temperature > 0,
-            "max_new_tokens": max_tokens,
-            "device": policy_device,
-            "dtype": dtype,
-        }
-        if temperature > 0:
-            options["temperature"] = temperature
-    elif policy == "clicker" and stop_iou is not None:
-        options = {"stop_iou": stop_iou}
-    return {**options, **(extra or {})}
+def load_samples(paths: Sequence[Path], *, data_format: str = "auto", split: str | None = None,
+                 limit: int | None = None) -> list[Sample]:
+    """The samples of every dataset in ``paths`` (at most ``limit`` from each), as every command reads them:
+    an unreadable dataset or one with no usable sample is a clean exit naming it; skipped samples are
+    reported on stderr with their reasons and paths, and the run goes on with the rest."""
+    from medseg_agent.data.readers import open_dataset, summarize_skipped
+
+    samples: list[Sample] = []
+    for path in paths:
+        try:
+            dataset = open_dataset(path, format=data_format, split=split)
+            loaded = list(itertools.islice(dataset, limit))
+        except (OSError, ValueError) as exc:
+            fail(f"cannot read dataset {path}: {exc}")
+        if dataset.skipped:
+            warn(f"{path}: some samples are skipped (`medseg-agent data list {path}` lists them all)")
+            err_console.print(summarize_skipped(dataset, limit=10))
+        if not loaded:
+            where = f" in split {split!r} (try another --split)" if split else ""
+            fail(f"{path} has no usable samples{where}")
+        samples.extend(loaded)
+    return samples

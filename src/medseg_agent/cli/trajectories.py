@@ -3,26 +3,14 @@ exports that LLaMA-Factory, TRL and verl load unchanged."""
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from medseg_agent.cli.common import (
-    CheckpointOption,
-    DeviceOption,
-    ModelTypeOption,
-    RandomWeightsOption,
-    ToolOption,
-    console,
-    fail,
-    make_tool,
-    say,
-    warn,
-)
-from medseg_agent.experts import defaults
+from medseg_agent.cli.common import console, fail, load_samples, warn
+from medseg_agent.cli.options import ExpertOptions, ToolOptions, expand_options
 
 trajectories_app = typer.Typer(
     help=(
@@ -38,6 +26,7 @@ FORMATS = ("sharegpt", "hf", "verl-sft", "verl-rl")
 
 
 @trajectories_app.command("generate")
+@expand_options
 def generate(
     data: Annotated[
         Path,
@@ -46,101 +35,17 @@ def generate(
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Output folder; rerun with the same options to resume.")
     ],
-    tool: ToolOption = "classic",
-    checkpoint: CheckpointOption = None,
-    device: DeviceOption = "cpu",
-    model_type: ModelTypeOption = None,
-    random_weights: RandomWeightsOption = False,
+    *,  # option groups: see medseg_agent.cli.options
+    tool: ToolOptions,
     data_format: Annotated[
         str, typer.Option("--format", help="Dataset layout: auto, biomedparse, json, manifest, nifti, dicom.")
     ] = "auto",
     split: Annotated[str | None, typer.Option("--split", help="Only this split (e.g. train).")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N samples.")] = None,
-    per_sample: Annotated[
-        int, typer.Option("--per-sample", min=1, help="Distinct trajectories per sample (seeds, strategies).")
-    ] = 1,
+    expert: ExpertOptions,
     workers: Annotated[
         int, typer.Option("--workers", min=1, help="Worker processes, each with its own tool.")
     ] = 1,
-    protocol: Annotated[
-        str,
-        typer.Option(
-            "--protocol", help="medsam (tool calls, boxes and points) or ibis (`<think>` + click actions)."
-        ),
-    ] = "medsam",
-    mode: Annotated[
-        str,
-        typer.Option(
-            "--mode",
-            help="hybrid (box or point first, parsimonious corrections) or clicks "
-            "(IBISAgent's generator: clicker rule, stop at IoU 0.8).",
-        ),
-    ] = "hybrid",
-    max_turns: Annotated[
-        int | None,
-        typer.Option(
-            "--max-turns",
-            min=1,
-            help=f"Action limit per episode (default {defaults.MAX_TURNS['hybrid']} hybrid, "
-            f"{defaults.MAX_TURNS['clicks']} clicks).",
-        ),
-    ] = None,
-    reasoning: Annotated[
-        bool | None,
-        typer.Option(
-            "--reasoning/--no-reasoning",
-            help="Write the rationale as `<think>` reasoning (default: on for ibis, off for medsam).",
-        ),
-    ] = None,
-    delta: Annotated[
-        float | None,
-        typer.Option(
-            "--delta",
-            help=f"Keep an action only if it raises IoU by at least this (default {defaults.DELTA}).",
-        ),
-    ] = None,
-    epsilon: Annotated[
-        float | None,
-        typer.Option(
-            "--epsilon",
-            help=f"Stop when the best candidate gains less than this (default {defaults.EPSILON}).",
-        ),
-    ] = None,
-    tau: Annotated[
-        float | None,
-        typer.Option(
-            "--tau",
-            help=f"Stop when IoU reaches this (default {defaults.TAU['hybrid']} hybrid, "
-            f"{defaults.TAU['clicks']} clicks).",
-        ),
-    ] = None,
-    max_tries: Annotated[
-        int | None,
-        typer.Option(
-            "--max-tries", min=1, help=f"Candidate actions tried per turn (default {defaults.MAX_TRIES})."
-        ),
-    ] = None,
-    box_jitter: Annotated[
-        float | None,
-        typer.Option(
-            "--box-jitter",
-            help=f"Box side jitter as a fraction of the box size (default {defaults.BOX_JITTER}).",
-        ),
-    ] = None,
-    other_share: Annotated[
-        float | None,
-        typer.Option(
-            "--other-share",
-            help="Share of episodes starting with the other strategy than the rule's "
-            f"(default {defaults.OTHER_SHARE}).",
-        ),
-    ] = None,
-    view_size: Annotated[
-        int, typer.Option("--view-size", min=16, help="Longest side of the image the model sees.")
-    ] = 512,
-    seed: Annotated[
-        int, typer.Option("--seed", help="Base seed; each trajectory's seed derives from it and the sample.")
-    ] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Generate expert trajectories for every sample of a dataset.
@@ -153,69 +58,17 @@ def generate(
     Example: medseg-agent trajectories generate --data ~/.cache/medseg-agent/demo --out runs/traj
     --per-sample 2
     """
-    from medseg_agent.data import open_dataset
-    from medseg_agent.experts.generate import GenerationConfig, generate_dataset
-    from medseg_agent.protocols import PROTOCOLS
+    from medseg_agent.experts.generate import generate_dataset
 
-    if mode not in defaults.MODES:
-        fail(f"--mode must be one of {', '.join(defaults.MODES)}, got {mode!r}")
-    if protocol not in PROTOCOLS:
-        fail(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
-    expert: dict[str, Any] = {
-        name: value
-        for name, value in {
-            "delta": delta,
-            "epsilon": epsilon,
-            "tau": tau,
-            "max_tries": max_tries,
-            "box_jitter": box_jitter,
-            "other_share": other_share,
-        }.items()
-        if value is not None
-    }
-    config = GenerationConfig(
-        mode=mode,
-        protocol=protocol,
-        per_sample=per_sample,
-        max_turns=max_turns,
-        view_longest_side=view_size,
-        reasoning=reasoning,
-        seed=seed,
-        expert=expert,
-    )
     try:
-        config.build_expert()  # validate the options before any work
-        dataset = open_dataset(data, format=data_format, split=split)
-    except (ValueError, FileNotFoundError) as exc:
+        config = expert.config()
+    except ValueError as exc:
         fail(str(exc))
-    make_tool(tool, checkpoint, device, model_type, random_weights)  # fail fast on a bad tool/checkpoint
-    samples = []
-    for sample in dataset:
-        samples.append(sample)
-        if limit is not None and len(samples) == limit:
-            break
-    if dataset.skipped:
-        say((f"{len(dataset.skipped)} sample(s) skipped", "yellow"), f"; see `medseg-agent data list {data}`",
-            err=True)
-    if not samples:
-        fail(f"no usable sample in {data}")
-    factory = partial(make_tool, tool, checkpoint, device, model_type, random_weights)
-    tool_id = {
-        "name": tool,
-        "checkpoint": str(checkpoint) if checkpoint else None,
-        "model_type": model_type,
-        "random_weights": random_weights,
-    }
+    tool.build()  # fail fast on a bad tool or checkpoint, before reading the data
+    samples = load_samples([data], data_format=data_format, split=split, limit=limit)
     try:
-        ran = generate_dataset(
-            samples,
-            out,
-            config,
-            tool_factory=factory,
-            tool_id=tool_id,
-            workers=workers,
-            show_progress=not quiet,
-        )
+        ran = generate_dataset(samples, out, config, tool_factory=tool.factory(), tool_id=tool.identity(),
+                               workers=workers, show_progress=not quiet)
     except ValueError as exc:
         fail(str(exc))
     console.print(f"{ran} sample(s) generated now, {len(samples) - ran} already in {out}")

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
+from medseg_agent.evaluation.summary import SampleResult
 from medseg_agent.io.atomic import atomic_write_json
 from medseg_agent.policies.base import Policy
 from medseg_agent.policies.runner import run_episode
@@ -46,6 +47,16 @@ class EvalSpec:
     seed: int = 0
     #: JSON description of the run (policy, options, tool); checked on resume, never holds secrets.
     describe: dict[str, Any] = field(default_factory=dict)
+
+
+    def with_built(self, tool: SegmentationTool, policy: Policy) -> EvalSpec:
+        """This spec with factories that hand out ``tool`` and ``policy``, built in this process: a
+        single local worker then reuses what was built to check the settings instead of building twice."""
+        return replace(self, make_tool=partial(_ready, tool), make_policy=partial(_ready, policy))
+
+
+def _ready(value: Any) -> Any:
+    return value
 
 
 @dataclass
@@ -163,3 +174,30 @@ def run_evaluation(
     else:
         run_jobs(keyed_jobs, setup, evaluate_sample, store, workers=workers, **shared)
     return store, by_key
+
+
+def evaluate_to_folder(
+    samples: Iterable[Sample],
+    spec: EvalSpec,
+    out_dir: str | Path,
+    *,
+    workers: int = 1,
+    ray_address: str | None = None,
+    ray_gpus_per_worker: float = 0.0,
+    show_progress: bool = True,
+    plots: bool = True,
+    gallery_per_row: int = 4,
+) -> tuple[list[SampleResult], dict[str, Path]]:
+    """The whole ``evaluate`` run: the records (resumed), then the summary tables, plots and gallery
+    over every record of the folder; returns the per-sample results and the written paths."""
+    from medseg_agent.evaluation.report import write_report
+
+    store, by_key = run_evaluation(
+        samples, spec, out_dir, workers=workers, ray_address=ray_address,
+        ray_gpus_per_worker=ray_gpus_per_worker, show_progress=show_progress,
+    )
+    describe, episode = spec.describe, spec.episode
+    title = (f"{describe.get('policy', 'policy')} + {describe.get('tool', 'tool')} "
+             f"({episode.protocol}, {episode.max_turns} turns)")
+    return write_report(store, out_dir, max_actions=episode.max_turns, samples=by_key, title=title,
+                        meta=describe, plots=plots, gallery_per_row=gallery_per_row)

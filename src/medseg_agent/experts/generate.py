@@ -67,6 +67,16 @@ class GenerationConfig:
             max_turns=self.turns, protocol=self.protocol, view_longest_side=self.view_longest_side
         )
 
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad setting, before any sample is read."""
+        from medseg_agent.protocols import PROTOCOLS
+
+        if self.mode not in defaults.MODES:
+            raise ValueError(f"--mode must be one of {', '.join(defaults.MODES)}, got {self.mode!r}")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+        self.build_expert()  # the expert checks its own thresholds
+
     def build_expert(self) -> ExpertPolicy:
         return ExpertPolicy(self.mode, reasoning=self.think, **self.expert)
 

@@ -1,0 +1,305 @@
+"""Option groups: each group of options is declared once, as a dataclass whose fields carry their
+typer option (flag, help, panel, bounds), and every command that takes the group lists one parameter
+of that type. :func:`expand_options` turns such a parameter into the group's options for typer and
+back into one object for the command, the way TRL generates its CLI from one config dataclass.
+
+Groups: :class:`ToolOptions` (``segment``, ``evaluate``, ``trajectories generate``),
+:class:`PolicyOptions` (``segment``, ``evaluate``), :class:`EpisodeOptions` (``segment``,
+``evaluate``), :class:`ExpertOptions` (``trajectories generate``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import typing
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from medseg_agent.cli.common import (
+    CheckpointOption,
+    DeviceOption,
+    ModelTypeOption,
+    RandomWeightsOption,
+    ToolOption,
+    fail,
+    make_tool,
+    parse_key_values,
+)
+from medseg_agent.experts import defaults
+from medseg_agent.vocabulary.actions import CoordinateSpace
+
+PANEL_MODEL = "Model policies (openai, hf)"
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def is_option_group(annotation: Any) -> bool:
+    return isinstance(annotation, type) and dataclasses.is_dataclass(annotation) and hasattr(annotation, "OPTION_GROUP")
+
+
+def group_parameters(group: type) -> list[inspect.Parameter]:
+    """The group's fields as keyword parameters carrying their typer options."""
+    hints = typing.get_type_hints(group, include_extras=True)
+    return [
+        inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[f.name], default=f.default)
+        for f in dataclasses.fields(group)
+    ]
+
+
+def expand_options(command: Command) -> Command:
+    """Let typer see each option-group parameter of ``command`` as the group's own options, and call
+    ``command`` with one group object per such parameter (built from the parsed values)."""
+    signature = inspect.signature(command, eval_str=True)
+    groups = {name: p.annotation for name, p in signature.parameters.items() if is_option_group(p.annotation)}
+    parameters: list[inspect.Parameter] = []
+    for name, parameter in signature.parameters.items():
+        if name in groups:
+            parameters += group_parameters(groups[name])
+        else:
+            parameters.append(parameter.replace(kind=inspect.Parameter.KEYWORD_ONLY))
+    names = [p.name for p in parameters]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise TypeError(f"{command.__name__}: option names declared twice: {', '.join(clashes)}")
+
+    @functools.wraps(command)
+    def parsed(**values: Any) -> Any:
+        for name, group in groups.items():
+            values[name] = group(**{f.name: values.pop(f.name) for f in dataclasses.fields(group)})
+        return command(**values)
+
+    parsed.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    parsed.__annotations__ = {p.name: p.annotation for p in parameters}
+    return typing.cast(Command, parsed)
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolOptions:
+    """Which segmentation tool to build, and from which weights."""
+
+    OPTION_GROUP: typing.ClassVar[bool] = True
+
+    tool: ToolOption = "classic"
+    checkpoint: CheckpointOption = None
+    device: DeviceOption = "cpu"
+    model_type: ModelTypeOption = None
+    random_weights: RandomWeightsOption = False
+
+    def factory(self) -> Callable[[], Any]:
+        """A picklable builder, for worker processes and Ray actors that each build their own tool."""
+        return partial(make_tool, self.tool, self.checkpoint, self.device, self.model_type, self.random_weights)
+
+    def build(self) -> Any:
+        return self.factory()()
+
+    def settings(self) -> dict[str, Any]:
+        """The tool's settings as ``evaluate`` stores them in run.json (compared on resume)."""
+        return {"checkpoint": str(self.checkpoint) if self.checkpoint else None, "device": self.device,
+                "model_type": self.model_type, "random_weights": self.random_weights}
+
+    def identity(self) -> dict[str, Any]:
+        """What decides a tool's masks, as ``trajectories generate`` stores it (the device does not)."""
+        settings = self.settings()
+        del settings["device"]
+        return {"name": self.tool, **settings}
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyOptions:
+    """Which policy drives the tool: a ground-truth rule, a served MLLM or a local checkpoint."""
+
+    OPTION_GROUP: typing.ClassVar[bool] = True
+
+    policy: Annotated[str, typer.Option(
+        "--policy",
+        help="clicker or expert (ground truth, upper bounds), openai (a served MLLM), hf (a local checkpoint).",
+    )] = "clicker"
+    base_url: Annotated[str | None, typer.Option(
+        "--base-url", help="openai: API root, e.g. http://localhost:8000/v1 (vLLM, SGLang).",
+        rich_help_panel=PANEL_MODEL)] = None
+    model: Annotated[str | None, typer.Option(
+        "--model", help="openai: served model name (default: the only one the server lists).",
+        rich_help_panel=PANEL_MODEL)] = None
+    api_key: Annotated[str | None, typer.Option(
+        "--api-key", help="openai: API key (default $OPENAI_API_KEY; local servers take any).",
+        rich_help_panel=PANEL_MODEL)] = None
+    model_path: Annotated[Path | None, typer.Option(
+        "--model-path", help="hf: checkpoint folder (save_pretrained output, e.g. a fine-tuned agent).",
+        rich_help_panel=PANEL_MODEL)] = None
+    native_tools: Annotated[bool, typer.Option(
+        "--native-tools", help="Structured function calling (tools=) instead of `<tool_call>` text.",
+        rich_help_panel=PANEL_MODEL)] = False
+    max_history_images: Annotated[int | None, typer.Option(
+        "--max-history-images", min=1, help="Images per request, first view included (older turns dropped). "
+        "Default: all.", rich_help_panel=PANEL_MODEL)] = None
+    temperature: Annotated[float, typer.Option(
+        "--temperature", min=0.0, help="0 = greedy; > 0 samples (seeded per sample and turn).",
+        rich_help_panel=PANEL_MODEL)] = 0.0
+    max_tokens: Annotated[int, typer.Option(
+        "--max-tokens", min=1, help="Longest reply in tokens.", rich_help_panel=PANEL_MODEL)] = 512
+    timeout: Annotated[float, typer.Option(
+        "--timeout", min=0.1, help="openai: seconds per request before a retry.", rich_help_panel=PANEL_MODEL)] = 120.0
+    max_retries: Annotated[int, typer.Option(
+        "--max-retries", min=0, help="openai: retries after timeouts, 429 and 5xx (back-off).",
+        rich_help_panel=PANEL_MODEL)] = 3
+    policy_device: Annotated[str, typer.Option(
+        "--policy-device", help="hf: auto, cpu, cuda, cuda:N.", rich_help_panel=PANEL_MODEL)] = "auto"
+    dtype: Annotated[str, typer.Option(
+        "--dtype", help="hf: auto (bf16 on GPU, fp32 on CPU), bfloat16, float16, float32.",
+        rich_help_panel=PANEL_MODEL)] = "auto"
+    stop_iou: Annotated[float | None, typer.Option(
+        "--stop-iou", help="clicker: stop once IoU reaches this (default 0.9).")] = None
+    policy_option: Annotated[list[str] | None, typer.Option(
+        "--policy-option", help="Extra KEY=VALUE keyword for the policy (JSON values), repeatable.")] = None
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of the policy class (see ``build_policy``); ValueError on a missing or
+        malformed option."""
+        options: dict[str, Any] = {}
+        if self.policy == "openai":
+            options = {
+                "base_url": self.base_url or "http://localhost:8000/v1", "model": self.model,
+                "api_key": self.api_key, "native_tools": self.native_tools,
+                "max_history_images": self.max_history_images, "temperature": self.temperature,
+                "max_tokens": self.max_tokens, "timeout": self.timeout, "max_retries": self.max_retries,
+            }
+        elif self.policy == "hf":
+            if self.model_path is None:
+                raise ValueError("--policy hf needs --model-path (a local checkpoint folder)")
+            options = {
+                "model_path": str(self.model_path), "native_tools": self.native_tools,
+                "max_history_images": self.max_history_images, "do_sample": self.temperature > 0,
+                "max_new_tokens": self.max_tokens, "device": self.policy_device, "dtype": self.dtype,
+            }
+            if self.temperature > 0:
+                options["temperature"] = self.temperature
+        elif self.policy == "clicker" and self.stop_iou is not None:
+            options = {"stop_iou": self.stop_iou}
+        return {**options, **parse_key_values(self.policy_option)}
+
+    def factory(self) -> Callable[[], Any]:
+        """A picklable builder of the policy (each worker builds its own); ValueError on a bad option."""
+        from medseg_agent.policies.registry import build_policy
+
+        return partial(build_policy, self.policy, **self.kwargs())
+
+    def build(self) -> Any:
+        """The policy, built here; a policy that cannot be built is a clean exit saying why."""
+        from medseg_agent.policies.chat import PolicyError
+
+        try:
+            return self.factory()()
+        except (ValueError, TypeError, OSError, PolicyError) as exc:
+            fail(f"cannot build policy {self.policy!r}: {exc}")
+
+
+ProtocolOption = Annotated[str, typer.Option("--protocol", help="medsam (tool calls, boxes and points) or ibis "
+                                             "(`<think>` + click actions).")]
+ViewSizeOption = Annotated[int, typer.Option("--view-size", min=16, help="Longest side of the image the policy sees.")]
+
+
+@dataclasses.dataclass(frozen=True)
+class EpisodeOptions:
+    """How one episode runs: the action protocol, its budgets and the policy's view."""
+
+    OPTION_GROUP: typing.ClassVar[bool] = True
+
+    protocol: ProtocolOption = "medsam"
+    max_turns: Annotated[int, typer.Option(
+        "--max-turns", min=1, help="Tool actions per episode (boxes and clicks).")] = 5
+    view_size: ViewSizeOption = 512
+    coordinate_space: Annotated[CoordinateSpace | None, typer.Option(
+        "--coordinate-space", help="How the policy writes coordinates (default: the protocol's).")] = None
+    max_consecutive_errors: Annotated[int, typer.Option(
+        "--max-consecutive-errors", min=1, help="End the episode on this many invalid replies in a row.")] = 2
+    first_stop_retries: Annotated[int, typer.Option(
+        "--first-stop-retries", min=0, help="Times a stop before any mask is refused.")] = 1
+
+    def config(self) -> Any:
+        """The environment's EpisodeConfig; ValueError names a protocol that does not exist."""
+        from medseg_agent.environment.episode import EpisodeConfig
+        from medseg_agent.protocols import PROTOCOLS
+
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"--protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol!r}")
+        return EpisodeConfig(
+            max_turns=self.max_turns, protocol=self.protocol, coordinate_space=self.coordinate_space,
+            view_longest_side=self.view_size, max_consecutive_errors=self.max_consecutive_errors,
+            first_stop_retries=self.first_stop_retries,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpertOptions:
+    """How the simulated expert acts; unset values take the mode's defaults (experts/defaults.py)."""
+
+    OPTION_GROUP: typing.ClassVar[bool] = True
+
+    per_sample: Annotated[int, typer.Option(
+        "--per-sample", min=1, help="Distinct trajectories per sample (seeds, strategies).")] = 1
+    protocol: ProtocolOption = "medsam"
+    mode: Annotated[str, typer.Option(
+        "--mode", help="hybrid (box or point first, parsimonious corrections) or clicks "
+        "(IBISAgent's generator: clicker rule, stop at IoU 0.8).")] = "hybrid"
+    max_turns: Annotated[int | None, typer.Option(
+        "--max-turns", min=1, help=f"Action limit per episode (default {defaults.MAX_TURNS['hybrid']} hybrid, "
+        f"{defaults.MAX_TURNS['clicks']} clicks).")] = None
+    reasoning: Annotated[bool | None, typer.Option(
+        "--reasoning/--no-reasoning",
+        help="Write the rationale as `<think>` reasoning (default: on for ibis, off for medsam).")] = None
+    delta: Annotated[float | None, typer.Option(
+        "--delta", help=f"Keep an action only if it raises IoU by at least this (default {defaults.DELTA}).")] = None
+    epsilon: Annotated[float | None, typer.Option(
+        "--epsilon", help=f"Stop when the best candidate gains less than this (default {defaults.EPSILON}).")] = None
+    tau: Annotated[float | None, typer.Option(
+        "--tau", help=f"Stop when IoU reaches this (default {defaults.TAU['hybrid']} hybrid, "
+        f"{defaults.TAU['clicks']} clicks).")] = None
+    max_tries: Annotated[int | None, typer.Option(
+        "--max-tries", min=1, help=f"Candidate actions tried per turn (default {defaults.MAX_TRIES}).")] = None
+    box_jitter: Annotated[float | None, typer.Option(
+        "--box-jitter", help=f"Box side jitter as a fraction of the box size (default {defaults.BOX_JITTER}).")] = None
+    other_share: Annotated[float | None, typer.Option(
+        "--other-share", help="Share of episodes starting with the other strategy than the rule's "
+        f"(default {defaults.OTHER_SHARE}).")] = None
+    view_size: ViewSizeOption = 512
+    seed: Annotated[int, typer.Option(
+        "--seed", help="Base seed; each trajectory's seed derives from it and the sample.")] = 0
+
+    def config(self) -> Any:
+        """The GenerationConfig, checked (ValueError names the bad option) before any work starts."""
+        from medseg_agent.experts.generate import GenerationConfig
+
+        expert = {name: getattr(self, name) for name in ("delta", "epsilon", "tau", "max_tries", "box_jitter",
+                                                         "other_share") if getattr(self, name) is not None}
+        config = GenerationConfig(
+            mode=self.mode, protocol=self.protocol, per_sample=self.per_sample, max_turns=self.max_turns,
+            view_longest_side=self.view_size, reasoning=self.reasoning, seed=self.seed, expert=expert,
+        )
+        config.validate()
+        return config
+
+
+PANEL_RUN = "Scale-out and output"
+
+
+@dataclasses.dataclass(frozen=True)
+class ScaleOptions:
+    """Where the episodes run: local worker processes or Ray actors, each with its own tool and policy."""
+
+    OPTION_GROUP: typing.ClassVar[bool] = True
+
+    workers: Annotated[int, typer.Option(
+        "--workers", "-j", min=1, help="Parallel workers, each with its own tool and policy.",
+        rich_help_panel=PANEL_RUN)] = 1
+    ray_address: Annotated[str | None, typer.Option(
+        "--ray-address", help="Run the workers as Ray actors: auto (this cluster), ray://host:10001, "
+        "or local (a private instance).", rich_help_panel=PANEL_RUN)] = None
+    ray_gpus_per_worker: Annotated[float, typer.Option(
+        "--ray-gpus-per-worker", min=0.0, help="GPUs each Ray actor reserves (e.g. 1 or 0.5).",
+        rich_help_panel=PANEL_RUN)] = 0.0
