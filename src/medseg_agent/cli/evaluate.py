@@ -6,21 +6,13 @@ shared with ``segment`` so both commands spell them the same way.
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from medseg_agent.cli.common import console, fail, load_samples
-from medseg_agent.cli.options import (
-    PANEL_RUN,
-    EpisodeOptions,
-    PolicyOptions,
-    ScaleOptions,
-    ToolOptions,
-    expand_options,
-)
+from medseg_agent.cli.options import EpisodeOptions, PolicyOptions, RunOptions, ToolOptions, expand_options
 
 
 @expand_options
@@ -38,12 +30,7 @@ def evaluate(
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most N samples per --data.")] = None,
     episode: EpisodeOptions,
     seed: Annotated[int, typer.Option("--seed", help="Base seed (per-sample seeds derive from it).")] = 0,
-    scale: ScaleOptions,
-    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write plots/*.png.",
-                                        rich_help_panel=PANEL_RUN)] = True,
-    gallery: Annotated[int, typer.Option("--gallery", min=1, help="Cases per gallery row (best/median/worst).",
-                                         rich_help_panel=PANEL_RUN)] = 4,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.", rich_help_panel=PANEL_RUN)] = False,
+    run: RunOptions,
 ) -> None:
     """Evaluate a POLICY driving a TOOL on datasets: one trajectory record per sample in
     OUT/records.jsonl (appended atomically; rerun the same command to resume after a kill), then
@@ -69,17 +56,16 @@ def evaluate(
 
     try:
         config = episode.config()
-        run = describe_run(policy.policy, policy.kwargs(), tool.tool, tool.settings(), config, seed)
-        spec = EvalSpec(tool.factory(), policy.factory(), config, seed, run)
+        described = describe_run(policy.policy, policy.kwargs(), tool.tool, tool.settings(), config, seed)
+        spec = EvalSpec(tool.factory(), policy.factory(), config, seed, described)
     except ValueError as exc:
         fail(str(exc))
-    if scale.ray_address is None:  # fail fast, before reading data; one local worker reuses what was built
+    if run.ray_address is None:  # fail fast, before reading data; one local worker reuses what was built
         built = spec.with_built(tool.build(), policy.build())
-        spec = built if scale.workers == 1 else spec
+        spec = built if run.workers == 1 else spec
     samples = load_samples(data, data_format=data_format, split=None if split == "all" else split, limit=limit)
     try:
-        results, paths = evaluate_to_folder(samples, spec, out, **asdict(scale), show_progress=not quiet,
-                                            plots=plots, gallery_per_row=gallery)
+        results, paths = evaluate_to_folder(samples, spec, out, **run.kwargs())
     except PolicyError as exc:
         fail(f"{exc}\nrecords so far are kept in {out / 'records.jsonl'}; rerun the same command to resume")
     except (ValueError, RuntimeError) as exc:  # settings differ from the stored run; Ray missing

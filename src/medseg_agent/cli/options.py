@@ -5,7 +5,8 @@ back into one object for the command, the way TRL generates its CLI from one con
 
 Groups: :class:`ToolOptions` (``segment``, ``evaluate``, ``trajectories generate``),
 :class:`PolicyOptions` (``segment``, ``evaluate``), :class:`EpisodeOptions` (``segment``,
-``evaluate``), :class:`ExpertOptions` (``trajectories generate``).
+``evaluate``), :class:`ExpertOptions` (``trajectories generate``), :class:`RunOptions`
+(``evaluate``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from medseg_agent.experts import defaults
 from medseg_agent.vocabulary.actions import CoordinateSpace
 
 PANEL_MODEL = "Model policies (openai, hf)"
+PANEL_RUN = "Scale-out and output"
 
 Command = TypeVar("Command", bound=Callable[..., Any])
 
@@ -285,12 +287,10 @@ class ExpertOptions:
         return config
 
 
-PANEL_RUN = "Scale-out and output"
-
-
 @dataclasses.dataclass(frozen=True)
-class ScaleOptions:
-    """Where the episodes run: local worker processes or Ray actors, each with its own tool and policy."""
+class RunOptions:
+    """Where the episodes run (local worker processes or Ray actors, each with its own tool and
+    policy) and what the run writes besides the records."""
 
     OPTION_GROUP: typing.ClassVar[bool] = True
 
@@ -303,3 +303,14 @@ class ScaleOptions:
     ray_gpus_per_worker: Annotated[float, typer.Option(
         "--ray-gpus-per-worker", min=0.0, help="GPUs each Ray actor reserves (e.g. 1 or 0.5).",
         rich_help_panel=PANEL_RUN)] = 0.0
+    plots: Annotated[bool, typer.Option(
+        "--plots/--no-plots", help="Write plots/*.png.", rich_help_panel=PANEL_RUN)] = True
+    gallery: Annotated[int, typer.Option(
+        "--gallery", min=1, help="Cases per gallery row (best/median/worst).", rich_help_panel=PANEL_RUN)] = 4
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.", rich_help_panel=PANEL_RUN)] = False
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``evaluate_to_folder``."""
+        return {"workers": self.workers, "ray_address": self.ray_address, "ray_gpus_per_worker":
+                self.ray_gpus_per_worker, "plots": self.plots, "gallery_per_row": self.gallery,
+                "show_progress": not self.quiet}

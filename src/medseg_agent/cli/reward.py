@@ -131,6 +131,11 @@ def explain(
     if as_json:
         print(json.dumps(breakdown.__dict__, indent=1, default=str))
         return
+    _print_breakdown(record, loaded, spec, breakdown)
+
+
+def _print_breakdown(record: Path, loaded: Any, spec: Any, breakdown: Any) -> None:
+    """The total, one row per weighted term and clipped group, then one row per turn."""
     say((str(record), "bold"), "  reward ", (spec.name, "bold"), " = ", (f"{breakdown.total:.4f}", "bold green"))
     console.print(
         f"stop: {loaded.stop_reason}, tool turns: {loaded.num_interactions}, errors: {loaded.num_errors}, "

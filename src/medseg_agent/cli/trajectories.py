@@ -172,22 +172,21 @@ def export(
     unknown = [f for f in chosen if f not in FORMATS]
     if unknown:
         fail(f"unknown --format {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
-    def skipped(fmt: str, reason: str) -> None:  # only the default "all formats" skips what does not apply
-        warn(f"{fmt} skipped: {reason}")
-
     try:
-        written = write_exports(
-            folder,
-            out,
-            chosen,
-            name=name,
-            min_final_iou=min_final_iou,
-            max_images=max_images,
-            split=split,
-            on_skip=None if formats else skipped,
+        written = write_exports(  # only the default "all formats" skips what does not apply
+            folder, out, chosen, name=name, min_final_iou=min_final_iou, max_images=max_images, split=split,
+            on_skip=None if formats else _warn_skipped,
         )
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
+    _print_written(written, out)
+
+
+def _warn_skipped(fmt: str, reason: str) -> None:
+    warn(f"{fmt} skipped: {reason}")
+
+
+def _print_written(written: dict[str, tuple[Path, int]], out: Path) -> None:
     table = Table(title=f"exports in {out}")
     table.add_column("format")
     table.add_column("file")
