@@ -181,21 +181,16 @@ def evaluate_to_folder(
     spec: EvalSpec,
     out_dir: str | Path,
     *,
-    workers: int = 1,
-    ray_address: str | None = None,
-    ray_gpus_per_worker: float = 0.0,
-    show_progress: bool = True,
     plots: bool = True,
     gallery_per_row: int = 4,
+    **scale: Any,
 ) -> tuple[list[SampleResult], dict[str, Path]]:
-    """The whole ``evaluate`` run: the records (resumed), then the summary tables, plots and gallery
-    over every record of the folder; returns the per-sample results and the written paths."""
+    """The whole ``evaluate`` run: the records (resumed; ``scale``: the workers, Ray and progress
+    keywords of :func:`run_evaluation`), then the summary tables, plots and gallery over every record
+    of the folder; returns the per-sample results and the written paths."""
     from medseg_agent.evaluation.report import write_report
 
-    store, by_key = run_evaluation(
-        samples, spec, out_dir, workers=workers, ray_address=ray_address,
-        ray_gpus_per_worker=ray_gpus_per_worker, show_progress=show_progress,
-    )
+    store, by_key = run_evaluation(samples, spec, out_dir, **scale)
     describe, episode = spec.describe, spec.episode
     title = (f"{describe.get('policy', 'policy')} + {describe.get('tool', 'tool')} "
              f"({episode.protocol}, {episode.max_turns} turns)")
