@@ -428,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--candidates", nargs="*", default=list(CANDIDATES),
                     help="names from CANDIDATES, or LABEL=JSON options for an ad-hoc candidate")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="extra options applied to every candidate (e.g. roi_side=256)")
+                    help="extra options applied to every candidate (e.g. box_fallback=null)")
     ap.add_argument("--protocols", nargs="*", default=["box", "clicks"], choices=("box", "clicks"))
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)

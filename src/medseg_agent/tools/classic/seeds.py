@@ -1,0 +1,140 @@
+"""Trimaps: what the prompt fixes (hard seeds) and what an algorithm may decide (open pixels).
+
+A trimap uses OpenCV's GrabCut codes for every algorithm: ``BG`` / ``FG`` are hard seeds,
+``PR_BG`` / ``PR_FG`` open pixels with an initial guess.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy import ndimage as ndi
+
+from medseg_agent.tools.classic.frame import Embedded, Roi, box_mask, crop_work, image_edge
+
+BG, FG, PR_BG, PR_FG = cv2.GC_BGD, cv2.GC_FGD, cv2.GC_PR_BGD, cv2.GC_PR_FGD
+
+#: Radius (ROI pixels) of the seed drawn at each click.
+CLICK_RADIUS = 3.0
+#: Around a click that contradicts the previous mask, the disc re-decided, in multiples of the
+#: click's distance to the previous contour.
+REFINE_CLEAR = 2.0
+#: Half-width (fraction of the ROI side) of the band along the previous contour that is re-decided.
+REFINE_BAND = 0.01
+#: Seed ellipse (fraction of the box) that seeded algorithms start from when a box is all they have.
+BOX_CORE = 0.15
+#: With no seeded component, components at least this fraction of the largest one are kept.
+KEEP_FRACTION = 0.1
+
+
+@dataclass
+class Job:
+    """One decode's inputs, in full-resolution coordinates."""
+
+    emb: Embedded
+    region: np.ndarray  # box (or pseudo box) x1, y1, x2, y2
+    has_box: bool
+    points: np.ndarray
+    labels: np.ndarray
+    prior: np.ndarray | None  # working-frame logits
+    H: int
+    W: int
+
+
+def trimap(job: Job, roi: Roi, method: str) -> tuple[np.ndarray, bool]:
+    """Seeds (BG/FG) and open pixels (PR_BG/PR_FG, the initial guess) at ROI resolution, and
+    whether they come from the previous mask (a refinement)."""
+    h, w = roi.h, roi.w
+    tri = np.full((h, w), PR_BG, np.uint8)
+    inside = box_mask(job.region, roi)
+    ys, xs = np.nonzero(inside)
+    ya, yb, xa, xb = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    xy = roi.to_roi(job.points)
+    radii = np.full(len(xy), CLICK_RADIUS)
+    rim = max(1, round(0.01 * max(h, w)))
+
+    prev = None
+    if job.prior is not None:
+        prev = crop_work(job.prior, roi, job.H, job.W) > 0
+        if job.has_box:
+            prev &= inside
+        if not prev.any():
+            prev = None
+    if prev is not None:
+        d_in = cv2.distanceTransform(prev.astype(np.uint8), cv2.DIST_L2, 3)
+        d_out = cv2.distanceTransform((~prev).astype(np.uint8), cv2.DIST_L2, 3)
+        band = max(1.0, REFINE_BAND * max(h, w))
+        tri[prev] = PR_FG
+        tri[prev & (d_in > band)] = FG
+        tri[~prev & (d_out > band)] = BG
+        yy, xx = np.ogrid[:h, :w]
+        for i, ((x, y), lab) in enumerate(zip(xy, job.labels, strict=True)):
+            xi, yi = round(x), round(y)
+            if not (0 <= xi < w and 0 <= yi < h):
+                continue
+            # distance from the click to the previous contour, when the click corrects it
+            wrong = (lab == 1 and not prev[yi, xi]) or (lab == 0 and prev[yi, xi])
+            d = float(d_out[yi, xi] if lab == 1 else d_in[yi, xi]) if wrong else 0.0
+            d = min(d, float(max(h, w)))
+            radii[i] = max(CLICK_RADIUS, 0.5 * d)
+            if d > 0:
+                r = REFINE_CLEAR * d + band
+                disc = (yy - yi) ** 2 + (xx - xi) ** 2 <= r * r
+                tri[disc & (tri == FG)] = PR_FG
+                tri[disc & (tri == BG)] = PR_BG
+        if job.has_box:
+            tri[~inside] = BG
+        if not (tri == FG).any() and method != "grabcut":
+            tri[prev & (d_in >= max(1.0, 0.5 * float(d_in.max())))] = FG
+    elif job.has_box:
+        tri[inside] = PR_FG
+        tri[~inside] = BG
+        if method != "grabcut":
+            # algorithms that grow from seeds need a foreground seed: the box's central ellipse
+            cy, cx = (ya + yb - 1) / 2, (xa + xb - 1) / 2
+            ry, rx = max(1.0, BOX_CORE * (yb - ya) / 2), max(1.0, BOX_CORE * (xb - xa) / 2)
+            yy, xx = np.ogrid[:h, :w]
+            tri[((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0] = FG
+    # background rim on ROI sides that cut through the image; with no box on every side
+    edge = image_edge(roi, job.H, job.W)
+    sides = {"top": np.s_[:rim, :], "bottom": np.s_[-rim:, :], "left": np.s_[:, :rim], "right": np.s_[:, -rim:]}
+    for side, at_image_edge in edge.items():
+        if not at_image_edge or (not job.has_box and prev is None and method != "grabcut"):
+            tri[sides[side]] = BG
+    if not job.has_box and prev is None and method == "grabcut":
+        # GrabCut from clicks alone: a disc around each positive click is the initial guess
+        for (x, y), lab in zip(xy, job.labels, strict=True):
+            if lab == 1:
+                cv2.circle(tri, (round(x), round(y)), max(2, round(0.15 * max(h, w))), int(PR_FG), -1)
+    # clicks: hard seeds, later clicks drawn over earlier ones
+    for (x, y), lab, r in zip(xy, job.labels, radii, strict=True):
+        xi, yi = round(x), round(y)
+        if 0 <= xi < w and 0 <= yi < h:
+            cv2.circle(tri, (xi, yi), max(1, round(r)), int(FG if lab == 1 else BG), -1)
+            tri[yi, xi] = FG if lab == 1 else BG
+    return tri, prev is not None
+
+
+def clean(fg: np.ndarray, tri: np.ndarray) -> np.ndarray:
+    """Seeds win; keep the components that hold a foreground seed (or, with none, the large ones);
+    fill holes."""
+    fg = fg.copy()
+    fg[tri == FG] = True
+    fg[tri == BG] = False
+    if fg.any():
+        n, lab = cv2.connectedComponents(fg.astype(np.uint8), connectivity=8)
+        if n > 2:
+            sizes = np.bincount(lab.ravel(), minlength=n)
+            sizes[0] = 0
+            keep = sizes >= KEEP_FRACTION * sizes.max()
+            seeded = np.unique(lab[tri == FG])
+            if len(seeded[seeded > 0]):
+                keep = np.zeros(n, bool)
+                keep[seeded] = True
+            keep[0] = False
+            fg = keep[lab]
+        fg = ndi.binary_fill_holes(fg)
+        fg[tri == BG] = False
+    return fg

@@ -1,0 +1,196 @@
+"""The classic tool: which algorithm runs on which turn, in which region."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from medseg_agent.tools.base import ImageEmbedding, SegmentationTool
+from medseg_agent.tools.classic.frame import (
+    ROI_SIDE,
+    Embedded,
+    Roi,
+    box_fit,
+    box_mask,
+    clip_box,
+    grow_box,
+    roi_features,
+    roi_for,
+    touches_border,
+    union_box,
+)
+from medseg_agent.tools.classic.grabcut import grabcut, guide_image
+from medseg_agent.tools.classic.output import LOGIT_CLIP, assemble, edge_score, empty
+from medseg_agent.tools.classic.random_walker import random_walker
+from medseg_agent.tools.classic.seeds import Job, clean, trimap
+from medseg_agent.tools.classic.watershed import watershed
+from medseg_agent.vocabulary.errors import ToolError
+from medseg_agent.vocabulary.prompts import Prediction, Prompt
+
+METHODS = ("grabcut", "random_walker", "watershed")
+
+#: Longest side of the working frame in which ``logits`` are returned.
+WORK_SIDE = 512
+#: Gaussian sigma (ROI pixels) applied to the features before any algorithm.
+SMOOTH = 1.0
+#: GrabCut from a box is retried with the fallback when it keeps less than this share of the box.
+MIN_FILL = 0.15
+#: Half-size of the first search window around clicks alone, as a fraction of the image side.
+POINT_WINDOW = 0.2
+
+
+class ClassicTool(SegmentationTool):
+    """GrabCut / random-walker / watershed interactive segmentation driven by the prompt.
+
+    A turn without a usable previous mask *initialises*: with a box, everything outside it is hard
+    background and ``method`` segments the inside; with clicks alone, a window around the positive
+    clicks is searched (grown while the object reaches its edge) with ``click_method``. A turn with
+    ``mask_input`` *refines*: the previous mask's interior and exterior become seeds except in a
+    thin band along its contour and in a disc around each click that contradicts it, where
+    ``refine_method`` re-decides. Clicks are hard seeds and the returned mask honours them.
+
+    ``method="auto"`` is the measured default (docs/tools.md): GrabCut from a box, retried with
+    the watershed when it keeps too little of the box, the watershed from clicks alone and to
+    refine. ``"grabcut"``, ``"random_walker"`` or ``"watershed"`` run that algorithm on every turn;
+    ``click_method`` / ``refine_method`` override the algorithm for clicks-only initialisation /
+    refinement; ``box_fallback`` names the algorithm a box is retried with when GrabCut keeps less
+    than 15 % of it (the result whose bounding box fits the box better wins; ``None``: no retry).
+    """
+
+    name = "classic"
+    supports_batch_decode = False
+
+    def __init__(
+        self,
+        method: str = "auto",
+        *,
+        click_method: str | None = None,
+        refine_method: str | None = None,
+        box_fallback: str | None = "auto",
+    ) -> None:
+        super().__init__()
+        if method == "auto":
+            method = "grabcut"
+            click_method = click_method or "watershed"
+            refine_method = refine_method or "watershed"
+            box_fallback = "watershed" if box_fallback == "auto" else box_fallback
+        elif box_fallback == "auto":
+            box_fallback = None
+        chosen = {"method": method, "click_method": click_method or method, "refine_method": refine_method or method}
+        for key, value in chosen.items():
+            if value not in METHODS:
+                raise ToolError(f"unknown classic {key} {value!r}; choose one of {', '.join(METHODS)} or 'auto'")
+        if box_fallback not in (None, *METHODS):
+            raise ToolError(f"box_fallback must be one of {', '.join(METHODS)} or None, got {box_fallback!r}")
+        self.method = chosen["method"]
+        self.click_method = chosen["click_method"]
+        self.refine_method = chosen["refine_method"]
+        self.box_fallback = box_fallback
+
+    # -- encode ------------------------------------------------------------------------------
+    def _encode(self, image: np.ndarray) -> ImageEmbedding:
+        h, w = image.shape[:2]
+        spread = int(np.abs(image.astype(np.int16) - image[:, :, :1].astype(np.int16)).max())
+        gray = spread <= 2
+        feat = np.ascontiguousarray(image[:, :, :1]) if gray else cv2.cvtColor(image, cv2.COLOR_RGB2LAB)
+        s = min(1.0, WORK_SIDE / max(h, w))
+        work_size = (max(2, round(h * s)), max(2, round(w * s)))
+        data = Embedded(feat=feat, gray=gray, work_size=work_size)
+        return ImageEmbedding(data=data, image_size=(h, w), nbytes=int(feat.nbytes))
+
+    # -- decode ------------------------------------------------------------------------------
+    def _decode(self, embedding: ImageEmbedding, prompt: Prompt) -> Prediction:
+        emb = embedding.data
+        if not isinstance(emb, Embedded):
+            raise ToolError("classic tool got an embedding made by another tool")
+        H, W = embedding.image_size
+        points = prompt.points.astype(np.float64)
+        labels = prompt.labels
+        pos = points[labels == 1]
+        prior = _prior(prompt.mask_input, emb)  # working-frame logits, None when empty
+        box = None if prompt.box is None else clip_box(prompt.box, H, W)
+        if box is not None:
+            if len(pos):  # a positive click outside the box widens it: clicks win over the box
+                box = union_box(box, pos, pad=2.0 / min(emb.work_scale), height=H, width=W)
+            region = box
+        elif prior is not None or len(pos):
+            region = _pseudo_box(prior, pos, emb, H, W)
+        else:  # negative clicks only and nothing to refine: nothing to segment
+            return empty(emb, H, W)
+
+        if prior is not None:
+            method = self.refine_method
+        elif box is not None:
+            method = self.method
+        else:
+            method = self.click_method
+        job = Job(emb, region, box is not None, points, labels, prior, H, W)
+        fg, roi, score = self._segment(job, method)
+        if box is None and prior is None:
+            # clicks alone: grow the window while the object runs into its edge
+            for _ in range(3):
+                if not touches_border(fg, roi, H, W):
+                    break
+                job.region = grow_box(job.region, 2.0, H, W)
+                fg, roi, score = self._segment(job, method)
+        return assemble(emb, fg, roi, points, labels, score, H, W)
+
+    def _segment(self, job: Job, method: str) -> tuple[np.ndarray, Roi, float]:
+        roi = roi_for(job.region, ROI_SIDE[method], job.H, job.W)
+        feat = roi_features(job.emb, roi, SMOOTH)
+        tri, refining = trimap(job, roi, method)
+        fg = clean(_run(method, feat, tri, job.emb.gray), tri)
+        if job.has_box and not refining and method == "grabcut" and self.box_fallback:
+            # GrabCut may lose a low-contrast object to a background model that explains it too
+            inside = box_mask(job.region, roi)
+            if fg.sum() / max(1, inside.sum()) < MIN_FILL:
+                tri2, _ = trimap(job, roi, self.box_fallback)
+                fg2 = clean(_run(self.box_fallback, feat, tri2, job.emb.gray), tri2)
+                if box_fit(fg2, inside) > box_fit(fg, inside):
+                    fg = fg2
+        return fg, roi, edge_score(feat, fg)
+
+
+def _run(method: str, feat: np.ndarray, tri: np.ndarray, gray: bool) -> np.ndarray:
+    if method == "grabcut":
+        return grabcut(guide_image(feat, gray), tri)
+    if method == "random_walker":
+        return random_walker(feat, tri, gray)
+    return watershed(feat, tri)
+
+
+def _prior(mask_input: np.ndarray | None, emb: Embedded) -> np.ndarray | None:
+    """The previous logits in our working frame (another tool's are resampled); None when empty."""
+    if mask_input is None:
+        return None
+    m = np.squeeze(np.asarray(mask_input, dtype=np.float32))
+    if m.ndim != 2 or m.size == 0:
+        raise ToolError(f"mask_input must be a 2-D logit map, got shape {np.shape(mask_input)}")
+    wh, ww = emb.work_size
+    if m.shape != (wh, ww):
+        m = cv2.resize(m, (ww, wh), interpolation=cv2.INTER_LINEAR)
+    m = np.nan_to_num(m, nan=-LOGIT_CLIP, posinf=LOGIT_CLIP, neginf=-LOGIT_CLIP)
+    return m if (m > 0).any() else None
+
+
+def _pseudo_box(prior: np.ndarray | None, pos: np.ndarray, emb: Embedded, H: int, W: int) -> np.ndarray:
+    """A region to work in when there is no box: the previous mask's and the clicks' extent."""
+    boxes = []
+    if prior is not None:
+        ys, xs = np.nonzero(prior > 0)
+        sy, sx = emb.work_scale
+        boxes.append(np.array([xs.min() / sx, ys.min() / sy, (xs.max() + 1) / sx, (ys.max() + 1) / sy]))
+    if len(pos):
+        half = 0.0 if prior is not None else POINT_WINDOW * min(H, W)
+        boxes.append(
+            np.array([pos[:, 0].min() - half, pos[:, 1].min() - half, pos[:, 0].max() + half, pos[:, 1].max() + half])
+        )
+    b = np.stack(boxes)
+    return clip_box(np.array([b[:, 0].min(), b[:, 1].min(), b[:, 2].max(), b[:, 3].max()]), H, W)
+
+
+def build_classic_tool(checkpoint: object = None, device: str = "cpu", **options: object) -> ClassicTool:
+    """Registry factory. The classic tool has no weights and runs on the CPU whatever ``device``."""
+    if checkpoint not in (None, ""):
+        raise ToolError("the classic tool takes no checkpoint")
+    return ClassicTool(**options)  # type: ignore[arg-type]
