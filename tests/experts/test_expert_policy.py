@@ -147,7 +147,7 @@ def test_records_reproduce_and_trajectories_differ_by_seed(shape_tool):
     assert np.isfinite(first.final_metrics["dice"])
 
 
-def test_on_the_classic_tool_previews_match_and_a_two_step_plan_unblocks_a_second_part():
+def test_on_the_classic_tool_previews_match_and_a_second_part_is_reached():
     from medseg_agent.tools.classic import ClassicTool
 
     tool = ClassicTool()
@@ -159,9 +159,9 @@ def test_on_the_classic_tool_previews_match_and_a_two_step_plan_unblocks_a_secon
     assert info["probe_mismatches"] == 0  # the classic tool is deterministic: previews are exact
     assert names(record)[0] == "add_bbox" and info["stop"] == "accurate"
     assert record.final_metrics["iou"] >= ExpertPolicy().tau and record.num_interactions < 5
-    # two parts: a click on the second part alone does not help this tool; a plan of two does
+    # two parts: a positive click on the second part adds it (the tool grows the mask there without
+    # losing the first), so even the expert without look-ahead gets both
     pair = sample_from_mask(discs(96, 128, [(40, 48), (92, 48)], 14), seed=2)
     myopic = run_expert_episode(env, ExpertPolicy(other_share=0.0, lookahead=False), pair, seed=0)
-    planned = run_expert_episode(env, ExpertPolicy(other_share=0.0), pair, seed=0)
-    assert myopic.meta["expert"]["stop"] == "no_gain" and planned.meta["expert"]["two_step"] >= 1
-    assert planned.final_metrics["iou"] > myopic.final_metrics["iou"] + 0.1
+    assert myopic.meta["expert"]["stop"] == "accurate"
+    assert myopic.final_metrics["iou"] >= ExpertPolicy().tau

@@ -19,6 +19,11 @@ from medseg_agent.vocabulary.errors import ToolError
 ROI_MARGIN = 0.25
 #: Longest side a region of interest is processed at, per algorithm (bounds the latency).
 ROI_SIDE = {"grabcut": 320, "random_walker": 192, "watershed": 384}
+#: A smaller region is magnified to this side (at most ROI_MAX_ZOOM times): seeds, click discs and
+#: smoothing are drawn in ROI pixels, and a 3-pixel click seed must not cover a 6-pixel lesion.
+ROI_MIN_SIDE = 128
+ROI_ZOOM_BELOW = 64
+ROI_MAX_ZOOM = 8.0
 
 
 @dataclass
@@ -69,7 +74,8 @@ def roi_for(region: np.ndarray, side_cap: int, H: int, W: int) -> Roi:
     margin = max(ROI_MARGIN * side, 6.0)
     x0, y0 = max(0, math.floor(x1 - margin)), max(0, math.floor(y1 - margin))
     xe, ye = min(W, math.ceil(x2 + margin) + 1), min(H, math.ceil(y2 + margin) + 1)
-    f = min(1.0, side_cap / max(ye - y0, xe - x0))
+    longest = max(ye - y0, xe - x0)
+    f = min(1.0, side_cap / longest) if longest >= ROI_ZOOM_BELOW else min(ROI_MAX_ZOOM, ROI_MIN_SIDE / longest)
     return Roi(y0, ye, x0, xe, max(2, round((ye - y0) * f)), max(2, round((xe - x0) * f)))
 
 
@@ -94,11 +100,14 @@ def crop_work(work_map: np.ndarray, roi: Roi, H: int, W: int) -> np.ndarray:
 
 
 def box_mask(region: np.ndarray, roi: Roi) -> np.ndarray:
-    """The (pseudo) box as a boolean mask on the ROI grid (never empty)."""
+    """The (pseudo) box as a boolean mask on the ROI grid (never empty): the ROI pixels whose centre
+    lies on one of the box's pixels (``x1..x2`` inclusive, so a magnified ROI keeps the whole box)."""
     inside = np.zeros((roi.h, roi.w), bool)
-    (bx1, by1), (bx2, by2) = roi.to_roi(np.asarray(region).reshape(2, 2))
-    xa, ya = min(roi.w - 1, max(0, math.floor(bx1 + 0.5))), min(roi.h - 1, max(0, math.floor(by1 + 0.5)))
-    xb, yb = min(roi.w, max(math.floor(bx2 + 0.5) + 1, xa + 1)), min(roi.h, max(math.floor(by2 + 0.5) + 1, ya + 1))
+    x1, y1, x2, y2 = np.asarray(region, dtype=np.float64).reshape(4)
+    xa = min(roi.w - 1, max(0, math.ceil((np.floor(x1 + 0.5) - roi.x0) * roi.sx - 0.5)))
+    ya = min(roi.h - 1, max(0, math.ceil((np.floor(y1 + 0.5) - roi.y0) * roi.sy - 0.5)))
+    xb = min(roi.w, max(math.ceil((np.floor(x2 + 0.5) + 1 - roi.x0) * roi.sx - 0.5), xa + 1))
+    yb = min(roi.h, max(math.ceil((np.floor(y2 + 0.5) + 1 - roi.y0) * roi.sy - 0.5), ya + 1))
     inside[ya:yb, xa:xb] = True
     return inside
 
@@ -127,7 +136,11 @@ def clip_box(box: np.ndarray, H: int, W: int) -> np.ndarray:
 
 
 def union_box(box: np.ndarray, pts: np.ndarray, pad: float, height: int, width: int) -> np.ndarray:
-    """The box widened to hold the points (plus ``pad``)."""
+    """The box widened to hold the points that lie outside it (plus ``pad``)."""
+    outside = (pts[:, 0] < box[0]) | (pts[:, 0] > box[2]) | (pts[:, 1] < box[1]) | (pts[:, 1] > box[3])
+    if not outside.any():
+        return box
+    pts = pts[outside]
     lo = np.minimum(box[:2], pts.min(axis=0) - pad)
     hi = np.maximum(box[2:], pts.max(axis=0) + pad)
     return clip_box(np.concatenate([lo, hi]), height, width)

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from medseg_agent.tools.classic.frame import Embedded, Roi
+from medseg_agent.tools.classic.seeds import Seeds
 from medseg_agent.tools.classic.watershed import gradient
 from medseg_agent.vocabulary.prompts import Prediction
 
@@ -78,6 +79,54 @@ def assemble(
         wx = min(ww - 1, int((xi + 0.5) * sx))
         logits[wy, wx] = max(logits[wy, wx], 1.0) if lab == 1 else min(logits[wy, wx], -1.0)
     return Prediction(mask=mask, logits=logits, score=float(score) if mask.any() else 0.0)
+
+
+def settle_full(
+    prediction: Prediction,
+    emb: Embedded,
+    prior: np.ndarray,
+    seeds: Seeds,
+    roi: Roi,
+    points: np.ndarray,
+    labels: np.ndarray,
+) -> Prediction:
+    """A refinement's full-resolution mask held to the clicks' promise: the previous mask (read
+    back from the logits it returned) outside the clicks' discs, only growing in a positive click's
+    disc and only shrinking in a negative one's; the logits follow the mask when this changed it."""
+    assert seeds.grow is not None and seeds.shrink is not None
+    H, W = prediction.mask.shape
+    prev = (cv2.resize(prior, (W, H), interpolation=cv2.INTER_LINEAR) if prior.shape != (H, W) else prior) > 0
+    fh, fw = roi.y1 - roi.y0, roi.x1 - roi.x0
+    grow, shrink = np.zeros((H, W), bool), np.zeros((H, W), bool)
+    for full, part in ((grow, seeds.grow), (shrink, seeds.shrink & ~seeds.grow)):
+        full[roi.y0 : roi.y1, roi.x0 : roi.x1] = cv2.resize(
+            part.astype(np.uint8), (fw, fh), interpolation=cv2.INTER_NEAREST
+        ).astype(bool)
+    new = prediction.mask
+    mask = (prev | (new & grow)) & ~(~new & shrink)
+    for (x, y), lab in zip(points, labels, strict=True):  # the clicked pixels, as assemble set them
+        xi, yi = round(x), round(y)
+        if 0 <= xi < W and 0 <= yi < H:
+            mask[yi, xi] = bool(lab == 1)
+    if np.array_equal(mask, new):
+        return prediction
+    return Prediction(mask=mask, logits=_logits_of(mask, emb, points, labels), score=prediction.score)
+
+
+def _logits_of(mask: np.ndarray, emb: Embedded, points: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Working-frame logits (signed distance in working pixels) of a full-resolution mask."""
+    wh, ww = emb.work_size
+    sy, sx = emb.work_scale
+    sdf = signed_distance(mask)
+    if (wh, ww) != mask.shape:
+        sdf = cv2.resize(sdf, (ww, wh), interpolation=cv2.INTER_LINEAR) * float(sy)
+    logits = np.clip(sdf, -LOGIT_CLIP, LOGIT_CLIP).astype(np.float32)
+    for (x, y), lab in zip(points, labels, strict=True):
+        xi, yi = round(x), round(y)
+        if 0 <= xi < mask.shape[1] and 0 <= yi < mask.shape[0]:
+            wy, wx = min(wh - 1, int((yi + 0.5) * sy)), min(ww - 1, int((xi + 0.5) * sx))
+            logits[wy, wx] = max(logits[wy, wx], 1.0) if lab == 1 else min(logits[wy, wx], -1.0)
+    return logits
 
 
 def empty(emb: Embedded, H: int, W: int) -> Prediction:

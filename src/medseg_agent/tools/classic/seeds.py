@@ -13,6 +13,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from medseg_agent.tools.classic.frame import Embedded, Roi, box_mask, crop_work, image_edge
+from medseg_agent.tools.classic.snap import noise_sigma
 
 BG, FG, PR_BG, PR_FG = cv2.GC_BGD, cv2.GC_FGD, cv2.GC_PR_BGD, cv2.GC_PR_FGD
 
@@ -21,12 +22,14 @@ CLICK_RADIUS = 3.0
 #: Around a click that contradicts the previous mask, the disc re-decided, in multiples of the
 #: click's distance to the previous contour.
 REFINE_CLEAR = 2.0
-#: Half-width (fraction of the ROI side) of the band along the previous contour that is re-decided.
+#: Half-width (fraction of the ROI side) of the band along the previous contour that is open to the
+#: algorithm (inside the discs of the clicks).
 REFINE_BAND = 0.01
 #: Seed ellipse (fraction of the box) that seeded algorithms start from when a box is all they have.
 BOX_CORE = 0.15
 #: With no seeded component, components at least this fraction of the largest one are kept.
 KEEP_FRACTION = 0.1
+HOMOGENEOUS = 15.0
 
 
 @dataclass
@@ -43,9 +46,30 @@ class Job:
     W: int
 
 
-def trimap(job: Job, roi: Roi, method: str) -> tuple[np.ndarray, bool]:
-    """Seeds (BG/FG) and open pixels (PR_BG/PR_FG, the initial guess) at ROI resolution, and
-    whether they come from the previous mask (a refinement)."""
+@dataclass
+class Seeds:
+    """A trimap at ROI resolution: hard seeds (BG/FG) and open pixels (PR_BG/PR_FG, the initial
+    guess); on a refinement also the previous mask and where the clicks allow it to change."""
+
+    tri: np.ndarray
+    prev: np.ndarray | None = None
+    grow: np.ndarray | None = None  # where positive clicks let the previous mask grow
+    shrink: np.ndarray | None = None  # where negative clicks let it shrink
+
+    def settle(self, fg: np.ndarray) -> np.ndarray:
+        """A refinement's answer limited to what the clicks allow: the previous mask, plus what
+        ``fg`` adds in the positive discs, minus what it drops in the negative ones."""
+        assert self.prev is not None and self.grow is not None and self.shrink is not None
+        out = self.prev | (fg & self.grow)
+        return out & ~(~fg & self.shrink & ~self.grow)
+
+
+def trimap(job: Job, roi: Roi, method: str, feat: np.ndarray) -> Seeds:
+    """The seeds of one decode. A refinement may change the previous mask only in a disc around each
+    click that contradicts it (radius REFINE_CLEAR times the click's distance to the contour): a
+    positive click may only add to the mask there, a negative one only remove from it. Its seed
+    grows with that distance but stays where the image looks like the clicked pixel (``feat``: the
+    ROI features), so a click on a small separate part does not claim its surroundings."""
     h, w = roi.h, roi.w
     tri = np.full((h, w), PR_BG, np.uint8)
     inside = box_mask(job.region, roi)
@@ -55,7 +79,7 @@ def trimap(job: Job, roi: Roi, method: str) -> tuple[np.ndarray, bool]:
     radii = np.full(len(xy), CLICK_RADIUS)
     rim = max(1, round(0.01 * max(h, w)))
 
-    prev = None
+    prev = grow = shrink = None
     if job.prior is not None:
         prev = crop_work(job.prior, roi, job.H, job.W) > 0
         if job.has_box:
@@ -63,6 +87,7 @@ def trimap(job: Job, roi: Roi, method: str) -> tuple[np.ndarray, bool]:
         if not prev.any():
             prev = None
     if prev is not None:
+        noise = noise_sigma(feat[:, :, 0], max(1, round(roi.sy)))
         d_in = cv2.distanceTransform(prev.astype(np.uint8), cv2.DIST_L2, 3)
         d_out = cv2.distanceTransform((~prev).astype(np.uint8), cv2.DIST_L2, 3)
         band = max(1.0, REFINE_BAND * max(h, w))
@@ -70,6 +95,7 @@ def trimap(job: Job, roi: Roi, method: str) -> tuple[np.ndarray, bool]:
         tri[prev & (d_in > band)] = FG
         tri[~prev & (d_out > band)] = BG
         yy, xx = np.ogrid[:h, :w]
+        grow, shrink = np.zeros((h, w), bool), np.zeros((h, w), bool)
         for i, ((x, y), lab) in enumerate(zip(xy, job.labels, strict=True)):
             xi, yi = round(x), round(y)
             if not (0 <= xi < w and 0 <= yi < h):
@@ -78,12 +104,14 @@ def trimap(job: Job, roi: Roi, method: str) -> tuple[np.ndarray, bool]:
             wrong = (lab == 1 and not prev[yi, xi]) or (lab == 0 and prev[yi, xi])
             d = float(d_out[yi, xi] if lab == 1 else d_in[yi, xi]) if wrong else 0.0
             d = min(d, float(max(h, w)))
-            radii[i] = max(CLICK_RADIUS, 0.5 * d)
+            reach = _homogeneous_radius(feat, xi, yi, noise) if job.emb.gray else np.inf
+            radii[i] = max(CLICK_RADIUS, min(0.5 * d, reach))
             if d > 0:
                 r = REFINE_CLEAR * d + band
                 disc = (yy - yi) ** 2 + (xx - xi) ** 2 <= r * r
-                tri[disc & (tri == FG)] = PR_FG
-                tri[disc & (tri == BG)] = PR_BG
+                (grow if lab == 1 else shrink)[disc] = True
+                # a positive click may only add to the mask, a negative one only remove from it
+                tri[disc & (tri == (BG if lab == 1 else FG))] = PR_BG if lab == 1 else PR_FG
         if job.has_box:
             tri[~inside] = BG
         if not (tri == FG).any() and method != "grabcut":
@@ -114,7 +142,13 @@ def trimap(job: Job, roi: Roi, method: str) -> tuple[np.ndarray, bool]:
         if 0 <= xi < w and 0 <= yi < h:
             cv2.circle(tri, (xi, yi), max(1, round(r)), int(FG if lab == 1 else BG), -1)
             tri[yi, xi] = FG if lab == 1 else BG
-    return tri, prev is not None
+    return Seeds(tri, prev, grow, shrink)
+
+
+def _homogeneous_radius(feat: np.ndarray, x: int, y: int, noise: float) -> float:
+    """How far from (x, y) the gray level stays within HOMOGENEOUS noise sigmas of the clicked pixel's."""
+    similar = np.linalg.norm(feat - feat[y, x], axis=2) < HOMOGENEOUS * max(noise, 1e-3)
+    return float(cv2.distanceTransform(similar.astype(np.uint8), cv2.DIST_L2, 3)[y, x])
 
 
 def clean(fg: np.ndarray, tri: np.ndarray) -> np.ndarray:

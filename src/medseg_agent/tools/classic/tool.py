@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 
 from medseg_agent.tools.base import ImageEmbedding, SegmentationTool
+from medseg_agent.tools.classic.boxmodel import box_segment, ellipse_prior
 from medseg_agent.tools.classic.frame import (
     ROI_SIDE,
     Embedded,
@@ -20,9 +21,10 @@ from medseg_agent.tools.classic.frame import (
     union_box,
 )
 from medseg_agent.tools.classic.grabcut import grabcut, guide_image
-from medseg_agent.tools.classic.output import LOGIT_CLIP, assemble, edge_score, empty
+from medseg_agent.tools.classic.output import LOGIT_CLIP, assemble, edge_score, empty, settle_full
 from medseg_agent.tools.classic.random_walker import random_walker
-from medseg_agent.tools.classic.seeds import Job, clean, trimap
+from medseg_agent.tools.classic.seeds import Job, Seeds, clean, trimap
+from medseg_agent.tools.classic.snap import snap
 from medseg_agent.tools.classic.watershed import watershed
 from medseg_agent.vocabulary.errors import ToolError
 from medseg_agent.vocabulary.prompts import Prediction, Prompt
@@ -33,10 +35,17 @@ METHODS = ("grabcut", "random_walker", "watershed")
 WORK_SIDE = 512
 #: Gaussian sigma (ROI pixels) applied to the features before any algorithm.
 SMOOTH = 1.0
-#: GrabCut from a box is retried with the fallback when it keeps less than this share of the box.
+#: GrabCut from a box is retried with the fallback when it keeps less than this share of the box
+#: (and on gray images, an answer still that small gives way to the box's inscribed ellipse).
 MIN_FILL = 0.15
 #: Half-size of the first search window around clicks alone, as a fraction of the image side.
 POINT_WINDOW = 0.2
+#: On gray images the grey-level models' answer to a box replaces the cut's when the two overlap
+#: less than this (IoU) and the cut's is doubtful: its bounding box fits the box worse than
+#: TIGHT_FIT (a tight box touches the object on all four sides) or it fills more than FULL_BOX of it.
+AGREEMENT = 0.6
+TIGHT_FIT = 0.85
+FULL_BOX = 0.9
 
 
 class ClassicTool(SegmentationTool):
@@ -45,16 +54,20 @@ class ClassicTool(SegmentationTool):
     A turn without a usable previous mask *initialises*: with a box, everything outside it is hard
     background and ``method`` segments the inside; with clicks alone, a window around the positive
     clicks is searched (grown while the object reaches its edge) with ``click_method``. A turn with
-    ``mask_input`` *refines*: the previous mask's interior and exterior become seeds except in a
-    thin band along its contour and in a disc around each click that contradicts it, where
-    ``refine_method`` re-decides. Clicks are hard seeds and the returned mask honours them.
+    ``mask_input`` *refines*: the previous mask changes only in a disc around each click that
+    contradicts it (a positive click only adds, a negative one only removes), where
+    ``refine_method`` re-decides. Clicks are hard seeds and the returned mask honours them. Small
+    regions of interest are magnified so that seeds and discs stay smaller than a small target.
 
     ``method="auto"`` is the measured default (docs/tools.md): GrabCut from a box, retried with
     the watershed when it keeps too little of the box, the watershed from clicks alone and to
-    refine. ``"grabcut"``, ``"random_walker"`` or ``"watershed"`` run that algorithm on every turn;
-    ``click_method`` / ``refine_method`` override the algorithm for clicks-only initialisation /
-    refinement; ``box_fallback`` names the algorithm a box is retried with when GrabCut keeps less
-    than 15 % of it (the result whose bounding box fits the box better wins; ``None``: no retry).
+    refine; on gray images a box answer is also checked against grey-level models fitted where
+    the target is and its contour, like a click's edit, is put halfway between the grey levels
+    inside and outside it. ``"grabcut"``, ``"random_walker"`` or ``"watershed"`` run that algorithm
+    on every turn; ``click_method`` / ``refine_method`` override the algorithm for clicks-only
+    initialisation / refinement; ``box_fallback`` names the algorithm a box is retried with when
+    GrabCut keeps less than 15 % of it (the result whose bounding box fits the box better wins;
+    ``None``: no retry).
     """
 
     name = "classic"
@@ -69,6 +82,7 @@ class ClassicTool(SegmentationTool):
         box_fallback: str | None = "auto",
     ) -> None:
         super().__init__()
+        self.auto = method == "auto"
         if method == "auto":
             method = "grabcut"
             click_method = click_method or "watershed"
@@ -125,30 +139,61 @@ class ClassicTool(SegmentationTool):
         else:
             method = self.click_method
         job = Job(emb, region, box is not None, points, labels, prior, H, W)
-        fg, roi, score = self._segment(job, method)
+        fg, roi, score, seeds = self._segment(job, method)
         if box is None and prior is None:
             # clicks alone: grow the window while the object runs into its edge
             for _ in range(3):
                 if not touches_border(fg, roi, H, W):
                     break
                 job.region = grow_box(job.region, 2.0, H, W)
-                fg, roi, score = self._segment(job, method)
-        return assemble(emb, fg, roi, points, labels, score, H, W)
+                fg, roi, score, seeds = self._segment(job, method)
+        prediction = assemble(emb, fg, roi, points, labels, score, H, W)
+        if seeds.prev is not None:  # the full-resolution mask keeps the refinement's promise too
+            prediction = settle_full(prediction, emb, prior, seeds, roi, points, labels)
+        return prediction
 
-    def _segment(self, job: Job, method: str) -> tuple[np.ndarray, Roi, float]:
+    def _segment(self, job: Job, method: str) -> tuple[np.ndarray, Roi, float, Seeds]:
         roi = roi_for(job.region, ROI_SIDE[method], job.H, job.W)
         feat = roi_features(job.emb, roi, SMOOTH)
-        tri, refining = trimap(job, roi, method)
-        fg = clean(_run(method, feat, tri, job.emb.gray), tri)
-        if job.has_box and not refining and method == "grabcut" and self.box_fallback:
+        seeds = trimap(job, roi, method, feat)
+        fg = clean(_run(method, feat, seeds.tri, job.emb.gray), seeds.tri)
+        grey_rules = self.auto and job.emb.gray
+        clicks = [(x, y, int(lab)) for (x, y), lab in zip(roi.to_roi(job.points), job.labels, strict=True)]
+        if seeds.prev is not None:  # a refinement changes the previous mask only around the clicks
+            fg = seeds.settle(fg)
+            if grey_rules and (seeds.grow | seeds.shrink).any():
+                fg = seeds.settle(snap(feat[:, :, 0], fg, seeds.grow | seeds.shrink, roi.sy, clicks))
+            fg = seeds.settle(clean(fg, seeds.tri))
+        elif job.has_box:
+            fg = self._from_box(job, roi, feat, seeds, fg, method, clicks)
+        return fg, roi, edge_score(feat, fg), seeds
+
+    def _from_box(
+        self, job: Job, roi: Roi, feat: np.ndarray, seeds: Seeds, fg: np.ndarray, method: str,
+        clicks: list[tuple[float, float, int]],
+    ) -> np.ndarray:
+        """The first answer to a box: the cut's, checked against what a tight box implies."""
+        inside = box_mask(job.region, roi)
+        if method == "grabcut" and self.box_fallback and fg.sum() < MIN_FILL * inside.sum():
             # GrabCut may lose a low-contrast object to a background model that explains it too
-            inside = box_mask(job.region, roi)
-            if fg.sum() / max(1, inside.sum()) < MIN_FILL:
-                tri2, _ = trimap(job, roi, self.box_fallback)
-                fg2 = clean(_run(self.box_fallback, feat, tri2, job.emb.gray), tri2)
-                if box_fit(fg2, inside) > box_fit(fg, inside):
-                    fg = fg2
-        return fg, roi, edge_score(feat, fg)
+            retry = trimap(job, roi, self.box_fallback, feat).tri
+            other = clean(_run(self.box_fallback, feat, retry, job.emb.gray), retry)
+            if box_fit(other, inside) > box_fit(fg, inside):
+                fg = other
+        if not (self.auto and job.emb.gray):
+            return fg
+        # a small or faint target: when the cut's answer is doubtful and grey-level models fitted
+        # where the target is disagree with it, they win; then the contour goes where the grey
+        # levels say, and a speck gives way to the box's inscribed ellipse
+        doubtful = box_fit(fg, inside) < TIGHT_FIT or fg.sum() > FULL_BOX * inside.sum()
+        if doubtful:
+            model = clean(box_segment(feat[:, :, 0], inside, roi.sy), seeds.tri)
+            if (model & fg).sum() < AGREEMENT * (model | fg).sum():
+                fg = model
+        fg = clean(snap(feat[:, :, 0], fg, inside, roi.sy, clicks), seeds.tri)
+        if fg.sum() < MIN_FILL * inside.sum():
+            fg = clean(ellipse_prior(inside) >= 0.5, seeds.tri)
+        return fg
 
 
 def _run(method: str, feat: np.ndarray, tri: np.ndarray, gray: bool) -> np.ndarray:
