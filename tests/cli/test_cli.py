@@ -73,6 +73,10 @@ def test_evaluate_tool_tables_and_resume(tmp_path):
     assert overall["group"] == "all" and overall["samples"] == 3
     assert 0.0 < overall["mIoU@3"] <= 1.0
     assert (out / "tool_eval.csv").read_text().startswith("group,name,samples,mIoU@1")
+    # whether clicks help monotonically, in every output: share of clicks lowering IoU, mean loss
+    assert "lowered>0.02,mean drop" in (out / "tool_eval.csv").read_text().splitlines()[0]
+    assert 0.0 <= overall["lowered>0.02"] <= 1.0 and overall["mean drop"] >= 0.0
+    assert "lowered>0.02" in result.output and "mean drop" in result.output
     lines = (out / "curves.jsonl").read_text().splitlines()
     assert len(lines) == 3
     result = runner.invoke(app, args)  # resumes: nothing new to run, same table

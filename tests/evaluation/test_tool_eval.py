@@ -28,9 +28,28 @@ def test_summary_groups_and_counts_failures():
     assert rows[("dataset", "d2")]["mIoU@5"] == pytest.approx(0.9)
 
 
+def test_summary_reports_the_clicks_that_lowered_iou():
+    curves = [
+        # 4 clicks made, then padding: changes +0.3, -0.1 (lowered), +0.15
+        ClickCurve("a", "d1", "MRI", "t", [0.5, 0.8, 0.7, 0.85] + [0.85] * 16, clicks=4),
+        # a drop of 0.01 is within the tolerance; padding after 3 clicks is not counted
+        ClickCurve("b", "d1", "MRI", "t", [0.6, 0.59, 0.9] + [0.9] * 17, clicks=3),
+        # a curve written before the count was recorded: every value counts
+        ClickCurve("c", "d2", "CT", "t", [0.9, 0.6] + [0.6] * 18),
+    ]
+    rows = {(r["group"], r["name"]): r for r in summarize_curves(curves, 20)}
+    mri = rows[("modality", "MRI")]
+    assert mri["lowered>0.02"] == pytest.approx(1 / 5)
+    assert mri["mean drop"] == pytest.approx(0.1)
+    overall = rows[("all", "all")]
+    assert overall["lowered>0.02"] == pytest.approx(2 / (5 + 19))
+    assert overall["mean drop"] == pytest.approx((0.1 + 0.3) / 2)
+    assert rows[("dataset", "d2")]["lowered>0.02"] == pytest.approx(1 / 19)
+
+
 def test_click_curve_runs_the_clicker_through_the_environment(shape_tool, disc):
     curve = click_curve(shape_tool, disc, max_clicks=6)
-    assert len(curve.ious) == 6
+    assert len(curve.ious) == 6 and 1 <= curve.clicks <= 6
     assert curve.ious[-1] > curve.ious[0]
     assert shape_tool.encode_count == 1
     # clicks are exact pixels: the first click is the disc centre (interior-most point)

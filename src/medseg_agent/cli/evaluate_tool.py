@@ -50,8 +50,9 @@ def evaluate_tool(
     limit: Annotated[int | None, typer.Option("--limit", help="Evaluate only the first N samples.")] = None,
 ) -> None:
     """Click up to --clicks times on every sample with the RITM clicker (interior-most point of the
-    larger error, from an empty mask) and report mIoU@1/3/5 and NoC@80/85/90 per dataset and
-    modality. Results are appended per sample to OUT/curves.jsonl: rerun the same command to resume.
+    larger error, from an empty mask) and report mIoU@1/3/5, NoC@80/85/90 and the share of clicks
+    that lowered IoU by more than 0.02 (with the mean IoU they lost) per dataset and modality.
+    Results are appended per sample to OUT/curves.jsonl: rerun the same command to resume.
 
     Example: medseg-agent evaluate-tool --data ~/.cache/medseg-agent/demo --tool classic --clicks 20
     """
@@ -100,7 +101,8 @@ def evaluate_tool(
 
 
 def print_summary(rows: list[dict[str, Any]], title: str) -> None:
-    """One line per group; numbers with 3 decimals (NoC with 2), failures as counts."""
+    """One line per group; numbers with 3 decimals (NoC with 2, the share of clicks that lowered IoU
+    in %), failures as counts."""
     table = Table(title=title)
     metrics = [c for c in rows[0] if c not in ("group", "name", "samples")]
     table.add_column("group")
@@ -109,8 +111,8 @@ def print_summary(rows: list[dict[str, Any]], title: str) -> None:
         table.add_column(column.replace(">=", "fail"), justify="right")
     for row in rows:
         label = "all" if row["group"] == "all" else f"{row['group']}: {row['name']}"
-        cells = [f"{row[c]:.2f}" if c.startswith("NoC") else f"{row[c]:.3f}" if isinstance(row[c], float)
-                 else str(row[c]) for c in metrics]
+        cells = [f"{row[c]:.2f}" if c.startswith("NoC") else f"{100 * row[c]:.1f} %" if c.startswith("lowered")
+                 else f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in metrics]
         table.add_row(label, str(row["samples"]), *cells)
     console.print(table)
 

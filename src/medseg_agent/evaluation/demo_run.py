@@ -34,7 +34,7 @@ def run_clicker_demo(
         save_record(record, out / "records" / f"{sample.sample_id}.json")
         trace = record.iou_trace() or [0.0]
         curves.append(ClickCurve(sample.sample_id, sample.dataset, sample.modality, sample.target,
-                                 trace + [trace[-1]] * (clicks - len(trace))))
+                                 trace + [trace[-1]] * (clicks - len(trace)), len(trace)))
         if on_sample is not None:
             on_sample()
     return curves

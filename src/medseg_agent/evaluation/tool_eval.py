@@ -3,7 +3,9 @@
 The clicker policy clicks up to ``max_clicks`` times from an empty mask through the same
 environment every other policy uses (exact pixel coordinates, no early stop). Reported: mIoU after
 k clicks and NoC@X = the first click (1-based) at which IoU >= X, or ``max_clicks`` if never
-reached, with the number of samples that never reach X.
+reached, with the number of samples that never reach X; and whether clicks help monotonically: the
+share of clicks (after the first) that lowered IoU by more than ``DEFAULT_DROP`` and the mean IoU
+those clicks lost.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from medseg_agent.vocabulary.sample import Sample
 
 DEFAULT_THRESHOLDS = (0.80, 0.85, 0.90)
 DEFAULT_KS = (1, 3, 5)
+DEFAULT_DROP = 0.02
 
 
 @dataclass
@@ -37,6 +40,7 @@ class ClickCurve:
     modality: str
     target: str
     ious: list[float]  # IoU after click 1..n (padded with the last value to max_clicks)
+    clicks: int | None = None  # clicks actually made (the rest of ``ious`` is padding); None: unknown
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -58,8 +62,9 @@ def click_curve(tool: SegmentationTool, sample: Sample, max_clicks: int = 20) ->
     if not ious:
         ious = [0.0]
     # The clicker stops early only when no error is left: IoU stays where it is.
+    made = len(ious)
     ious = ious + [ious[-1]] * (max_clicks - len(ious))
-    return ClickCurve(sample.sample_id, sample.dataset, sample.modality, sample.target, ious)
+    return ClickCurve(sample.sample_id, sample.dataset, sample.modality, sample.target, ious, made)
 
 
 def noc(ious: Sequence[float], threshold: float, max_clicks: int) -> int:
@@ -69,13 +74,21 @@ def noc(ious: Sequence[float], threshold: float, max_clicks: int) -> int:
     return max_clicks
 
 
+def click_changes(curve: ClickCurve, max_clicks: int) -> list[float]:
+    """IoU gained by each click after the first (negative: lost), padding excluded."""
+    made = min(curve.clicks if curve.clicks is not None else max_clicks, max_clicks, len(curve.ious))
+    return [b - a for a, b in zip(curve.ious[: made - 1], curve.ious[1:made], strict=True)]
+
+
 def summarize_curves(
     curves: Iterable[ClickCurve],
     max_clicks: int = 20,
     ks: Sequence[int] = DEFAULT_KS,
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+    drop: float = DEFAULT_DROP,
 ) -> list[dict[str, Any]]:
-    """One row per group (overall, each dataset, each modality) with mIoU@k and NoC@X."""
+    """One row per group (overall, each dataset, each modality) with mIoU@k, NoC@X, the share of
+    clicks that lowered IoU by more than ``drop`` (``lowered>0.02``) and the mean IoU they lost."""
     curves = list(curves)
     groups: dict[tuple[str, str], list[ClickCurve]] = defaultdict(list)
     for curve in curves:
@@ -94,6 +107,10 @@ def summarize_curves(
             nocs = [noc(c.ious, t, max_clicks) for c in members]
             row[f"NoC@{label}"] = float(np.mean(nocs))
             row[f">={max_clicks}@{label}"] = int(sum(1 for c in members if max(c.ious[:max_clicks]) < t))
+        changes = [d for c in members for d in click_changes(c, max_clicks)]
+        lost = [-d for d in changes if d < -drop]
+        row[f"lowered>{drop:g}"] = len(lost) / len(changes) if changes else 0.0
+        row["mean drop"] = float(np.mean(lost)) if lost else 0.0
         rows.append(row)
     return rows
 
