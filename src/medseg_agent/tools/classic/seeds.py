@@ -29,6 +29,8 @@ REFINE_BAND = 0.01
 BOX_CORE = 0.15
 #: With no seeded component, components at least this fraction of the largest one are kept.
 KEEP_FRACTION = 0.1
+#: A contradicting click's seed (up to half its distance to the previous contour) stays where the
+#: gray level is within this many noise sigmas of the clicked pixel's.
 HOMOGENEOUS = 15.0
 
 
@@ -55,13 +57,18 @@ class Seeds:
     prev: np.ndarray | None = None
     grow: np.ndarray | None = None  # where positive clicks let the previous mask grow
     shrink: np.ndarray | None = None  # where negative clicks let it shrink
+    pos_seeds: np.ndarray | None = None  # the seeds of those clicks
+    neg_seeds: np.ndarray | None = None
 
     def settle(self, fg: np.ndarray) -> np.ndarray:
         """A refinement's answer limited to what the clicks allow: the previous mask, plus what
-        ``fg`` adds in the positive discs, minus what it drops in the negative ones."""
+        ``fg`` adds in the positive discs, minus what it drops in the negative ones, each change
+        connected to the click that asked for it (not a flood from elsewhere along the contour)."""
         assert self.prev is not None and self.grow is not None and self.shrink is not None
-        out = self.prev | (fg & self.grow)
-        return out & ~(~fg & self.shrink & ~self.grow)
+        assert self.pos_seeds is not None and self.neg_seeds is not None
+        added = _reached(fg & self.grow & ~self.prev, self.pos_seeds)
+        removed = _reached(~fg & self.shrink & ~self.grow & self.prev, self.neg_seeds)
+        return (self.prev | added) & ~removed
 
 
 def trimap(job: Job, roi: Roi, method: str, feat: np.ndarray) -> Seeds:
@@ -96,6 +103,7 @@ def trimap(job: Job, roi: Roi, method: str, feat: np.ndarray) -> Seeds:
         tri[~prev & (d_out > band)] = BG
         yy, xx = np.ogrid[:h, :w]
         grow, shrink = np.zeros((h, w), bool), np.zeros((h, w), bool)
+        contradicting = np.zeros(len(xy), bool)
         for i, ((x, y), lab) in enumerate(zip(xy, job.labels, strict=True)):
             xi, yi = round(x), round(y)
             if not (0 <= xi < w and 0 <= yi < h):
@@ -104,9 +112,10 @@ def trimap(job: Job, roi: Roi, method: str, feat: np.ndarray) -> Seeds:
             wrong = (lab == 1 and not prev[yi, xi]) or (lab == 0 and prev[yi, xi])
             d = float(d_out[yi, xi] if lab == 1 else d_in[yi, xi]) if wrong else 0.0
             d = min(d, float(max(h, w)))
-            reach = _homogeneous_radius(feat, xi, yi, noise) if job.emb.gray else np.inf
+            reach = _homogeneous_radius(feat, xi, yi, HOMOGENEOUS * noise) if job.emb.gray else np.inf
             radii[i] = max(CLICK_RADIUS, min(0.5 * d, reach))
             if d > 0:
+                contradicting[i] = True
                 r = REFINE_CLEAR * d + band
                 disc = (yy - yi) ** 2 + (xx - xi) ** 2 <= r * r
                 (grow if lab == 1 else shrink)[disc] = True
@@ -137,17 +146,34 @@ def trimap(job: Job, roi: Roi, method: str, feat: np.ndarray) -> Seeds:
             if lab == 1:
                 cv2.circle(tri, (round(x), round(y)), max(2, round(0.15 * max(h, w))), int(PR_FG), -1)
     # clicks: hard seeds, later clicks drawn over earlier ones
-    for (x, y), lab, r in zip(xy, job.labels, radii, strict=True):
+    click_seeds = {1: np.zeros((h, w), np.uint8), 0: np.zeros((h, w), np.uint8)}
+    for i, ((x, y), lab, r) in enumerate(zip(xy, job.labels, radii, strict=True)):
         xi, yi = round(x), round(y)
         if 0 <= xi < w and 0 <= yi < h:
             cv2.circle(tri, (xi, yi), max(1, round(r)), int(FG if lab == 1 else BG), -1)
             tri[yi, xi] = FG if lab == 1 else BG
-    return Seeds(tri, prev, grow, shrink)
+            if prev is not None and contradicting[i]:
+                cv2.circle(click_seeds[int(lab)], (xi, yi), max(1, round(r)), 1, -1)
+    if prev is None:
+        return Seeds(tri)
+    return Seeds(tri, prev, grow, shrink, click_seeds[1].astype(bool), click_seeds[0].astype(bool))
 
 
-def _homogeneous_radius(feat: np.ndarray, x: int, y: int, noise: float) -> float:
-    """How far from (x, y) the gray level stays within HOMOGENEOUS noise sigmas of the clicked pixel's."""
-    similar = np.linalg.norm(feat - feat[y, x], axis=2) < HOMOGENEOUS * max(noise, 1e-3)
+def _reached(change: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """The parts of ``change`` connected to ``seeds`` (which count as part of it)."""
+    region = change | seeds
+    if not seeds.any():
+        return np.zeros_like(change)
+    n, lab = cv2.connectedComponents(region.astype(np.uint8), connectivity=8)
+    keep = np.zeros(n, bool)
+    keep[np.unique(lab[seeds])] = True
+    keep[0] = False
+    return keep[lab] & change
+
+
+def _homogeneous_radius(feat: np.ndarray, x: int, y: int, tolerance: float) -> float:
+    """How far from (x, y) the features stay within ``tolerance`` of the clicked pixel's."""
+    similar = np.linalg.norm(feat - feat[y, x], axis=2) < max(tolerance, 1e-3)
     return float(cv2.distanceTransform(similar.astype(np.uint8), cv2.DIST_L2, 3)[y, x])
 
 
