@@ -54,6 +54,10 @@ from medseg_agent.tools.base import ToolSession
 from medseg_agent.vocabulary.actions import ADD_BBOX, AddBox, AddPoint, CoordinateSpace, Stop
 from medseg_agent.vocabulary.prompts import Prediction, PromptState
 
+#: When none of the ``max_tries`` largest errors is worth a click, up to this many times as many
+#: are tried before the expert stops (a small missed part is still worth a click).
+MORE_CLICKS = 3
+
 
 @dataclass
 class Candidate:
@@ -80,7 +84,7 @@ class EpisodeInfo:
     explored: bool = False
     probes: int = 0  # candidate actions tried on the tool
     rejected: int = 0  # tried and not played
-    stop: str = ""  # accurate | no_gain | limit | "" (the environment ended the episode)
+    stop: str = ""  # why it stopped: accurate (IoU >= tau) | no_gain (no click raises IoU) | limit (budget)
     two_step: int = 0  # actions kept for the gain of a two-action plan
     probe_mismatches: int = 0  # previews that differed from the environment's mask (non-deterministic tool)
     kinds: list[str] = field(default_factory=list)
@@ -188,7 +192,13 @@ class ExpertPolicy(Policy):
         info = self.info.to_dict()
         if self.mode == "hybrid":
             info["probes"] = self.probe.calls
+        if not info["stop"] and self.actions >= self._limit():  # the environment ended it: the budget
+            info["stop"] = "limit"
         return info
+
+    def _limit(self) -> int:
+        """The action budget: this expert's own, within the episode's turn limit."""
+        return min(self.max_actions or self.context.max_turns, self.context.max_turns)
 
     # -- acting -------------------------------------------------------------------------------
     def act(self, observation: Observation) -> PolicyReply:
@@ -203,11 +213,15 @@ class ExpertPolicy(Policy):
             return self._commit(self._select(self._first_candidates(), current, must_act=True, need=need))
         if current >= self.tau:
             return self._stop("accurate", mask)
-        limit = min(self.max_actions or self.context.max_turns, self.context.max_turns)
+        limit = self._limit()
         if self.actions >= limit:
             return self._stop("limit", mask)
         candidates = self._corrections(mask)
         chosen = self._select(candidates, current, must_act=False, need=self.delta)
+        if chosen is None:  # keep clicking while a click still raises IoU: the smaller errors too
+            more = self._clicks(mask, start=self.max_tries, limit=MORE_CLICKS * self.max_tries)
+            chosen = self._select(more, current, must_act=False, need=self.delta)
+            candidates += more
         if chosen is None and self.lookahead and self.actions + 2 <= limit:
             chosen = self._two_steps(candidates, current)
         if chosen is None:
@@ -313,7 +327,9 @@ class ExpertPolicy(Policy):
         ]
 
     def _corrections(self, mask: np.ndarray) -> list[Candidate]:
-        candidates = []
+        """A box redraw when the box cuts the target off, and clicks on the largest errors; on a
+        target in several parts the clicks come first (a new box replaces the mask of every part)."""
+        redraw = []
         box = self.state.box
         if self.can_box and box is not None:
             cut = outside_box(self.gt, box)
@@ -322,11 +338,15 @@ class ExpertPolicy(Policy):
                 text = why.redraw_rationale(self.target, box, self.shape.bbox, fraction)
                 h, w = self.gt.shape
                 redrawn = jittered_box(self.shape.bbox, (h, w), self.rng, self.box_jitter * 0.25)
-                candidates.append(self._box(redrawn, text, "redraw"))
-        for region in error_regions(mask, self.gt, self.clicked, limit=self.max_tries):
-            text = why.click_rationale(self.target, region, self.gt, self.shape.bbox)
-            candidates.append(self._click(region, text))
+                redraw.append(self._box(redrawn, text, "redraw"))
+        clicks = self._clicks(mask, start=0, limit=self.max_tries)
+        candidates = clicks + redraw if self.shape.parts > 1 else redraw + clicks
         return candidates[: self.max_tries]
+
+    def _clicks(self, mask: np.ndarray, start: int, limit: int) -> list[Candidate]:
+        """Clicks on the error regions ranked ``start`` to ``limit`` (largest first)."""
+        regions = error_regions(mask, self.gt, self.clicked, limit=limit)[start:]
+        return [self._click(r, why.click_rationale(self.target, r, self.gt, self.shape.bbox)) for r in regions]
 
     def _box(self, box: tuple[float, float, float, float], text: str, kind: str) -> Candidate:
         frame = self.context.frame
