@@ -125,10 +125,10 @@ class BrainSlices:
 
     def __init__(self) -> None:
         import nibabel as nib
-        from medseg_agent.data.intensity import percentile_range
 
         from medseg_agent.data.demo import fetch_mricron_templates
         from medseg_agent.data.volumes import canonical, display_slice
+        from medseg_agent.io.intensity import percentile_range
 
         src = fetch_mricron_templates()
         t1 = np.asanyarray(canonical(nib.load(str(src / "ch2.nii.gz"))).dataobj).astype(np.float32)
