@@ -50,9 +50,8 @@ def evaluate_tool(
     limit: Annotated[int | None, typer.Option("--limit", help="Evaluate only the first N samples.")] = None,
 ) -> None:
     """Click up to --clicks times on every sample with the RITM clicker (interior-most point of the
-    larger error, from an empty mask) and report mIoU@1/3/5, NoC@80/85/90 and the share of clicks
-    that lowered IoU by more than 0.02 (with the mean IoU they lost) per dataset and modality.
-    Results are appended per sample to OUT/curves.jsonl: rerun the same command to resume.
+    larger error, from an empty mask); report mIoU@1/3/5, NoC@80/85/90 and the share of clicks that
+    lowered IoU by > 0.02 per dataset and modality. Resumes from OUT/curves.jsonl when rerun.
 
     Example: medseg-agent evaluate-tool --data ~/.cache/medseg-agent/demo --tool classic --clicks 20
     """
