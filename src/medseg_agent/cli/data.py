@@ -62,6 +62,43 @@ def build_demo(
     console.print(table)
 
 
+@data_app.command("build-synthetic")
+def build_synthetic(
+    out: Path = typer.Option(..., "--out", help="Output folder: images/, masks/, manifest.jsonl, synthetic.json."),
+    train: int = typer.Option(600, "--train", min=0, help="Train images."),
+    val: int = typer.Option(24, "--val", min=0, help="Validation images."),
+    test: int = typer.Option(100, "--test", min=0, help="Test images."),
+    size: int = typer.Option(256, "--size", min=128, max=1024, help="Image side in pixels."),
+    seed: int = typer.Option(0, "--seed", help="Same seed and sizes: same files."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even if a complete build is there."),
+) -> None:
+    """Build synthetic CT-like scans with several look-alike lesions and a text naming one of them
+    (size, brightness, shape, side), split train/val/test by image: the task of `train demo`."""
+    from medseg_agent.data.synthetic import SyntheticConfig, build_synthetic_dataset, synthetic_info
+    from medseg_agent.runs.parallel import progress_bar
+
+    try:
+        config = SyntheticConfig(train=train, val=val, test=test, image_size=size, seed=seed)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    start = time.perf_counter()
+    try:
+        with progress_bar() as progress:
+            task = progress.add_task("synthetic scans", total=train + val + test)
+            path = build_synthetic_dataset(out, config, force=force, on_image=lambda _: progress.advance(task))
+    except FileExistsError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    summary = synthetic_info(path)["summary"]
+    console.print(f"synthetic dataset: [bold]{path}[/bold] ({time.perf_counter() - start:.1f} s)")
+    console.print(
+        "images per split: " + ", ".join(f"{k} {v}" for k, v in summary["images"].items())
+        + f"; {summary['mean_lesions_per_image']} lesions per image; attributes named in the target text: "
+        + ", ".join(f"{k}: {v}" for k, v in summary["attributes_named"].items())
+    )
+
+
 @data_app.command("list")
 def list_dataset(
     path: Path = typer.Argument(..., help="Dataset folder or file (BiomedParse, JSON, manifest, NIfTI, DICOM)."),
