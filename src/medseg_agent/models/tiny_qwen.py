@@ -1,16 +1,17 @@
-"""A tiny, randomly initialised Qwen-VL checkpoint built offline, for tests and smoke runs.
+"""A small, randomly initialised Qwen-VL checkpoint built offline, for tests, smoke runs and the demo.
 
 Tests of the ``hf`` policy, SFT and RL must exercise the exact code path of a real checkpoint
 (``AutoProcessor`` / ``AutoModelForImageTextToText.from_pretrained``) without downloading weights.
-This writes such a checkpoint: a few-layer model from a small config, a byte-level BPE tokenizer
-trained in memory on the protocol's own texts with the Qwen special tokens, the Qwen-VL image and
-video processors and a chat template that supports tools. Its outputs are random text.
+This writes such a checkpoint: a model from a small config, a byte-level BPE tokenizer trained in
+memory on the protocol's own texts with the Qwen special tokens, the Qwen-VL image and video
+processors and a chat template that supports tools. Untrained, its outputs are random text;
+``medseg-agent train demo`` trains one from scratch (:mod:`medseg_agent.training.demo`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,21 +65,36 @@ def _corpus() -> Iterator[str]:
     yield "The quick brown fox jumps over the lazy dog. Segment the tumor, liver, lesion, nucleus, cell."
 
 
-def build_tokenizer(vocab_size: int = 600) -> Any:
-    """A byte-level BPE tokenizer with the Qwen special tokens, trained in memory (no download)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def build_tokenizer(vocab_size: int = 600, *, texts: Iterable[str] = (), phrases: bool = False) -> Any:
+    """A byte-level BPE tokenizer with the Qwen special tokens, trained in memory (no download).
+
+    ``texts`` are learnt from besides the protocol's texts (e.g. a dataset's target descriptions).
+    ``phrases``: merges may span words (whole prompt phrases become single tokens, so the fixed
+    system prompt costs ~100 tokens instead of ~600) while every digit stays one token, as in Qwen's
+    tokenizers; coordinates are then written digit by digit.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if phrases:
+        core.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(r"\p{N}"), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+    else:
+        core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=list(SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
+        max_token_length=48 if phrases else None,
     )
-    core.train_from_iterator(_corpus(), trainer=trainer)
+    core.train_from_iterator([*_corpus(), *texts], trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=core,
         eos_token="<|im_end|>",
@@ -91,7 +107,15 @@ def build_tokenizer(vocab_size: int = 600) -> Any:
     return tokenizer
 
 
-def _model_config(arch: str, vocab_size: int, token_ids: dict[str, int], hidden_size: int, layers: int) -> Any:
+def _model_config(
+    arch: str,
+    vocab_size: int,
+    token_ids: dict[str, int],
+    hidden_size: int,
+    layers: int,
+    mlp_ratio: int,
+    vision: dict[str, int],
+) -> Any:
     heads = 4
     head_dim = hidden_size // heads
     # Multimodal RoPE splits half the head dimension over (time, height, width).
@@ -100,7 +124,7 @@ def _model_config(arch: str, vocab_size: int, token_ids: dict[str, int], hidden_
     text = {
         "vocab_size": vocab_size,
         "hidden_size": hidden_size,
-        "intermediate_size": hidden_size * 2,
+        "intermediate_size": hidden_size * mlp_ratio,
         "num_hidden_layers": layers,
         "num_attention_heads": heads,
         "num_key_value_heads": 2,
@@ -122,38 +146,44 @@ def _model_config(arch: str, vocab_size: int, token_ids: dict[str, int], hidden_
 
         text["head_dim"] = head_dim
         text["rope_parameters"]["mrope_interleaved"] = True
-        vision = {
-            "depth": 2,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 2,
+        tower = {
+            "depth": vision["depth"],
+            "hidden_size": vision["hidden_size"],
+            "intermediate_size": vision["hidden_size"] * 2,
+            "num_heads": vision["heads"],
             "patch_size": patch,
             "out_hidden_size": hidden_size,
             "num_position_embeddings": 256,
-            "deepstack_visual_indexes": [1],
+            "deepstack_visual_indexes": [vision["depth"] - 1],
         }
-        return Qwen3VLConfig(text_config=text, vision_config=vision, **ids)
+        return Qwen3VLConfig(text_config=text, vision_config=tower, **ids)
     if arch == "qwen2_5_vl":
         from transformers import Qwen2_5_VLConfig
 
-        vision = {
-            "depth": 2,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_heads": 2,
+        tower = {
+            "depth": vision["depth"],
+            "hidden_size": vision["hidden_size"],
+            "intermediate_size": vision["hidden_size"] * 2,
+            "num_heads": vision["heads"],
             "patch_size": patch,
             "out_hidden_size": hidden_size,
             "window_size": 112,
-            "fullatt_block_indexes": [1],
+            "fullatt_block_indexes": [vision["depth"] - 1],
         }
-        return Qwen2_5_VLConfig(text_config=text, vision_config=vision, **ids)
+        return Qwen2_5_VLConfig(text_config=text, vision_config=tower, **ids)
     from transformers import Qwen2VLConfig
 
-    vision = {"depth": 2, "embed_dim": 32, "hidden_size": hidden_size, "num_heads": 2, "patch_size": patch}
-    return Qwen2VLConfig(text_config=text, vision_config=vision, **ids)
+    tower = {
+        "depth": vision["depth"],
+        "embed_dim": vision["hidden_size"],
+        "hidden_size": hidden_size,
+        "num_heads": vision["heads"],
+        "patch_size": patch,
+    }
+    return Qwen2VLConfig(text_config=text, vision_config=tower, **ids)
 
 
-def _processor(arch: str, tokenizer: Any, max_pixels: int) -> Any:
+def _processor(arch: str, tokenizer: Any, max_pixels: int, template: str) -> Any:
     from transformers import Qwen2VLImageProcessor
 
     patch = _PATCH[arch]
@@ -163,17 +193,17 @@ def _processor(arch: str, tokenizer: Any, max_pixels: int) -> Any:
         from transformers import Qwen3VLProcessor, Qwen3VLVideoProcessor
 
         video = Qwen3VLVideoProcessor(patch_size=patch, merge_size=2, temporal_patch_size=2, size=size)
-        return Qwen3VLProcessor(image_processor, tokenizer, video, chat_template=QWEN_VL_TOOL_TEMPLATE)
+        return Qwen3VLProcessor(image_processor, tokenizer, video, chat_template=template)
     from transformers import Qwen2VLVideoProcessor
 
     video = Qwen2VLVideoProcessor(patch_size=patch, merge_size=2, temporal_patch_size=2, size=size)
     if arch == "qwen2_5_vl":
         from transformers import Qwen2_5_VLProcessor
 
-        return Qwen2_5_VLProcessor(image_processor, tokenizer, video, chat_template=QWEN_VL_TOOL_TEMPLATE)
+        return Qwen2_5_VLProcessor(image_processor, tokenizer, video, chat_template=template)
     from transformers import Qwen2VLProcessor
 
-    return Qwen2VLProcessor(image_processor, tokenizer, video, chat_template=QWEN_VL_TOOL_TEMPLATE)
+    return Qwen2VLProcessor(image_processor, tokenizer, video, chat_template=template)
 
 
 def build_tiny_qwen_vl(
@@ -185,30 +215,42 @@ def build_tiny_qwen_vl(
     vocab_size: int = 600,
     max_pixels: int = 256 * 256,
     seed: int = 0,
+    mlp_ratio: int = 2,
+    vision_depth: int = 2,
+    vision_hidden_size: int = 32,
+    tokenizer_texts: Iterable[str] = (),
+    phrase_tokens: bool = False,
+    chat_template: str = QWEN_VL_TOOL_TEMPLATE,
 ) -> Path:
-    """Write a tiny random Qwen-VL checkpoint (model, tokenizer, processor, chat template) to ``out_dir``.
+    """Write a small random Qwen-VL checkpoint (model, tokenizer, processor, chat template) to ``out_dir``.
 
     It loads with ``AutoProcessor.from_pretrained(out_dir)`` and
     ``AutoModelForImageTextToText.from_pretrained(out_dir)`` like a real checkpoint. ``max_pixels``
-    caps the image size the processor feeds the vision tower (few image tokens keep CPU tests fast).
-    The same ``seed`` gives the same weights.
+    caps the image size the processor feeds the vision tower (few image tokens keep CPU runs fast).
+    The same ``seed`` gives the same weights. ``tokenizer_texts`` and ``phrase_tokens`` go to
+    :func:`build_tokenizer`; ``chat_template`` is the template text (see
+    :func:`medseg_agent.models.chat_template.qwen_vl_tool_template`).
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown tiny Qwen-VL architecture {arch!r}; choose one of {', '.join(ARCHS)}")
     if hidden_size % 8:
         raise ValueError(f"hidden_size must be a multiple of 8 (4 heads, even head size), got {hidden_size}")
+    if vision_hidden_size % 32:
+        raise ValueError(f"vision_hidden_size must be a multiple of 32 (heads of 16), got {vision_hidden_size}")
     import torch
     from transformers import AutoModelForImageTextToText
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(vocab_size)
+    tokenizer = build_tokenizer(vocab_size, texts=tokenizer_texts, phrases=phrase_tokens)
+    tokenizer.chat_template = chat_template
     token_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    config = _model_config(arch, len(tokenizer), token_ids, hidden_size, num_layers)
+    vision = {"depth": vision_depth, "hidden_size": vision_hidden_size, "heads": vision_hidden_size // 16}
+    config = _model_config(arch, len(tokenizer), token_ids, hidden_size, num_layers, mlp_ratio, vision)
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_config(config)
     model.generation_config.eos_token_id = [token_ids["<|im_end|>"], token_ids["<|endoftext|>"]]
     model.generation_config.pad_token_id = token_ids["<|endoftext|>"]
     model.save_pretrained(out)
-    _processor(arch, tokenizer, max_pixels).save_pretrained(out)
+    _processor(arch, tokenizer, max_pixels, chat_template).save_pretrained(out)
     return out
