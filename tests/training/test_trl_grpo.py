@@ -38,9 +38,21 @@ def test_environment_tools_return_overlays_and_reward_scores_the_record():
     assert "could not be executed" in env.add_point([500], "positive")  # errors come back as text
     assert "finished" in env.stop_action()  # text only: the view is unchanged
     assert "over" in env.add_point([10, 10], "negative")
-    record = env.record()
+    record = env.episode_record
     assert record.stop_reason is StopReason.STOP_ACTION and record.final_metrics["iou"] > 0.4
     assert env.get_reward() == pytest.approx(score_record(record, "medsam_agent").total)
+
+
+def test_trl_sees_exactly_the_three_actions_as_tools():
+    import inspect
+
+    # what GRPOTrainer lists: public functions of the class other than reset and get_reward
+    names = {
+        name
+        for name, _ in inspect.getmembers(SegmentationEnvironment, predicate=inspect.isfunction)
+        if not name.startswith("_") and name not in ("reset", "get_reward")
+    }
+    assert names == {"add_bbox", "add_point", "stop_action"}
 
 
 def test_trls_parser_turns_protocol_replies_into_environment_calls(tiny_qwen):
@@ -57,7 +69,7 @@ def test_trls_parser_turns_protocol_replies_into_environment_calls(tiny_qwen):
         parsed = tokenizer.parse_response(protocol.format_action(action, "reasoning") + "<|im_end|>")
         (call,) = parsed["tool_calls"]
         getattr(env, call["function"]["name"])(**call["function"]["arguments"])  # what TRL's tool loop does
-    record = env.record()
+    record = env.episode_record
     assert [t.action.name for t in record.turns] == ["add_bbox", "add_point", "stop_action"]
     assert record.num_errors == 0
 
@@ -85,3 +97,59 @@ def test_grpo_step_on_cpu_with_the_tiny_model(tiny_qwen, tmp_path):
     assert result.steps == 1
     assert len(result.rewards) == 1 and 0.0 <= result.rewards[0] <= 1.0  # the environment's get_reward ran
     assert (result.output_dir / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_demo_template_gives_grpo_rollouts_the_tokens_of_sft_rows_and_inference(tmp_path):
+    """A rollout as TRL builds it (rendered first turn, the model's reply, the tool reply's suffix) is the
+    exact token sequence the hf policy and the SFT export render for the same episode."""
+    from transformers import AutoProcessor
+    from trl.chat_template_utils import is_chat_template_prefix_preserving, supports_tool_calling
+    from trl.data_utils import prepare_multimodal_messages
+
+    from medseg_agent.environment.actions import CoordinateSpace
+    from medseg_agent.environment.render import resize_view
+    from medseg_agent.models.chat_template import qwen_vl_tool_template
+    from medseg_agent.models.tiny_qwen import build_tiny_qwen_vl
+    from medseg_agent.protocols.conversation import Conversation, to_hf
+    from medseg_agent.training.trl_grpo import ensure_tool_call_parser
+
+    template = qwen_vl_tool_template(list_tools=False, tool_replies="user")
+    path = build_tiny_qwen_vl(tmp_path / "m", max_pixels=64 * 64, phrase_tokens=True, chat_template=template)
+    processor = AutoProcessor.from_pretrained(path)
+    assert supports_tool_calling(processor) and is_chat_template_prefix_preserving(processor)
+    ensure_tool_call_parser(processor)
+    tokenizer = processor.tokenizer
+    sample, protocol = disc(), get_protocol("medsam")
+    row = grpo_rows([sample], view_longest_side=64, tool_listing=True)[0]
+    env = environment()
+    env.reset(**row)
+    tools = [env.add_bbox, env.add_point, env.stop_action]
+    reply = protocol.format_action(AddBox(300, 230, 700, 780))
+
+    # TRL: the first turn rendered with tools=, the generated reply, then the tool reply's suffix
+    prompt = prepare_multimodal_messages(row["prompt"], images=row["images"])
+    first = processor.apply_chat_template(prompt, tools=tools, add_generation_prompt=True, tokenize=False)
+    call = tokenizer.parse_response(reply + "<|im_end|>")["tool_calls"][0]["function"]
+    assert call == {"name": "add_bbox", "arguments": {"bbox_2d": [300, 230, 700, 780]}}
+    overlay, text = env.add_bbox(**call["arguments"])
+    dummy = [{"role": "user", "content": "dummy"},
+             {"role": "assistant", "content": "", "tool_calls": [{"type": "function", "function": call}]}]
+    tool = [{"role": "tool", "name": "add_bbox", "content": [overlay, text]}]
+    before = processor.apply_chat_template(prepare_multimodal_messages(dummy), tokenize=False)
+    after = processor.apply_chat_template(prepare_multimodal_messages(dummy + tool), tokenize=False,
+                                          add_generation_prompt=True)
+    cut = before.rindex("<|im_end|>") + len("<|im_end|>")
+    assert after.startswith(before[:cut])
+    rollout = first + reply + "<|im_end|>" + after[cut:]
+
+    # the hf policy / SFT export: the same episode as a Conversation with user turns
+    view = resize_view(sample.image, (48, 64))
+    conversation = Conversation.start(protocol, sample.target, view, CoordinateSpace.NORM1000)
+    conversation.add_assistant(reply)
+    conversation.add_user(text["text"], np.asarray(overlay["image"]))
+    messages, _ = to_hf(conversation)
+    inference = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert rollout == inference
+    pieces = [first, reply + "<|im_end|>", after[cut:]]
+    assert sum((tokenizer(p)["input_ids"] for p in pieces), []) == tokenizer(inference)["input_ids"]

@@ -7,8 +7,13 @@ and the protocol's follow-up text. ``get_reward`` scores the finished episode's 
 reward library. Use verl (:mod:`medseg_agent.training.verl`) for multi-GPU / multi-node runs and
 fast rollout engines; this path is for a single box and for debugging rewards end to end.
 
-Rows: ``prompt`` (system prompt without the textual tool listing + the first user text), ``images``
-(the view), ``medseg_episode`` (JSON: what the environment needs to start, as in the verl rows).
+Rows: ``prompt`` (system prompt + the first user text), ``images`` (the view), ``medseg_episode``
+(JSON: what the environment needs to start, as in the verl rows). The system prompt leaves out the
+protocol's textual tool listing when the chat template lists the tools (Qwen3-VL), and keeps it for a
+template that does not (the demo model's protocol layout, :mod:`medseg_agent.models.chat_template`).
+
+Everything public on :class:`SegmentationEnvironment` that is a plain method becomes a tool for TRL,
+so the episode's record is a property, not a method.
 """
 
 from __future__ import annotations
@@ -77,14 +82,30 @@ class SegmentationEnvironment:
     def stop_action(self) -> list[dict[str, Any]] | str:
         return self._step(STOP_ACTION, {})
 
-    def record(self) -> TrajectoryRecord:
-        """The episode's record, closed if the model stopped without ``stop_action``."""
+    @property
+    def episode_record(self) -> TrajectoryRecord:
+        """The episode's record, closed if the model stopped without ``stop_action``. (A property:
+        TRL turns every public method into a tool.)"""
         if self.env is None or self.env.record is None:
             raise RuntimeError("no episode: reset() was not called")
         return self.env.close(StopReason.POLICY_ENDED)
 
     def get_reward(self) -> float:
-        return score_record(self.record(), self.reward).total
+        return score_record(self.episode_record, self.reward).total
+
+
+def final_dice(environments: list[SegmentationEnvironment], **_: Any) -> list[float]:
+    """Dice of each rollout's final mask: logged by TRL as ``rewards/final_dice/mean`` (weight 0)."""
+    return [float(env.episode_record.final_metrics.get("dice") or 0.0) for env in environments]
+
+
+def valid_action_rate(environments: list[SegmentationEnvironment], **_: Any) -> list[float]:
+    """Share of a rollout's replies that the environment accepted (weight 0, logged)."""
+    rates = []
+    for env in environments:
+        record = env.episode_record
+        rates.append(1.0 - record.num_errors / len(record.turns) if record.turns else 0.0)
+    return rates
 
 
 SegmentationEnvironment.add_bbox.__doc__ = _google_docstring(ADD_BBOX)
@@ -92,16 +113,25 @@ SegmentationEnvironment.add_point.__doc__ = _google_docstring(ADD_POINT)
 SegmentationEnvironment.stop_action.__doc__ = _google_docstring(STOP_ACTION)
 
 
-def grpo_rows(samples: Iterable[Sample], view_longest_side: int | None = 512) -> list[dict[str, Any]]:
-    """TRL rows for ``samples``, from the same builder as the verl rows (one source of prompts)."""
+def grpo_rows(
+    samples: Iterable[Sample], view_longest_side: int | None = 512, *, tool_listing: bool = False
+) -> list[dict[str, Any]]:
+    """TRL rows for ``samples``, from the same builder as the verl rows (one source of prompts).
+
+    ``tool_listing``: keep the protocol's textual tool listing in the system prompt (for chat templates
+    that do not render ``tools=``, whose models learnt the tools from that text).
+    """
     from PIL import Image
 
     from medseg_agent.training.verl.dataset import rl_row
 
+    protocol = get_protocol("medsam")
     rows = []
     for index, sample in enumerate(samples):
         row = rl_row(sample, index, view_longest_side=view_longest_side)
         system, user = row["prompt"]
+        if tool_listing:
+            system = {"role": "system", "content": protocol.system_prompt(CoordinateSpace.NORM1000)}
         view = Image.open(io.BytesIO(row["images"][0]["bytes"])).convert("RGB")
         create = row["extra_info"]["tools_kwargs"]["medseg_episode"]["create_kwargs"]
         rows.append(
@@ -123,6 +153,7 @@ class GRPOOptions:
     reward: str = "medseg"
     reward_overrides: list[str] = field(default_factory=list)
     max_turns: int = 5
+    view_longest_side: int | None = 512  # the overlays' size; the rows' first view should match
     num_generations: int = 4
     max_completion_length: int = 1024
     learning_rate: float = 1e-6
@@ -133,10 +164,12 @@ class GRPOOptions:
     beta: float = 0.0  # no KL, as both reference systems
     temperature: float = 1.0
     chat_template: str | None = "qwen3_vl"  # "qwen3_vl": TRL's Qwen3-VL template; a path; None: keep
+    bf16: bool | None = None  # None: on when CUDA supports it
     use_cpu: bool = False
     gradient_checkpointing: bool = True
     logging_steps: int = 1
     save_steps: int = 100
+    save_total_limit: int | None = None
     seed: int = 0
     report_to: str = "none"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -147,6 +180,8 @@ class GRPOResult:
     output_dir: Path
     steps: int
     rewards: list[float]
+    #: every log line TRL wrote (step, reward, rewards/final_dice/mean, ...), in order
+    logs: list[dict[str, float]] = field(default_factory=list)
 
 
 def _chat_template(name: str) -> str:
@@ -160,8 +195,29 @@ def _chat_template(name: str) -> str:
     return path.read_text()
 
 
-def run_grpo(options: GRPOOptions, dataset: Any) -> GRPOResult:
-    """Train with TRL's GRPOTrainer on ``dataset`` (rows of :func:`grpo_rows`); save to ``output_dir/final``."""
+def ensure_tool_call_parser(processor: Any) -> None:
+    """Give the tokenizer a parser for Hermes ``<tool_call>{json}</tool_call>`` replies.
+
+    TRL knows the parsers of the templates it ships; for any other template (a checkpoint's own, the
+    demo model's) the Qwen3 one is used: the medsam protocol writes exactly that layout.
+    """
+    from trl.chat_template_utils import add_response_schema, qwen3_schema
+
+    tokenizer = processor.tokenizer
+    if getattr(tokenizer, "response_schema", None) is not None or getattr(tokenizer, "response_template", None):
+        return
+    try:
+        add_response_schema(processor)
+    except ValueError:  # TRL does not know this template
+        tokenizer.response_schema = qwen3_schema
+
+
+def run_grpo(options: GRPOOptions, dataset: Any, callbacks: list[Any] | None = None) -> GRPOResult:
+    """Train with TRL's GRPOTrainer on ``dataset`` (rows of :func:`grpo_rows`); save to ``output_dir/final``.
+
+    ``callbacks``: more ``transformers.TrainerCallback`` objects (progress bars, evaluations).
+    """
+    import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
@@ -172,17 +228,29 @@ def run_grpo(options: GRPOOptions, dataset: Any) -> GRPOResult:
         template = _chat_template(options.chat_template)
         processor.chat_template = template
         processor.tokenizer.chat_template = template
+    ensure_tool_call_parser(processor)
     model = AutoModelForImageTextToText.from_pretrained(options.model, dtype="auto")
     tool = build_tool(options.tool, device=options.tool_device)
-    episode_config = EpisodeConfig(max_turns=options.max_turns, protocol=get_protocol("medsam").name)
+    episode_config = EpisodeConfig(
+        max_turns=options.max_turns,
+        protocol=get_protocol("medsam").name,
+        view_longest_side=options.view_longest_side,
+    )
     reward = resolve_reward(options.reward, options.reward_overrides or None)
 
     rewards: list[float] = []
+    logs: list[dict[str, float]] = []
 
     class RewardLog(TrainerCallback):
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001 - transformers' signature
             if logs and "reward" in logs:
                 rewards.append(float(logs["reward"]))
+                log_lines.append({"step": state.global_step, **{k: float(v) for k, v in logs.items()}})
+
+    log_lines = logs
+    bf16 = (
+        options.bf16 if options.bf16 is not None else bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    )
 
     config = GRPOConfig(
         output_dir=options.output_dir,
@@ -197,20 +265,24 @@ def run_grpo(options: GRPOOptions, dataset: Any) -> GRPOResult:
         temperature=options.temperature,
         max_tool_calling_iterations=options.max_turns + 2,
         use_cpu=options.use_cpu,
+        bf16=bf16,
         gradient_checkpointing=options.gradient_checkpointing,
         logging_steps=options.logging_steps,
         save_steps=options.save_steps,
+        save_total_limit=options.save_total_limit,
         seed=options.seed,
         report_to=options.report_to,
+        reward_weights=[0.0, 0.0],  # final_dice, valid_action_rate: logged only; TRL adds get_reward (1)
         **options.extra,
     )
     trainer = GRPOTrainer(
         model=model,
+        reward_funcs=[final_dice, valid_action_rate],
         args=config,
         train_dataset=dataset,
         processing_class=processor,
         environment_factory=lambda: SegmentationEnvironment(tool, episode_config, reward),
-        callbacks=[RewardLog()],
+        callbacks=[RewardLog(), *(callbacks or [])],
     )
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -221,5 +293,5 @@ def run_grpo(options: GRPOOptions, dataset: Any) -> GRPOResult:
     processor.save_pretrained(final)
     from medseg_agent.io.atomic import atomic_write_json
 
-    atomic_write_json(final / "medseg_grpo.json", {"options": asdict(options), "rewards": rewards})
-    return GRPOResult(final, trainer.state.global_step, rewards)
+    atomic_write_json(final / "medseg_grpo.json", {"options": asdict(options), "rewards": rewards, "logs": logs})
+    return GRPOResult(final, trainer.state.global_step, rewards, logs)
