@@ -38,42 +38,20 @@ from pathlib import Path
 from typing import Any
 
 from medseg_agent.data import open_dataset
-from medseg_agent.environment.episode import EpisodeConfig, Observation, SegmentationEnv
+from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
 from medseg_agent.experts.generate import run_expert_episode, trajectory_seed
-from medseg_agent.experts.strategy import bounding_box
-from medseg_agent.policies.base import EpisodeContext, Policy, PolicyReply
+from medseg_agent.policies.box import BoxOnlyPolicy
 from medseg_agent.policies.clicker import ClickerPolicy
 from medseg_agent.policies.runner import run_episode
 from medseg_agent.runs.parallel import run_jobs
 from medseg_agent.runs.store import ResultStore
 from medseg_agent.tools.registry import build_tool
-from medseg_agent.vocabulary.actions import AddBox, Stop
 from medseg_agent.vocabulary.sample import Sample
 
 DELTAS = (0.02, 0.05, 0.1, 0.2)
 EPSILONS = (0.0, 0.005, 0.01)
 TAUS = (0.85, 0.9)
 FIRST_MIN_IOUS = (0.0, 0.3)  # ablation around the default 0.5, at the default delta, epsilon, tau
-
-
-class BoxOnlyPolicy(Policy):
-    """Naive baseline: the tight ground-truth box, then stop."""
-
-    name = "box-only"
-    uses_ground_truth = True
-
-    def reset(self, context: EpisodeContext, observation: Observation) -> None:
-        self.context = context
-        self.done = False
-
-    def act(self, observation: Observation) -> PolicyReply:
-        if self.done:
-            return PolicyReply(action=Stop())
-        self.done = True
-        x1, y1, x2, y2 = bounding_box(self.context.gt_mask)
-        frame = self.context.frame
-        (a, b), (c, d) = frame.from_pixels(x1, y1), frame.from_pixels(x2, y2)
-        return PolicyReply(action=AddBox(a, b, max(c, a + 1), max(d, b + 1)))
 
 
 def policies(sweep: bool) -> dict[str, dict[str, Any]]:

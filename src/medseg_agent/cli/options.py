@@ -120,7 +120,7 @@ class PolicyOptions:
 
     policy: Annotated[str, typer.Option(
         "--policy",
-        help="clicker or expert (ground truth, upper bounds), openai (a served MLLM), hf (a local checkpoint).",
+        help="clicker, expert or box-only (ground truth: references), openai (a served MLLM), hf (a local checkpoint).",
     )] = "clicker"
     base_url: Annotated[str | None, typer.Option(
         "--base-url", help="openai: API root, e.g. http://localhost:8000/v1 (vLLM, SGLang).",

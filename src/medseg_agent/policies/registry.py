@@ -18,6 +18,7 @@ from medseg_agent.policies.base import Policy
 PLUGIN_GROUP = "medseg_agent.policies"
 
 _BUILTIN: dict[str, str] = {
+    "box-only": "medseg_agent.policies.box:BoxOnlyPolicy",
     "clicker": "medseg_agent.policies.clicker:ClickerPolicy",
     "openai": "medseg_agent.policies.openai_policy:OpenAIPolicy",
     "hf": "medseg_agent.policies.hf_policy:HFPolicy",
