@@ -325,10 +325,123 @@ def grpo(
     console.print(f"trained {result.steps} steps; mean rewards per log: {result.rewards}; model in {result.output_dir}")
 
 
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (shared data + seed-<n>/ per seed).")] = Path(
+        "runs/train-demo"
+    ),
+    seeds: Annotated[str, typer.Option("--seeds", help="Seeds to train, comma-separated: 0 or 0,1,2.")] = "0",
+    stages: Annotated[
+        str, typer.Option("--stages", help="Training stages to run: expert,sft,rl (evaluation always follows).")
+    ] = "expert,sft,rl",
+    from_model: Annotated[
+        Path | None,
+        typer.Option("--from", help="Start stage 2 from this SFT model (a checkpoint, an sft/ or seed-<n>/ folder)."),
+    ] = None,
+    reward: Annotated[str, typer.Option("--reward", "-r", help="Reward preset or YAML for GRPO and the table.")] = (
+        "medseg"
+    ),
+    reward_set: Annotated[
+        list[str] | None, typer.Option("--reward-set", help="Reward override, repeatable: params.good_iou=0.85.")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="cpu, or cuda (bf16) for the model stages.")] = "cpu",
+    size: Annotated[str, typer.Option("--size", help="demo (the measured run) or smoke (seconds, for checks).")] = (
+        "demo"
+    ),
+    settings: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Change a setting, repeatable: --set rl_steps=100 --set model.hidden_size=256."),
+    ] = None,
+    references: Annotated[
+        bool, typer.Option("--references/--no-references", help="Expert, box-only and clicker rows.")
+    ] = True,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for torch.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Watch the two-stage recipe learn: synthetic scans -> expert trajectories -> SFT of a small Qwen-VL
+    built from a config -> multi-turn GRPO (TRL, classic tool, --reward) -> evaluation of base, SFT and
+    SFT + RL with the hf policy on the test split, and the ablation table (OUT/seed-<n>/table.md, .csv,
+    .json; with several seeds, OUT/table.* holds mean ± spread) and GRPO curve (grpo_curve.png).
+
+    Every stage is kept and skipped on a rerun. The reward sandbox that trains: rerun only stage 2 with
+    another reward and compare the rows.
+
+    Examples:
+
+      medseg-agent train demo                                   # one seed, ~30 min on 2 CPU cores
+
+      medseg-agent train demo --seeds 0,1,2                     # the learning claim: mean ± spread
+
+      medseg-agent train demo --stages rl --from runs/train-demo/seed-0/sft -r my_reward.yaml -o runs/my-reward
+    """
+    import torch
+
+    from medseg_agent.rewards import RewardConfigError
+    from medseg_agent.training.demo import PRESETS, DemoError, DemoOptions, run_demo, run_demo_seeds, settings_with
+
+    if size not in PRESETS:
+        fail(f"--size must be one of {', '.join(PRESETS)}, got {size!r}")
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        fail(f"--seeds {seeds!r}: expected integers separated by commas, e.g. 0,1,2")
+    if not seed_list:
+        fail("--seeds: give at least one seed")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        fail(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        options = DemoOptions(
+            out=out,
+            settings=settings_with(PRESETS[size], _extra(settings)),
+            stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
+            from_model=from_model,
+            reward=reward,
+            reward_overrides=list(reward_set or []),
+            device=device,
+            references=references,
+            show_progress=not quiet,
+            log=lambda message: err_console.print(f"[bold]demo[/bold] {message}"),
+        )
+        if len(seed_list) == 1:
+            result = run_demo(DemoOptions(**{**options.__dict__, "seed": seed_list[0]}))
+            rows, tables, title = result.rows, result.tables, f"seed {seed_list[0]}"
+            spread = False
+        else:
+            outcome = run_demo_seeds(options, seed_list)
+            from medseg_agent.training.demo_report import seed_rows
+
+            rows = seed_rows({s: r.rows for s, r in outcome["results"].items()})
+            tables, title, spread = outcome["tables"], f"mean ± spread over seeds {seeds}", True
+    except (DemoError, RewardConfigError, ValueError, FileNotFoundError) as exc:
+        fail(str(exc))
+        return
+    _print_demo_table(rows, title, spread)
+    for name, path in tables.items():
+        console.print(f"{name}: {path}")
+
+
+def _print_demo_table(rows: list[dict[str, Any]], title: str, spread: bool) -> None:
+    from rich.table import Table
+
+    from medseg_agent.training.demo_report import COLUMNS, format_value, row_title
+
+    table = Table(title=f"train demo: test split, {title}")
+    table.add_column("stage")
+    for _, label in COLUMNS:
+        table.add_column(label, justify="right")
+    table.add_column("n", justify="right")
+    for row in rows:
+        cells = [format_value(row[key], row.get(f"{key}_std") if spread else None) for key, _ in COLUMNS]
+        table.add_row(row_title(row["row"]), *cells, str(row["n"]))
+    console.print(table)
+
+
 def register(app: typer.Typer) -> None:
     train_app.command("sft")(sft)
     train_app.command("rl-data")(rl_data)
     train_app.command("verl-config")(verl_config)
     train_app.command("rl")(rl)
     train_app.command("grpo")(grpo)
+    train_app.command("demo")(demo)
     app.add_typer(train_app, name="train")

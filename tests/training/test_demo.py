@@ -1,0 +1,103 @@
+"""`train demo` at smoke size: every stage runs and is kept, a rerun skips finished stages, the tables
+and the curve are written, and stage 2 reruns alone from a given SFT model with another reward.
+(Whether the recipe *learns* is measured by benchmarks/train_demo_seeds.py, not here.)"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from medseg_agent.training.demo import (
+    PRESETS,
+    REFERENCE_ROWS,
+    DemoError,
+    DemoOptions,
+    run_demo,
+    settings_with,
+)
+
+pytestmark = pytest.mark.slow  # builds, trains and evaluates three small models (~1 min)
+
+
+def cli() -> typer.Typer:
+    from medseg_agent.cli import train
+
+    app = typer.Typer()
+
+    @app.callback()
+    def main() -> None:
+        """medseg-agent (test harness: only the train commands)."""
+
+    train.register(app)
+    return app
+
+
+def test_every_stage_runs_resumes_and_reruns_stage_two_with_another_reward(tmp_path):
+    out = tmp_path / "demo"
+    runner = CliRunner()
+    result = runner.invoke(cli(), ["train", "demo", "--size", "smoke", "--out", str(out), "-q"],
+                           env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    seed = out / "seed-0"
+    for stage in ("export", "seed-0/base", "seed-0/sft", "seed-0/rl"):
+        assert (out / stage / "stage.json").is_file(), stage
+    assert (seed / "sft" / "final" / "config.json").is_file() and (seed / "rl" / "final" / "config.json").is_file()
+    table = json.loads((seed / "table.json").read_text())
+    assert [r["row"] for r in table["rows"]] == ["base", "sft", "rl", *REFERENCE_ROWS]
+    assert all(r["n"] == PRESETS["smoke"].test_images for r in table["rows"])
+    expert = next(r for r in table["rows"] if r["row"] == "expert")
+    assert expert["valid_action_rate"] == 1.0 and expert["dice"] > 0.5
+    assert table["meta"]["parameters"]["total"] > 0 and table["meta"]["expert"]["mean_turns"] >= 1
+    for name in ("table.md", "table.csv", "grpo_curve.png"):
+        assert (seed / name).stat().st_size > 0
+    assert "SFT + RL" in (seed / "table.md").read_text() and "SFT + RL" in result.output
+    curve = json.loads((seed / "demo.json").read_text())["curve"]
+    assert [p["step"] for p in curve["val"]] == [0, 2] and len(curve["train"]) == 2
+
+    stamps = {p: (out / p / "stage.json").stat().st_mtime_ns for p in ("export", "seed-0/sft", "seed-0/rl")}
+    logged: list[str] = []
+    settings = PRESETS["smoke"]
+    rerun = run_demo(DemoOptions(out=out, settings=settings, show_progress=False, log=logged.append))
+    assert sum("skipped" in line for line in logged) == 4  # expert, base, SFT, GRPO
+    assert {p: (out / p / "stage.json").stat().st_mtime_ns for p in stamps} == stamps
+    assert [r["row"] for r in rerun.rows] == [r["row"] for r in table["rows"]]
+
+    with pytest.raises(DemoError, match="other settings"):
+        run_demo(DemoOptions(out=out, settings=settings_with(settings, {"sft_lr": 0.5}), show_progress=False,
+                             log=logged.append))
+
+    sandbox = tmp_path / "sandbox"
+    result = runner.invoke(
+        cli(),
+        ["train", "demo", "--size", "smoke", "--out", str(sandbox), "--stages", "rl", "--from", str(seed / "sft"),
+         "--reward", "medsam_agent", "--no-references", "-q"],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads((sandbox / "seed-0" / "table.json").read_text())["rows"]
+    assert [r["row"] for r in rows] == ["sft", "rl"]
+    stage = json.loads((sandbox / "seed-0" / "rl" / "stage.json").read_text())
+    assert stage["settings"]["reward"] == "medsam_agent" and stage["settings"]["model"] == str(seed / "sft" / "final")
+    assert not (sandbox / "seed-0" / "sft").exists()  # stage 1 did not run again
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match="unknown demo setting 'sft_rate'"):
+        settings_with(PRESETS["demo"], {"sft_rate": 1})
+    with pytest.raises(ValueError, match="unknown model setting 'model.width'"):
+        settings_with(PRESETS["demo"], {"model.width": 1})
+    assert settings_with(PRESETS["demo"], {"model.hidden_size": 256}).model.hidden_size == 256
+
+
+def test_cli_refuses_bad_options(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(cli(), ["train", "demo", "--size", "huge", "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "--size must be one of demo, smoke" in result.output
+    result = runner.invoke(cli(), ["train", "demo", "--seeds", "a,b", "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "expected integers" in result.output
+    result = runner.invoke(cli(), ["train", "demo", "--size", "smoke", "--stages", "rl", "--from", str(tmp_path),
+                                   "--out", str(tmp_path / "x"), "-q"])
+    assert result.exit_code != 0 and "no model there" in " ".join(result.output.split())
