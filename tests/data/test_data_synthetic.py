@@ -55,8 +55,8 @@ def test_the_text_names_exactly_what_tells_the_target_from_its_lookalikes():
         assert 2 <= len(named) <= 3 and scene.target == describe(target, named)
         matching = [les for les in scene.lesions if all(getattr(les, a) == getattr(target, a) for a in named)]
         assert matching == [target]  # the text picks out one lesion
-        lookalikes = [les for les in scene.lesions if sum(getattr(les, a) != getattr(target, a) for a in ATTRIBUTES) == 1]
-        assert {a for les in lookalikes for a in ATTRIBUTES if getattr(les, a) != getattr(target, a)} == named
+        differs = [[a for a in ATTRIBUTES if getattr(les, a) != getattr(target, a)] for les in scene.lesions]
+        assert {d[0] for d in differs if len(d) == 1} == named  # one look-alike per named attribute
         # the mask is the target's ellipse, on its side of the image
         ys, xs = np.nonzero(scene.mask)
         assert (xs.mean() < 128) == (target.side == "left")

@@ -107,12 +107,12 @@ def test_demo_template_gives_grpo_rollouts_the_tokens_of_sft_rows_and_inference(
     from trl.chat_template_utils import is_chat_template_prefix_preserving, supports_tool_calling
     from trl.data_utils import prepare_multimodal_messages
 
-    from medseg_agent.environment.actions import CoordinateSpace
     from medseg_agent.environment.render import resize_view
     from medseg_agent.models.chat_template import qwen_vl_tool_template
     from medseg_agent.models.tiny_qwen import build_tiny_qwen_vl
     from medseg_agent.protocols.conversation import Conversation, to_hf
     from medseg_agent.training.trl_grpo import ensure_tool_call_parser
+    from medseg_agent.vocabulary.actions import CoordinateSpace
 
     template = qwen_vl_tool_template(list_tools=False, tool_replies="user")
     path = build_tiny_qwen_vl(tmp_path / "m", max_pixels=64 * 64, phrase_tokens=True, chat_template=template)

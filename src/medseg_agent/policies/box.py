@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from medseg_agent.vocabulary.actions import AddBox, Stop
 from medseg_agent.environment.episode import Observation
 from medseg_agent.policies.base import EpisodeContext, Policy, PolicyReply
+from medseg_agent.vocabulary.actions import AddBox, Stop
 
 
 class BoxOnlyPolicy(Policy):

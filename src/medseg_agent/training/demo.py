@@ -34,9 +34,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from medseg_agent.data.sample import Sample
 from medseg_agent.environment.episode import EpisodeConfig
 from medseg_agent.io.atomic import atomic_write_json
+from medseg_agent.vocabulary.sample import Sample
 
 STAGES = ("expert", "sft", "rl")
 STAGE_FILE = "stage.json"
