@@ -8,7 +8,7 @@ STAMP_DEV := $(VENV)/.installed-dev
 DEMO_DIR ?=
 DEMO_OUT ?= runs/demo
 
-.PHONY: demo test lint venv clean bench browser
+.PHONY: demo test lint venv clean bench browser train-demo
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 browser:
 	@[ -x $(CHROMIUM) ] || { $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
+# The two-stage recipe, learning on this machine: synthetic scans -> expert -> SFT -> GRPO -> table.
+TRAIN_DEMO_OUT ?= runs/train-demo
+train-demo: $(STAMP_DEV)
+	$(VENV)/bin/medseg-agent train demo --out $(TRAIN_DEMO_OUT)
 
 test: $(STAMP_DEV) browser
 	$(VENV)/bin/ruff check src tests benchmarks
