@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from medseg_agent.io.atomic import atomic_write_json
-from medseg_agent.training.demo import PRESETS, DemoOptions, run_demo_seeds, settings_with
-from medseg_agent.training.demo_report import markdown_table, seed_rows
+from medseg_agent.recipes.train_demo import PRESETS, DemoOptions, run_demo_seeds, settings_with
+from medseg_agent.recipes.train_demo_report import markdown_table, seed_rows
 
 
 def check_claims(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -38,6 +38,7 @@ LAYERS = {
     "annotation": 4,
     "serving": 4,
     "training": 4,
+    "recipes": 5,
     "cli": 5,
 }
 _MODULE_STRING = re.compile(rf"^{ROOT}(\.[A-Za-z_][A-Za-z0-9_]*)+(:[A-Za-z_][A-Za-z0-9_.]*)?$")

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from medseg_agent.cli.common import console, err_console, fail, warn
+from medseg_agent.cli.common import console, err_console, fail, say, warn
 
 train_app = typer.Typer(
     help=(
@@ -375,8 +375,8 @@ def demo(
     """
     import torch
 
+    from medseg_agent.recipes.train_demo import PRESETS, DemoError, DemoOptions, run_demo, run_demo_seeds, settings_with
     from medseg_agent.rewards import RewardConfigError
-    from medseg_agent.training.demo import PRESETS, DemoError, DemoOptions, run_demo, run_demo_seeds, settings_with
 
     if size not in PRESETS:
         fail(f"--size must be one of {', '.join(PRESETS)}, got {size!r}")
@@ -401,7 +401,7 @@ def demo(
             device=device,
             references=references,
             show_progress=not quiet,
-            log=lambda message: err_console.print(f"[bold]demo[/bold] {message}"),
+            log=lambda message: say(("demo ", "bold"), message, err=True),
         )
         if len(seed_list) == 1:
             result = run_demo(DemoOptions(**{**options.__dict__, "seed": seed_list[0]}))
@@ -409,7 +409,7 @@ def demo(
             spread = False
         else:
             outcome = run_demo_seeds(options, seed_list)
-            from medseg_agent.training.demo_report import seed_rows
+            from medseg_agent.recipes.train_demo_report import seed_rows
 
             rows = seed_rows({s: r.rows for s, r in outcome["results"].items()})
             tables, title, spread = outcome["tables"], f"mean ± spread over seeds {seeds}", True
@@ -424,7 +424,7 @@ def demo(
 def _print_demo_table(rows: list[dict[str, Any]], title: str, spread: bool) -> None:
     from rich.table import Table
 
-    from medseg_agent.training.demo_report import COLUMNS, format_value, row_title
+    from medseg_agent.recipes.train_demo_report import COLUMNS, format_value, row_title
 
     table = Table(title=f"train demo: test split, {title}")
     table.add_column("stage")

@@ -5,7 +5,7 @@ Tests of the ``hf`` policy, SFT and RL must exercise the exact code path of a re
 This writes such a checkpoint: a model from a small config, a byte-level BPE tokenizer trained in
 memory on the protocol's own texts with the Qwen special tokens, the Qwen-VL image and video
 processors and a chat template that supports tools. Untrained, its outputs are random text;
-``medseg-agent train demo`` trains one from scratch (:mod:`medseg_agent.training.demo`).
+``medseg-agent train demo`` trains one from scratch (:mod:`medseg_agent.recipes.train_demo`).
 """
 
 from __future__ import annotations

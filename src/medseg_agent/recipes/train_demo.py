@@ -12,7 +12,7 @@ Stages, each a call into the library the commands use, each kept on disk and ski
    checkpoint, each scored on the validation split afterwards (the learning curve);
 5. **evaluation** (always): base, SFT and SFT + RL models with the ``hf`` policy on the test split,
    plus reference rows (expert, box-only, clicker), then the ablation table and the curve plot
-   (:mod:`medseg_agent.training.demo_report`).
+   (:mod:`medseg_agent.recipes.train_demo_report`).
 
 Layout of ``out``: ``data/``, ``expert/``, ``export/`` and ``reference/`` are shared by all seeds;
 ``seed-<n>/`` holds ``base/``, ``sft/``, ``rl/``, ``eval/`` and that seed's table. A stage writes
@@ -42,14 +42,6 @@ STAGES = ("expert", "sft", "rl")
 STAGE_FILE = "stage.json"
 MODEL_ROWS = ("base", "sft", "rl")
 REFERENCE_ROWS = ("expert", "box-only", "clicker")
-ROW_TITLES = {
-    "base": "base (untrained)",
-    "sft": "SFT",
-    "rl": "SFT + RL",
-    "expert": "expert (reference)",
-    "box-only": "box-only (reference)",
-    "clicker": "clicker (reference)",
-}
 
 
 class DemoError(RuntimeError):
@@ -487,7 +479,7 @@ def checkpoints(folder: Path) -> list[tuple[int, Path]]:
 # -- the run -------------------------------------------------------------------------------------
 def run_demo(options: DemoOptions) -> DemoResult:
     """Every stage of one seed, then the evaluation and the tables."""
-    from medseg_agent.training.demo_report import row_metrics, write_curve_plot, write_tables
+    from medseg_agent.recipes.train_demo_report import row_metrics, write_curve_plot, write_tables
 
     for stage in options.stages:
         if stage not in STAGES:
@@ -585,7 +577,7 @@ def validation_curve(
 ) -> dict[str, Any]:
     """Training reward per GRPO step (TRL's logs) and validation Dice of the SFT start (step 0) and of
     every checkpoint (records kept in ``rl/val/``)."""
-    from medseg_agent.training.demo_report import row_metrics
+    from medseg_agent.recipes.train_demo_report import row_metrics
 
     val = split_samples(data, "val")
     points = [(0, models["sft"])] + checkpoints(folder / "rl")
@@ -605,7 +597,7 @@ def validation_curve(
 
 def run_demo_seeds(options: DemoOptions, seeds: list[int]) -> dict[str, Any]:
     """``run_demo`` for each seed, then the mean +- spread table over seeds in ``options.out``."""
-    from medseg_agent.training.demo_report import write_curve_plot, write_seed_tables
+    from medseg_agent.recipes.train_demo_report import write_curve_plot, write_seed_tables
 
     results = {}
     curves = {}

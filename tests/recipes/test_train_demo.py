@@ -10,7 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from medseg_agent.training.demo import (
+from medseg_agent.recipes.train_demo import (
     PRESETS,
     REFERENCE_ROWS,
     DemoError,

@@ -5,8 +5,8 @@ Column definitions (the evaluation summary's, :mod:`medseg_agent.evaluation.summ
 
 - valid actions: share of replies the environment accepted (1 - format-error rate);
 - reward: mean reward of the episodes under the run's reward (preset or YAML);
-- Dice, IoU: of the final mask; turns: replies per episode (stop included); actions: replies that
-  ran the tool;
+- Dice, IoU: of the final mask; turns: tool actions per episode; replies: model replies per episode
+  (stop and invalid replies included);
 - wasted: replies per episode that did not improve the mask (invalid replies, refused stops and
   actions raising IoU by less than 0.01);
 - stop rate: share of episodes the policy ended with ``stop_action``.
@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from medseg_agent.io.atomic import atomic_write_json, atomic_write_text
+from medseg_agent.vocabulary.actions import Stop
 
 COLUMNS = (
     ("valid_action_rate", "valid actions"),
@@ -31,10 +32,18 @@ COLUMNS = (
     ("dice", "Dice"),
     ("iou", "IoU"),
     ("turns", "turns"),
-    ("actions", "actions"),
+    ("replies", "replies"),
     ("wasted", "wasted"),
     ("stop_rate", "stop rate"),
 )
+ROW_TITLES = {
+    "base": "base (untrained)",
+    "sft": "SFT",
+    "rl": "SFT + RL",
+    "expert": "expert (reference)",
+    "box-only": "box-only (reference)",
+    "clicker": "clicker (reference)",
+}
 USEFUL_GAIN = 0.01  # an action that raises IoU by less than this is a wasted turn
 
 
@@ -45,7 +54,7 @@ def wasted_turns(record: Any) -> int:
     for turn in record.turns:
         if turn.error is not None:
             wasted += 1
-        elif turn.action is not None and turn.action["name"] != "stop_action":
+        elif turn.action is not None and not isinstance(turn.action, Stop):
             current = turn.iou if turn.iou is not None else previous
             if current - previous < USEFUL_GAIN:
                 wasted += 1
@@ -69,7 +78,7 @@ def row_metrics(name: str, records: Sequence[Any], reward: str) -> dict[str, Any
         "dice": summary["dice"],
         "iou": summary["iou"],
         "turns": summary["turns"],
-        "actions": summary["actions"],
+        "replies": summary["replies"],
         "wasted": float(np.mean([wasted_turns(r) for r in records])) if records else None,
         "stop_rate": summary["stop_rate"],
     }
@@ -82,8 +91,6 @@ def format_value(value: float | None, spread: float | None = None) -> str:
 
 
 def row_title(name: str) -> str:
-    from medseg_agent.training.demo import ROW_TITLES
-
     return ROW_TITLES.get(name, name)
 
 
