@@ -314,3 +314,44 @@ class RunOptions:
         return {"workers": self.workers, "ray_address": self.ray_address, "ray_gpus_per_worker":
                 self.ray_gpus_per_worker, "plots": self.plots, "gallery_per_row": self.gallery,
                 "show_progress": not self.quiet}
+
+
+PANEL_DEMO = "Learning demo"
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoRunOptions:
+    """What ``train demo`` runs: where, which seeds and stages, which reward, and which settings change."""
+
+    OPTION_GROUP: typing.ClassVar[bool] = True
+
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Run folder (shared data + seed-N/ per seed).", rich_help_panel=PANEL_DEMO)] = Path(
+        "runs/train-demo")
+    seeds: Annotated[str, typer.Option(
+        "--seeds", help="Seeds to train, comma-separated: 0 or 0,1,2.", rich_help_panel=PANEL_DEMO)] = "0"
+    stages: Annotated[str, typer.Option(
+        "--stages", help="Training stages to run: expert,sft,rl (evaluation always follows).",
+        rich_help_panel=PANEL_DEMO)] = "expert,sft,rl"
+    from_model: Annotated[Path | None, typer.Option(
+        "--from", help="Start stage 2 from this SFT model (a checkpoint, an sft/ or seed-N/ folder).",
+        rich_help_panel=PANEL_DEMO)] = None
+    reward: Annotated[str, typer.Option(
+        "--reward", "-r", help="Reward preset or YAML for GRPO and the table.", rich_help_panel=PANEL_DEMO)] = "medseg"
+    reward_set: Annotated[list[str] | None, typer.Option(
+        "--reward-set", help="Reward override, repeatable: params.good_iou=0.85.", rich_help_panel=PANEL_DEMO)] = None
+    device: Annotated[str, typer.Option(
+        "--device", help="cpu, or cuda (bf16) for the model stages.", rich_help_panel=PANEL_DEMO)] = "cpu"
+    size: Annotated[str, typer.Option(
+        "--size", help="demo (the measured run) or smoke (seconds, for checks).", rich_help_panel=PANEL_DEMO)] = "demo"
+    settings: Annotated[list[str] | None, typer.Option(
+        "--set", help="Change a setting, repeatable: --set rl_steps=100 --set model.hidden_size=256.",
+        rich_help_panel=PANEL_DEMO)] = None
+    references: Annotated[bool, typer.Option(
+        "--references/--no-references", help="Expert, box-only and clicker rows.", rich_help_panel=PANEL_DEMO)] = True
+    threads: Annotated[int | None, typer.Option(
+        "--threads", min=1, help="CPU threads for torch.", rich_help_panel=PANEL_DEMO)] = None
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.", rich_help_panel=PANEL_DEMO)] = False
+
+    def stage_names(self) -> tuple[str, ...]:
+        return tuple(s.strip() for s in self.stages.split(",") if s.strip())

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from medseg_agent.cli.common import console, err_console, fail, say, warn
+from medseg_agent.cli.options import DemoRunOptions, expand_options
 
 train_app = typer.Typer(
     help=(
@@ -325,41 +326,11 @@ def grpo(
     console.print(f"trained {result.steps} steps; mean rewards per log: {result.rewards}; model in {result.output_dir}")
 
 
-def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (shared data + seed-<n>/ per seed).")] = Path(
-        "runs/train-demo"
-    ),
-    seeds: Annotated[str, typer.Option("--seeds", help="Seeds to train, comma-separated: 0 or 0,1,2.")] = "0",
-    stages: Annotated[
-        str, typer.Option("--stages", help="Training stages to run: expert,sft,rl (evaluation always follows).")
-    ] = "expert,sft,rl",
-    from_model: Annotated[
-        Path | None,
-        typer.Option("--from", help="Start stage 2 from this SFT model (a checkpoint, an sft/ or seed-<n>/ folder)."),
-    ] = None,
-    reward: Annotated[str, typer.Option("--reward", "-r", help="Reward preset or YAML for GRPO and the table.")] = (
-        "medseg"
-    ),
-    reward_set: Annotated[
-        list[str] | None, typer.Option("--reward-set", help="Reward override, repeatable: params.good_iou=0.85.")
-    ] = None,
-    device: Annotated[str, typer.Option("--device", help="cpu, or cuda (bf16) for the model stages.")] = "cpu",
-    size: Annotated[str, typer.Option("--size", help="demo (the measured run) or smoke (seconds, for checks).")] = (
-        "demo"
-    ),
-    settings: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Change a setting, repeatable: --set rl_steps=100 --set model.hidden_size=256."),
-    ] = None,
-    references: Annotated[
-        bool, typer.Option("--references/--no-references", help="Expert, box-only and clicker rows.")
-    ] = True,
-    threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for torch.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
-) -> None:
+@expand_options
+def demo(run: DemoRunOptions) -> None:
     """Watch the two-stage recipe learn: synthetic scans -> expert trajectories -> SFT of a small Qwen-VL
     built from a config -> multi-turn GRPO (TRL, classic tool, --reward) -> evaluation of base, SFT and
-    SFT + RL with the hf policy on the test split, and the ablation table (OUT/seed-<n>/table.md, .csv,
+    SFT + RL with the hf policy on the test split, and the ablation table (OUT/seed-N/table.md, .csv,
     .json; with several seeds, OUT/table.* holds mean ± spread) and GRPO curve (grpo_curve.png).
 
     Every stage is kept and skipped on a rerun. The reward sandbox that trains: rerun only stage 2 with
@@ -375,49 +346,41 @@ def demo(
     """
     import torch
 
-    from medseg_agent.recipes.train_demo import PRESETS, DemoError, DemoOptions, run_demo, run_demo_seeds, settings_with
+    from medseg_agent.recipes.train_demo import (
+        PRESETS,
+        DemoError,
+        DemoOptions,
+        parse_seeds,
+        run_demo_table,
+        settings_with,
+    )
     from medseg_agent.rewards import RewardConfigError
 
-    if size not in PRESETS:
-        fail(f"--size must be one of {', '.join(PRESETS)}, got {size!r}")
-    try:
-        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
-    except ValueError:
-        fail(f"--seeds {seeds!r}: expected integers separated by commas, e.g. 0,1,2")
-    if not seed_list:
-        fail("--seeds: give at least one seed")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        fail(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-    if threads is not None:
-        torch.set_num_threads(threads)
+    if run.size not in PRESETS:
+        fail(f"--size must be one of {', '.join(PRESETS)}, got {run.size!r}")
+    if run.device.startswith("cuda") and not torch.cuda.is_available():
+        fail(f"--device {run.device}: CUDA is not available on this machine; use --device cpu")
+    if run.threads is not None:
+        torch.set_num_threads(run.threads)
     try:
         options = DemoOptions(
-            out=out,
-            settings=settings_with(PRESETS[size], _extra(settings)),
-            stages=tuple(s.strip() for s in stages.split(",") if s.strip()),
-            from_model=from_model,
-            reward=reward,
-            reward_overrides=list(reward_set or []),
-            device=device,
-            references=references,
-            show_progress=not quiet,
+            out=run.out,
+            settings=settings_with(PRESETS[run.size], _extra(run.settings)),
+            stages=run.stage_names(),
+            from_model=run.from_model,
+            reward=run.reward,
+            reward_overrides=list(run.reward_set or []),
+            device=run.device,
+            references=run.references,
+            show_progress=not run.quiet,
             log=lambda message: say(("demo ", "bold"), message, err=True),
         )
-        if len(seed_list) == 1:
-            result = run_demo(DemoOptions(**{**options.__dict__, "seed": seed_list[0]}))
-            rows, tables, title = result.rows, result.tables, f"seed {seed_list[0]}"
-            spread = False
-        else:
-            outcome = run_demo_seeds(options, seed_list)
-            from medseg_agent.recipes.train_demo_report import seed_rows
-
-            rows = seed_rows({s: r.rows for s, r in outcome["results"].items()})
-            tables, title, spread = outcome["tables"], f"mean ± spread over seeds {seeds}", True
+        table = run_demo_table(options, parse_seeds(run.seeds))
     except (DemoError, RewardConfigError, ValueError, FileNotFoundError) as exc:
         fail(str(exc))
         return
-    _print_demo_table(rows, title, spread)
-    for name, path in tables.items():
+    _print_demo_table(table.rows, table.title, table.spread)
+    for name, path in table.tables.items():
         console.print(f"{name}: {path}")
 
 

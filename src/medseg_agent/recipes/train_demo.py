@@ -613,3 +613,37 @@ def run_demo_seeds(options: DemoOptions, seeds: list[int]) -> dict[str, Any]:
     if curves:
         tables["curve"] = write_curve_plot(curves, Path(options.out) / "grpo_curve.png")
     return {"results": results, "tables": tables}
+
+
+@dataclass(frozen=True)
+class DemoTable:
+    """What ``train demo`` prints: the rows, the files written, a title, and whether rows carry spreads."""
+
+    rows: list[dict[str, Any]]
+    tables: dict[str, Path]
+    title: str
+    spread: bool
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]``; a clear error for anything else (the CLI shows it as is)."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"--seeds {text!r}: expected integers separated by commas, e.g. 0,1,2") from None
+    if not seeds:
+        raise ValueError("--seeds: give at least one seed")
+    return seeds
+
+
+def run_demo_table(options: DemoOptions, seeds: list[int]) -> DemoTable:
+    """One seed: its own table; several: every seed, then mean +- spread over them."""
+    from medseg_agent.recipes.train_demo_report import seed_rows
+
+    if len(seeds) == 1:
+        result = run_demo(replace(options, seed=seeds[0]))
+        return DemoTable(result.rows, result.tables, f"seed {seeds[0]}", False)
+    outcome = run_demo_seeds(options, seeds)
+    rows = seed_rows({s: r.rows for s, r in outcome["results"].items()})
+    seeds_text = ",".join(str(s) for s in seeds)
+    return DemoTable(rows, outcome["tables"], f"mean ± spread over seeds {seeds_text}", True)
