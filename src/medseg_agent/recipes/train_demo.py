@@ -76,13 +76,13 @@ class DemoSettings:
     sft_epochs: float = 3.0
     sft_lr: float = 1e-3
     sft_batch: int = 8
-    rl_steps: int = 60
+    rl_steps: int = 20
     rl_lr: float = 1e-4
-    rl_generations: int = 8
+    rl_generations: int = 4
     rl_prompts: int = 2  # prompts per optimizer step (each with rl_generations rollouts)
     rl_temperature: float = 1.0
     rl_max_completion: int = 384
-    rl_eval_every: int = 10  # checkpoint (and validation point) every N steps
+    rl_eval_every: int = 5  # checkpoint (and validation point) every N steps
     eval_max_new_tokens: int = 48
 
     def to_dict(self) -> dict[str, Any]:
@@ -353,7 +353,7 @@ def run_sft_stage(folder: Path, base: Path, export: Path, settings: DemoSettings
     )
 
     def work() -> dict[str, Any]:
-        result = run_sft(sft)
+        result = run_sft(replace(sft, extra={**sft.extra, "disable_tqdm": not options.show_progress}))
         return {"steps": result.steps, "losses": result.losses}
 
     record = _run_stage("stage 1: SFT", folder, asdict(sft), work, options.log)
@@ -392,7 +392,8 @@ def run_rl_stage(folder: Path, start: Path, data: Path, settings: DemoSettings, 
 
     def work() -> dict[str, Any]:
         rows = grpo_rows(split_samples(data, "train"), settings.view, tool_listing=True)
-        result = run_grpo(grpo, datasets.Dataset.from_list(rows))
+        quiet = replace(grpo, extra={**grpo.extra, "disable_tqdm": not options.show_progress})
+        result = run_grpo(quiet, datasets.Dataset.from_list(rows))
         return {"steps": result.steps, "logs": result.logs}
 
     stage = {**asdict(grpo), "reward_definition": reward_text}
