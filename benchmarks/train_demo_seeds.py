@@ -12,6 +12,9 @@ mean over seeds, "spread" = the standard deviation over seeds:
 3. after GRPO: mean reward and Dice above the SFT model's by more than the larger of the two rows'
    spreads, and fewer wasted turns.
 
+The table's columns (per stage): valid actions, reward, Dice, IoU, turns (tool actions), replies,
+wasted (replies that did not raise IoU), stop rate, n (test images).
+
 Writes ``claims.json`` and the tables (``table.md``, ``.csv``, ``.json``) into ``--out``; prints both.
 A finished seed is skipped on a rerun (every stage of ``train demo`` resumes).
 """

@@ -65,6 +65,12 @@ def test_every_stage_runs_resumes_and_reruns_stage_two_with_another_reward(tmp_p
     assert {p: (out / p / "stage.json").stat().st_mtime_ns for p in stamps} == stamps
     assert [r["row"] for r in rerun.rows] == [r["row"] for r in table["rows"]]
 
+    # a second training seed shares the data, the expert and the reference rows of the first
+    second = run_demo(DemoOptions(out=out, settings=settings, seed=1, stages=("rl",), from_model=seed / "sft",
+                                  show_progress=False, log=logged.append))
+    references = {r["row"]: r for r in table["rows"] if r["row"] in REFERENCE_ROWS}
+    assert {r["row"]: r for r in second.rows if r["row"] in REFERENCE_ROWS} == references
+
     with pytest.raises(DemoError, match="other settings"):
         run_demo(DemoOptions(out=out, settings=settings_with(settings, {"sft_lr": 0.5}), show_progress=False,
                              log=logged.append))

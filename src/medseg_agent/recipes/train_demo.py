@@ -427,8 +427,13 @@ def evaluate_policy(
     settings: DemoSettings,
     options: DemoOptions,
     model_path: Path | None = None,
+    seed: int | None = None,
 ) -> list[Any]:
-    """Episodes of one policy on ``samples`` (resumable records in ``out_dir``); returns the records."""
+    """Episodes of one policy on ``samples`` (resumable records in ``out_dir``); returns the records.
+
+    ``seed`` defaults to the run's; the reference rows pass the data seed, so every training seed
+    shares one reference run."""
+    seed = options.seed if seed is None else seed
     from medseg_agent.environment.record import record_from_dict
     from medseg_agent.evaluation.evaluate import EvalSpec, describe_run, run_evaluation
     from medseg_agent.policies.registry import build_policy
@@ -451,8 +456,8 @@ def evaluate_policy(
         make_tool=partial(_same, tool),
         make_policy=partial(_same, policy),
         episode=episode,
-        seed=options.seed,
-        describe=describe_run(policy_name, policy_options, "classic", {}, episode, options.seed),
+        seed=seed,
+        describe=describe_run(policy_name, policy_options, "classic", {}, episode, seed),
     )
     store, _ = run_evaluation(samples, spec, out_dir, show_progress=options.show_progress)
     records = []
@@ -535,7 +540,9 @@ def run_demo(options: DemoOptions) -> DemoResult:
     if options.references:
         for name in REFERENCE_ROWS:
             records = timed(
-                "references", lambda name=name: evaluate_policy(name, out / "reference" / name, test, settings, options)
+                "references", lambda name=name: evaluate_policy(
+                    name, out / "reference" / name, test, settings, options, seed=settings.data_seed
+                ),
             )
             rows.append(row_metrics(name, records, options.reward))
     curve = {}
