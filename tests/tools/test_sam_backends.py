@@ -188,13 +188,13 @@ def test_batches_are_chunked(backend, monkeypatch):
     reference = tool.decode_batch(embedding, prompts)
     monkeypatch.setattr(tool, "max_batch", 2)
     sizes: list[int] = []
-    original = tool._decode_group
+    original = tool._forward_rows
 
-    def spy(state, group):
-        sizes.append(len(group))
-        return original(state, group)
+    def spy(rows):
+        sizes.append(len(rows))
+        return original(rows)
 
-    monkeypatch.setattr(tool, "_decode_group", spy)
+    monkeypatch.setattr(tool, "_forward_rows", spy)
     chunked = tool.decode_batch(embedding, prompts)
     assert sizes == [2, 1]
     for a, b in zip(reference, chunked, strict=True):

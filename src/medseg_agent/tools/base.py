@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,27 @@ import numpy as np
 from medseg_agent.vocabulary.errors import ToolError
 from medseg_agent.vocabulary.images import as_rgb_uint8
 from medseg_agent.vocabulary.prompts import Prediction, Prompt
+
+
+@dataclass
+class EncodedPrediction:
+    """A prediction with its mask already in compact exact form: COCO RLE and its area.
+
+    What a server keeps and sends back. Tools on an accelerator find the runs there, so the full
+    mask never crosses to the host (see :meth:`SegmentationTool.decode_encoded`).
+    """
+
+    rle: dict[str, Any]  # {"size": [H, W], "counts": str}, medseg_agent.io.masks.decode_rle reads it
+    area: int
+    logits: np.ndarray | None = None
+    score: float = 0.0
+
+    @classmethod
+    def from_prediction(cls, prediction: Prediction) -> EncodedPrediction:
+        from medseg_agent.io.masks import encode_rle, rle_area
+
+        rle = encode_rle(prediction.mask)
+        return cls(rle=rle, area=rle_area(rle), logits=prediction.logits, score=float(prediction.score))
 
 
 @dataclass
@@ -30,6 +52,10 @@ class ImageEmbedding:
     data: Any
     image_size: tuple[int, int]
     nbytes: int
+
+
+#: One prediction to make: the image's embedding and the prompt.
+DecodeRequest = tuple[ImageEmbedding, Prompt]
 
 
 class SegmentationTool(ABC):
@@ -78,6 +104,22 @@ class SegmentationTool(ABC):
         """Decode several prompt sets for one image; backends override when they can batch."""
         return [self.decode(embedding, p) for p in prompts]
 
+    def decode_many(self, requests: Sequence[DecodeRequest]) -> list[Prediction]:
+        """Decode prompts on possibly different images (a server's queue), results in order.
+
+        Default: the requests of each image go through :meth:`decode_batch` together. Backends that
+        can run prompts of different images through one forward pass override it.
+        """
+        return _by_embedding(requests, self.decode_batch)
+
+    def decode_encoded(self, requests: Sequence[DecodeRequest]) -> list[EncodedPrediction]:
+        """:meth:`decode_many` with each mask returned as RLE and area (what a server sends back).
+
+        Default: decode, then run-length encode each mask on the host. Backends on an accelerator
+        override it to find the runs on the device for the whole batch.
+        """
+        return [EncodedPrediction.from_prediction(p) for p in self.decode_many(requests)]
+
     def set_image(self, image: np.ndarray) -> ToolSession:
         """Encode once and return a session that decodes any number of prompts against it."""
         return ToolSession(self, self.encode(image))
@@ -118,3 +160,17 @@ class ToolSession:
 
     def predict(self, prompt: Prompt) -> Prediction:
         return self.tool.decode(self.embedding, prompt)
+
+
+def _by_embedding(requests: Sequence[DecodeRequest], decode: Any) -> list[Any]:
+    """Call ``decode(embedding, prompts)`` once per distinct embedding; results in request order."""
+    groups: dict[int, list[int]] = {}
+    for i, (embedding, _) in enumerate(requests):
+        groups.setdefault(id(embedding), []).append(i)
+    results: list[Any] = [None] * len(requests)
+    for indices in groups.values():
+        embedding = requests[indices[0]][0]
+        for i, outcome in zip(indices, decode(embedding, [requests[i][1] for i in indices]), strict=True):
+            results[i] = outcome
+    return results
+

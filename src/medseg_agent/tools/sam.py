@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medseg_agent.tools.base import ImageEmbedding, SegmentationTool
+from medseg_agent.io.masks import encode_rle_batch, rle_area
+from medseg_agent.tools.base import DecodeRequest, EncodedPrediction, ImageEmbedding, SegmentationTool
 from medseg_agent.tools.checkpoints import build_model
 from medseg_agent.vocabulary.errors import ToolError
 from medseg_agent.vocabulary.prompts import Prediction, Prompt
@@ -42,6 +44,10 @@ ENCODER_SIZE = 1024
 #: Largest number of prompts sent through the mask decoder at once by :meth:`SamTool.decode_batch`
 #: (bounds the memory of the full-resolution upsampling).
 DEFAULT_MAX_BATCH = 16
+#: ``auto``: bf16 autocast on a CUDA device that has it (what SAM 2's own examples do), fp32
+#: elsewhere; ``tf32``: fp32 weights with TF32 matmuls and convolutions on Ampere or newer GPUs;
+#: ``bf16``: bf16 autocast (TF32 for what stays fp32); ``fp32``: exact float32 everywhere.
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "tf32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -147,12 +153,14 @@ class SamTool(SegmentationTool):
         model_type: str = "vit_b",
         checkpoint: Path | None = None,
         max_batch: int = DEFAULT_MAX_BATCH,
+        precision: str = "auto",
     ) -> None:
         from segment_anything import SamPredictor
 
         super().__init__()
         if max_batch < 1:
             raise ToolError(f"max_batch must be >= 1, got {max_batch}")
+        self.precision = resolve_precision(precision, model_device(model))
         self.name = variant.name
         self.variant = variant
         self.model_type = model_type
@@ -184,7 +192,8 @@ class SamTool(SegmentationTool):
 
     def _encode(self, image: np.ndarray) -> ImageEmbedding:
         predictor = self._fresh_predictor()
-        predictor.set_image(image, image_format="RGB")
+        with inference_context(self.predictor.device, self.precision):
+            predictor.set_image(image, image_format="RGB")
         state = _SamState(
             variant=self.variant.name,
             features=predictor.features,
@@ -196,7 +205,8 @@ class SamTool(SegmentationTool):
 
     # -- decode -----------------------------------------------------------------------------
     def _decode(self, embedding: ImageEmbedding, prompt: Prompt) -> Prediction:
-        return self._decode_group(self._state(embedding), [prompt])[0]
+        return decode_grouped(self, [(embedding, prompt)], self._state, self._forward_rows, predictions_from_tensors,
+                              1, cross_image=False, count=False)[0]
 
     def decode_batch(self, embedding: ImageEmbedding, prompts: list[Prompt]) -> list[Prediction]:
         """Decode many prompt sets for one image with few mask-decoder calls.
@@ -205,7 +215,17 @@ class SamTool(SegmentationTool):
         mask_input or not, hence the same multimask setting); each group runs in chunks of
         ``max_batch``. Results come back in the order of ``prompts``.
         """
-        return decode_grouped(self, embedding, prompts, self._state, self._decode_group, self.max_batch)
+        return self.decode_many([(embedding, p) for p in prompts])
+
+    def decode_many(self, requests: Sequence[DecodeRequest]) -> list[Prediction]:
+        """Prompts of several images: SAM's mask decoder repeats one image embedding for all the
+        prompts of a call, so each image's prompts get their own calls."""
+        return decode_grouped(self, requests, self._state, self._forward_rows, predictions_from_tensors,
+                              self.max_batch, cross_image=False)
+
+    def decode_encoded(self, requests: Sequence[DecodeRequest]) -> list[EncodedPrediction]:
+        return decode_grouped(self, requests, self._state, self._forward_rows, encoded_from_tensors,
+                              self.max_batch, cross_image=False)
 
     def _wants_multimask(self, prompt: Prompt) -> bool:
         """A lone click is ambiguous (part vs whole); SAM then returns three candidates."""
@@ -223,8 +243,11 @@ class SamTool(SegmentationTool):
             raise ToolError(f"{self.name} cannot decode an embedding made by another tool ({got})")
         return state
 
-    def _decode_group(self, state: _SamState, prompts: Sequence[Prompt]) -> list[Prediction]:
-        """Run prompts of identical structure through the prompt encoder and mask decoder at once."""
+    def _forward_rows(self, rows: Sequence[tuple[_SamState, Prompt]]) -> list[DecodedPart]:
+        """Prompts of identical structure on one image through the prompt encoder and mask decoder
+        at once; returns the chosen masks, their logits and scores, still on the device."""
+        state = rows[0][0]
+        prompts = [prompt for _, prompt in rows]
         device = self.predictor.device
         first = prompts[0]
         multimask = self._wants_multimask(first)
@@ -232,88 +255,175 @@ class SamTool(SegmentationTool):
         coords = labels = boxes = masks = None
         if len(first.points):
             points = np.stack([check_finite(p.points, "points") for p in prompts])
-            coords = torch.as_tensor(transform.apply_coords(points, state.original_size), dtype=torch.float,
-                                     device=device)
-            labels = torch.as_tensor(np.stack([p.labels for p in prompts]), dtype=torch.int, device=device)
+            coords = to_device(transform.apply_coords(points, state.original_size).astype(np.float32), device)
+            labels = to_device(np.stack([p.labels for p in prompts]).astype(np.int32), device)
         if first.box is not None:
             box = np.stack([check_finite(p.box, "box") for p in prompts])
-            boxes = torch.as_tensor(transform.apply_boxes(box, state.original_size), dtype=torch.float,
-                                    device=device)
+            boxes = to_device(transform.apply_boxes(box, state.original_size).astype(np.float32), device)
         if first.mask_input is not None:
-            low = np.stack([check_mask_input(p.mask_input, self.low_res_size) for p in prompts])
-            masks = torch.as_tensor(low, dtype=torch.float, device=device)
+            masks = to_device(np.stack([check_mask_input(p.mask_input, self.low_res_size) for p in prompts]), device)
         predictor = self._fresh_predictor()
         predictor.features = state.features
         predictor.original_size = state.original_size
         predictor.input_size = state.input_size
         predictor.is_image_set = True
-        full, scores, low_res = predictor.predict_torch(
-            coords, labels, boxes, masks, multimask_output=multimask, return_logits=True
-        )
-        best = scores.argmax(dim=1)
-        rows = torch.arange(len(prompts), device=best.device)
-        low_best = low_res[rows, best]  # (B, 256, 256)
-        if self.variant.mask_rule == "sigmoid":
-            probs = F.interpolate(torch.sigmoid(low_best[:, None]), size=state.original_size, mode="bilinear",
-                                  align_corners=False)[:, 0]
-            mask = probs > 0.5
-        else:
-            mask = full[rows, best] > self.model.mask_threshold
-        return predictions_from_tensors(mask, low_best, scores[rows, best])
+        with inference_context(device, self.precision):
+            full, scores, low_res = predictor.predict_torch(
+                coords, labels, boxes, masks, multimask_output=multimask, return_logits=True
+            )
+            best = scores.argmax(dim=1)
+            picked = torch.arange(len(prompts), device=best.device)
+            low_best = low_res[picked, best].float()  # (B, 256, 256)
+            if self.variant.mask_rule == "sigmoid":
+                probs = F.interpolate(torch.sigmoid(low_best[:, None]), size=state.original_size, mode="bilinear",
+                                      align_corners=False)[:, 0]
+                mask = probs > 0.5
+            else:
+                mask = full[picked, best] > self.model.mask_threshold
+        return [DecodedPart(list(range(len(rows))), mask, low_best, scores[picked, best].float())]
 
 
 # -- helpers shared with the SAM 2 backend ------------------------------------------------------
+@dataclass
+class DecodedPart:
+    """Some rows of a decoder call, still on the device: ``rows`` index the call's rows; masks
+    (len(rows), H, W) bool at the images' size, logits (len(rows), h, w) float, scores (len(rows),)."""
+
+    rows: list[int]
+    masks: torch.Tensor
+    logits: torch.Tensor
+    scores: torch.Tensor
+
+
 def decode_grouped(
     tool: SegmentationTool,
-    embedding: ImageEmbedding,
-    prompts: list[Prompt],
+    requests: Sequence[DecodeRequest],
     get_state: Callable[[ImageEmbedding], Any],
-    decode_group: Callable[[Any, Sequence[Prompt]], list[Prediction]],
+    forward: Callable[[Sequence[tuple[Any, Prompt]]], list[DecodedPart]],
+    finish: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], list[Any]],
     max_batch: int,
-) -> list[Prediction]:
-    """Group prompts by structure, decode each group in chunks of ``max_batch``.
+    *,
+    cross_image: bool,
+    count: bool = True,
+) -> list[Any]:
+    """Group prompts by structure, run each group through ``forward`` in chunks of ``max_batch``,
+    turn each part's tensors into results with ``finish`` (Prediction or EncodedPrediction).
 
     Prompts batch together when they have the same number of points and both have (or lack) a box
     and a mask_input: the prompt encoder needs equally shaped tensors, and the multimask choice
-    depends only on that structure. Keeps the base class's validation and counters.
+    depends only on that structure. Padding prompts to a common shape would change the answers (the
+    padding tokens take part in attention), so nothing is padded. With ``cross_image`` (SAM 2),
+    prompts of different images share a call; otherwise each image's prompts get their own calls.
+    Keeps the base class's validation and counters (``count=False``: the caller counts, as
+    :meth:`SegmentationTool.decode` does).
     """
-    for i, prompt in enumerate(prompts):
+    for i, (_, prompt) in enumerate(requests):
         if prompt.is_empty:
             raise ToolError(f"prompt {i}: a prediction needs a box or at least one point")
-    if not prompts:
+    if not requests:
         return []
-    state = get_state(embedding)
-    groups: dict[tuple[int, bool, bool], list[int]] = {}
-    for i, prompt in enumerate(prompts):
+    states = {id(embedding): get_state(embedding) for embedding, _ in requests}
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, (embedding, prompt) in enumerate(requests):
         key = (len(prompt.points), prompt.box is not None, prompt.mask_input is not None)
-        groups.setdefault(key, []).append(i)
-    results: dict[int, Prediction] = {}
+        groups.setdefault(key if cross_image else (*key, id(embedding)), []).append(i)
+    results: dict[int, Any] = {}
     start = time.perf_counter()
     for indices in groups.values():
         for lo in range(0, len(indices), max_batch):
             chunk = indices[lo : lo + max_batch]
-            predictions = decode_group(state, [prompts[i] for i in chunk])
-            results.update(zip(chunk, predictions, strict=True))
-    tool.count_decodes(len(prompts), time.perf_counter() - start)
-    expected = tuple(embedding.image_size)
-    for prediction in results.values():
-        if prediction.mask.shape != expected:
-            raise ToolError(f"{tool.name} returned a mask of shape {prediction.mask.shape}, expected {expected}")
-    return [results[i] for i in range(len(prompts))]
+            for part in forward([(states[id(requests[i][0])], requests[i][1]) for i in chunk]):
+                outcomes = finish(part.masks, part.logits, part.scores)
+                results.update(zip((chunk[r] for r in part.rows), outcomes, strict=True))
+    if count:
+        tool.count_decodes(len(requests), time.perf_counter() - start)
+    for i, (embedding, _) in enumerate(requests):
+        got = results[i].rle["size"] if isinstance(results[i], EncodedPrediction) else results[i].mask.shape
+        if tuple(got) != tuple(embedding.image_size):
+            raise ToolError(f"{tool.name} returned a mask of shape {tuple(got)}, expected {embedding.image_size}")
+    return [results[i] for i in range(len(requests))]
 
 
 def predictions_from_tensors(mask: torch.Tensor, logits: torch.Tensor, scores: torch.Tensor) -> list[Prediction]:
-    """(B, H, W) masks, (B, h, w) low-res logits and (B,) scores -> one Prediction per prompt.
+    """(B, H, W) masks, (B, h, w) low-res logits and (B,) scores -> one Prediction per prompt,
+    copied to the host together (one synchronisation).
 
     Logits are returned as (1, h, w) float32, the form ``mask_input`` takes on the next turn.
     """
-    masks_np = mask.detach().cpu().numpy().astype(bool)
-    logits_np = logits.detach().float().cpu().numpy().astype(np.float32)
-    scores_np = scores.detach().float().cpu().numpy()
+    masks_np, logits_np, scores_np = to_host(mask.bool(), logits.float(), scores.float())
     return [
         Prediction(mask=masks_np[i], logits=logits_np[i][None], score=float(scores_np[i]))
         for i in range(len(masks_np))
     ]
+
+
+def encoded_from_tensors(mask: torch.Tensor, logits: torch.Tensor, scores: torch.Tensor) -> list[EncodedPrediction]:
+    """Like :func:`predictions_from_tensors`, with the masks run-length encoded where they are: on an
+    accelerator only the run boundaries and the logits cross to the host."""
+    logits_np, scores_np = to_host(logits.float(), scores.float(), wait=False)
+    rles = encode_rle_batch(mask)  # synchronises the stream: the copies above are done after it
+    synchronize(mask.device)
+    return [
+        EncodedPrediction(rle=rle, area=rle_area(rle), logits=logits_np[i][None], score=float(scores_np[i]))
+        for i, rle in enumerate(rles)
+    ]
+
+
+# -- device, precision and transfers -----------------------------------------------------------
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision a tool runs at on ``device`` (see :data:`PRECISIONS`); TF32 is switched on for
+    the process when asked for on a CUDA device (a global torch setting)."""
+    if precision not in PRECISIONS:
+        raise ToolError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision in ("tf32", "bf16") and device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return precision
+
+
+@contextmanager
+def inference_context(device: torch.device | str, precision: str) -> Iterator[None]:
+    """``torch.inference_mode`` (no autograd bookkeeping at all), with bf16 autocast when asked."""
+    device = torch.device(device)
+    with torch.inference_mode():
+        if precision == "bf16":
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+
+
+def to_device(array: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    """A host array on ``device``: through pinned memory and without waiting, on a GPU."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    device = torch.device(device)
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
+def to_host(*tensors: torch.Tensor, wait: bool = True) -> list[np.ndarray]:
+    """Device tensors as numpy arrays: on a GPU, copied into pinned buffers without waiting, then
+    one synchronisation for all of them (``wait=False`` leaves it to the caller)."""
+    if not tensors or tensors[0].device.type != "cuda":
+        return [t.detach().cpu().numpy() for t in tensors]
+    buffers = [torch.empty(t.shape, dtype=t.dtype, pin_memory=True) for t in tensors]
+    for buffer, tensor in zip(buffers, tensors, strict=True):
+        buffer.copy_(tensor.detach(), non_blocking=True)
+    if wait:
+        synchronize(tensors[0].device)
+    return [buffer.numpy() for buffer in buffers]
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.current_stream(device).synchronize()
 
 
 def check_mask_input(mask_input: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -349,6 +459,7 @@ def build_sam_tool(
     model_type: str = "vit_b",
     allow_random_weights: bool = False,
     max_batch: int = DEFAULT_MAX_BATCH,
+    precision: str = "auto",
 ) -> SamTool:
     """SAM (``vit_b`` / ``vit_l`` / ``vit_h``) from a local checkpoint such as ``sam_vit_b_01ec64.pth``."""
     return SamTool(
@@ -357,6 +468,7 @@ def build_sam_tool(
         model_type=model_type,
         checkpoint=_path_or_none(checkpoint),
         max_batch=max_batch,
+        precision=precision,
     )
 
 
@@ -366,6 +478,7 @@ def build_medsam_tool(
     *,
     allow_random_weights: bool = False,
     max_batch: int = DEFAULT_MAX_BATCH,
+    precision: str = "auto",
 ) -> SamTool:
     """MedSAM (SAM ViT-B weights fine-tuned on medical images, e.g. ``medsam_vit_b.pth``)."""
     return SamTool(
@@ -374,6 +487,7 @@ def build_medsam_tool(
         model_type="vit_b",
         checkpoint=_path_or_none(checkpoint),
         max_batch=max_batch,
+        precision=precision,
     )
 
 

@@ -11,18 +11,24 @@ MedSAM2 was trained at 512x512 input (its ``sam2.1_hiera_t512.yaml`` is the tiny
 any input size, so loading works either way, but predictions are only meaningful at the size the
 weights were trained at.
 
-Encoding uses :class:`sam2.sam2_image_predictor.SAM2ImagePredictor` (``set_image``); decoding its
-``_prep_prompts`` + ``_predict`` (what ``predict`` does, minus the squeeze), which also accept a
-batch of prompt sets for one image. The predictor's per-image state (``_features``,
-``_orig_hw``) lives in the :class:`ImageEmbedding`; every call works on a shallow copy of a
-template predictor (sharing the model and the transforms), so concurrent calls need no lock.
+Encoding uses :class:`sam2.sam2_image_predictor.SAM2ImagePredictor` (``set_image``), with the
+image converted to a tensor on the model's device (the package converts it on the host). Decoding
+runs the model's own prompt encoder and mask decoder the way ``SAM2ImagePredictor._predict`` does
+(box corners as the first two points, labels 2 and 3), but on rows that may come from different
+images: the mask decoder takes one image embedding per prompt (``repeat_image=False``), so a tool
+server sends the waiting prompts of all its images through one forward pass. The predictor's
+per-image state (``_features``, ``_orig_hw``) lives in the :class:`ImageEmbedding`; every call works
+on a shallow copy of a template predictor (sharing the model and the transforms), so concurrent
+calls need no lock. Every call runs under ``torch.inference_mode`` at the tool's ``precision``
+(bf16 autocast on a CUDA device by default, as SAM 2's own examples run).
 """
 
 from __future__ import annotations
 
 import copy
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,14 +36,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from medseg_agent.tools.base import ImageEmbedding, SegmentationTool
+from medseg_agent.tools.base import DecodeRequest, EncodedPrediction, ImageEmbedding, SegmentationTool
 from medseg_agent.tools.checkpoints import build_model
 from medseg_agent.tools.sam import (
     DEFAULT_MAX_BATCH,
+    DecodedPart,
     check_finite,
     check_mask_input,
     decode_grouped,
+    encoded_from_tensors,
+    inference_context,
+    model_device,
     predictions_from_tensors,
+    resolve_precision,
+    to_device,
 )
 from medseg_agent.vocabulary.errors import ToolError
 from medseg_agent.vocabulary.prompts import Prediction, Prompt
@@ -60,6 +72,31 @@ def available_configs() -> list[str]:
     return sorted(str(p.relative_to(root)) for p in found)
 
 
+@contextmanager
+def quiet_jit_warnings() -> Iterator[None]:
+    """SAM2Transforms scripts its resize with ``torch.jit.script``, which torch now warns about."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
+        yield
+
+
+class _DeviceTransforms:
+    """The predictor's SAM2Transforms, with the image turned into a tensor on the model's device:
+    the uint8 pixels travel (pinned, without waiting) and are scaled there, then the package's own
+    resize + normalise module runs on them. Everything else is the package's transforms object."""
+
+    def __init__(self, transforms: Any, device: torch.device) -> None:
+        self._transforms = transforms
+        self._device = device
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        pixels = to_device(image, self._device).permute(2, 0, 1)  # HWC uint8 -> CHW, as ToTensor
+        return self._transforms.transforms(pixels.float().div(255))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transforms, name)
+
+
 class Sam2Tool(SegmentationTool):
     """A SAM 2 image model as a :class:`SegmentationTool`."""
 
@@ -73,6 +110,7 @@ class Sam2Tool(SegmentationTool):
         config: str = DEFAULT_CONFIG,
         checkpoint: Path | None = None,
         max_batch: int = DEFAULT_MAX_BATCH,
+        precision: str = "auto",
     ) -> None:
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
@@ -83,9 +121,10 @@ class Sam2Tool(SegmentationTool):
         self.checkpoint = checkpoint
         self.max_batch = max_batch
         self.model = model
+        self.device = model_device(model)
+        self.precision = resolve_precision(precision, self.device)
         # Template only: calls work on shallow copies (see _fresh_predictor).
-        with warnings.catch_warnings():  # SAM2Transforms scripts its resize; torch now warns about jit
-            warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
+        with quiet_jit_warnings():
             self.predictor = SAM2ImagePredictor(model)
         # The predictor hard-codes the feature sizes of a 1024 input; derive them from the model so
         # that MedSAM2's 512 input works too.
@@ -111,7 +150,9 @@ class Sam2Tool(SegmentationTool):
 
     def _encode(self, image: np.ndarray) -> ImageEmbedding:
         predictor = self._fresh_predictor()
-        predictor.set_image(image)
+        predictor._transforms = _DeviceTransforms(self.predictor._transforms, self.device)
+        with inference_context(self.device, self.precision):
+            predictor.set_image(image)
         state = _Sam2State(features=predictor._features, orig_hw=(int(image.shape[0]), int(image.shape[1])))
         tensors = [state.features["image_embed"], *state.features["high_res_feats"]]
         nbytes = sum(t.element_size() * t.nelement() for t in tensors)
@@ -119,11 +160,22 @@ class Sam2Tool(SegmentationTool):
 
     # -- decode -----------------------------------------------------------------------------
     def _decode(self, embedding: ImageEmbedding, prompt: Prompt) -> Prediction:
-        return self._decode_group(self._state(embedding), [prompt])[0]
+        return decode_grouped(self, [(embedding, prompt)], self._state, self._forward_rows, predictions_from_tensors,
+                              1, cross_image=True, count=False)[0]
 
     def decode_batch(self, embedding: ImageEmbedding, prompts: list[Prompt]) -> list[Prediction]:
         """Decode many prompt sets for one image; same grouping rules as :meth:`SamTool.decode_batch`."""
-        return decode_grouped(self, embedding, prompts, self._state, self._decode_group, self.max_batch)
+        return self.decode_many([(embedding, p) for p in prompts])
+
+    def decode_many(self, requests: Sequence[DecodeRequest]) -> list[Prediction]:
+        """Prompts of any images: those of the same structure share one forward pass."""
+        return decode_grouped(self, requests, self._state, self._forward_rows, predictions_from_tensors,
+                              self.max_batch, cross_image=True)
+
+    def decode_encoded(self, requests: Sequence[DecodeRequest]) -> list[EncodedPrediction]:
+        """:meth:`decode_many` with the masks run-length encoded on the device."""
+        return decode_grouped(self, requests, self._state, self._forward_rows, encoded_from_tensors,
+                              self.max_batch, cross_image=True)
 
     @staticmethod
     def _wants_multimask(prompt: Prompt) -> bool:
@@ -136,32 +188,75 @@ class Sam2Tool(SegmentationTool):
             raise ToolError(f"{self.name} cannot decode an embedding made by another tool ({type(state).__name__})")
         return state
 
-    def _decode_group(self, state: _Sam2State, prompts: Sequence[Prompt]) -> list[Prediction]:
-        """Run prompts of identical structure through the predictor in one ``_predict`` call."""
-        first = prompts[0]
-        multimask = self._wants_multimask(first)
-        coords = labels = box = masks = None
+    def _forward_rows(self, rows: Sequence[tuple[_Sam2State, Prompt]]) -> list[DecodedPart]:
+        """Prompts of identical structure, of one or several images, in one decoder call.
+
+        Coordinates go to the model's input frame as ``SAM2Transforms.transform_coords`` puts them
+        (divided by the image's width/height, times the input size, in float32), per row since rows
+        may come from images of different sizes. Masks are upsampled per image size.
+        """
+        states = [state for state, _ in rows]
+        prompts = [prompt for _, prompt in rows]
+        first, count = prompts[0], len(rows)
+        hw = np.array([[s.orig_hw[1], s.orig_hw[0]] for s in states], np.float32)[:, None, :]  # (B, 1, [w, h])
+        size = np.float32(self.image_size)
+        coords: list[np.ndarray] = []
+        labels: list[np.ndarray] = []
+        if first.box is not None:  # the box's corners come first, labelled 2 and 3
+            boxes = np.stack([check_finite(p.box, "box") for p in prompts]).astype(np.float32).reshape(-1, 2, 2)
+            coords.append(boxes / hw * size)
+            labels.append(np.tile(np.array([[2, 3]], np.int32), (count, 1)))
         if len(first.points):
-            coords = np.stack([check_finite(p.points, "points") for p in prompts]).astype(np.float32)
-            labels = np.stack([p.labels for p in prompts])
-        if first.box is not None:
-            box = np.stack([check_finite(p.box, "box") for p in prompts]).astype(np.float32)
+            points = np.stack([check_finite(p.points, "points") for p in prompts]).astype(np.float32)
+            coords.append(points / hw * size)
+            labels.append(np.stack([p.labels for p in prompts]).astype(np.int32))
+        coords_t = to_device(np.concatenate(coords, axis=1), self.device)
+        labels_t = to_device(np.concatenate(labels, axis=1), self.device)
+        mask_t = None
         if first.mask_input is not None:
-            masks = np.stack([check_mask_input(p.mask_input, self.low_res_size) for p in prompts])
-        predictor = self._fresh_predictor()
-        predictor._features = state.features
-        predictor._orig_hw = [state.orig_hw]
-        predictor._is_image_set = True
-        mask_t, coords_t, labels_t, box_t = predictor._prep_prompts(
-            coords, labels, box, masks, normalize_coords=True
-        )
-        full, scores, low_res = predictor._predict(
-            coords_t, labels_t, box_t, mask_t, multimask_output=multimask, return_logits=True
-        )
-        best = scores.argmax(dim=1)
-        rows = torch.arange(len(prompts), device=best.device)
-        mask = full[rows, best] > self.predictor.mask_threshold
-        return predictions_from_tensors(mask, low_res[rows, best], scores[rows, best])
+            mask_t = to_device(np.stack([check_mask_input(p.mask_input, self.low_res_size) for p in prompts]),
+                               self.device)
+        distinct: dict[int, int] = {}
+        for state in states:
+            distinct.setdefault(id(state), len(distinct))
+        model = self.model
+        with inference_context(self.device, self.precision):
+            sparse, dense = model.sam_prompt_encoder(points=(coords_t, labels_t), boxes=None, masks=mask_t)
+            if len(distinct) == 1:  # one image: its embedding is repeated inside the decoder
+                image_embed = states[0].features["image_embed"]
+                high_res = list(states[0].features["high_res_feats"])
+                repeat = count > 1
+            else:  # several images: one embedding per row
+                order = list({id(s): s for s in states}.values())
+                index = torch.tensor([distinct[id(s)] for s in states], device=self.device)
+                image_embed = torch.cat([s.features["image_embed"] for s in order])[index]
+                high_res = [torch.cat([s.features["high_res_feats"][level] for s in order])[index]
+                            for level in range(len(order[0].features["high_res_feats"]))]
+                repeat = False
+            low_res, iou, _, _ = model.sam_mask_decoder(
+                image_embeddings=image_embed,
+                image_pe=model.sam_prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=self._wants_multimask(first),
+                repeat_image=repeat,
+                high_res_features=high_res,
+            )
+            best = iou.argmax(dim=1)
+            picked = torch.arange(count, device=best.device)
+            low_best = low_res[picked, best].float()  # (B, h, w), unclamped: the masks come from these
+            scores = iou[picked, best].float()
+            by_size: dict[tuple[int, int], list[int]] = {}
+            for row, state in enumerate(states):
+                by_size.setdefault(state.orig_hw, []).append(row)
+            parts = []
+            for orig_hw, members in by_size.items():
+                chosen = low_best if len(members) == count else low_best[torch.tensor(members, device=self.device)]
+                full = self.predictor._transforms.postprocess_masks(chosen[:, None], orig_hw)[:, 0]
+                parts.append(DecodedPart(members, full > self.predictor.mask_threshold,
+                                         torch.clamp(chosen, -32.0, 32.0),
+                                         scores if len(members) == count else scores[members]))
+        return parts
 
 
 def build_sam2_tool(
@@ -172,11 +267,13 @@ def build_sam2_tool(
     image_size: int | None = None,
     allow_random_weights: bool = False,
     max_batch: int = DEFAULT_MAX_BATCH,
+    precision: str = "auto",
 ) -> Sam2Tool:
     """SAM 2 / MedSAM2 from a local checkpoint (e.g. ``sam2.1_hiera_tiny.pt``, ``MedSAM2_latest.pt``).
 
     ``config`` names a config inside the ``sam2`` package; ``image_size`` overrides its input size
-    (512 for MedSAM2).
+    (512 for MedSAM2); ``precision`` is one of ``auto`` (bf16 on CUDA, fp32 on CPU), ``fp32``,
+    ``tf32``, ``bf16``.
     """
     from sam2.build_sam import build_sam2
 
@@ -190,12 +287,13 @@ def build_sam2_tool(
 
     def build() -> Any:
         # build_sam2 with ckpt_path=None gives random weights; checkpoints.py loads the file.
-        return build_sam2(config, ckpt_path=None, device="cpu", hydra_overrides_extra=overrides)
+        with quiet_jit_warnings():
+            return build_sam2(config, ckpt_path=None, device="cpu", hydra_overrides_extra=overrides)
 
     model, path = build_model(
         build, checkpoint, model_desc=desc, allow_random_weights=allow_random_weights, device=device
     )
-    return Sam2Tool(model, config=config, checkpoint=path, max_batch=max_batch)
+    return Sam2Tool(model, config=config, checkpoint=path, max_batch=max_batch, precision=precision)
 
 
 def _check_config(config: str) -> None:
