@@ -12,9 +12,9 @@ from PIL import Image
 
 from medseg_agent.serving.batching import DECODE, ENCODE, ModelThread
 from medseg_agent.serving.cache import EmbeddingCache
-from medseg_agent.serving.images import ImageRejected, ImageStore, decode_image_bytes, image_key
+from medseg_agent.serving.images import ImageRejected, ImageStore, decode_image_bytes, image_key, upload_digest
 from medseg_agent.serving.sessions import Session, SessionLimit, SessionNotFound, SessionStore
-from medseg_agent.tools.base import ImageEmbedding
+from medseg_agent.tools.base import EncodedPrediction, ImageEmbedding
 from medseg_agent.vocabulary.actions import AddBox, AddPoint, CoordinateSpace
 from medseg_agent.vocabulary.coordinates import CoordinateFrame
 from medseg_agent.vocabulary.prompts import Prediction
@@ -185,12 +185,27 @@ def test_image_store_never_evicts_pinned_images():
     assert store.stats()["bytes"] <= 250
 
 
+def test_known_upload_bytes_are_found_before_decoding_and_forgotten_with_the_image():
+    store = ImageStore(max_bytes=250)
+    image = np.full((10, 10), 7, np.uint8)
+    digest = upload_digest(png_bytes(image))
+    assert store.find_upload(digest) is None
+    key, created = store.put(image, upload=digest)
+    assert created and store.find_upload(digest)[0] == key
+    assert upload_digest(png_bytes(image)) == digest and upload_digest("aGk=") == upload_digest(b"aGk=")
+    assert store.put(image, upload=upload_digest(b"other bytes, same pixels")) == (key, False)
+    for i in range(3):  # 300 bytes of other images: the first one is evicted, with its upload digests
+        store.put(np.full((10, 10), i, np.uint8))
+    assert store.get(key) is None and store.find_upload(digest) is None
+
+
 def test_sessions_follow_the_environment_prompt_semantics_and_undo():
     image = np.zeros((40, 50, 3), np.uint8)
     session = Session("s", "k", image, CoordinateFrame(CoordinateSpace.PIXEL, (40, 50), (40, 50)), undo_depth=8)
 
-    def predict(fill: bool) -> Prediction:
-        return Prediction(mask=np.full((40, 50), fill), logits=np.full((1, 8, 8), 1.0 if fill else -1.0), score=0.5)
+    def predict(fill: bool) -> EncodedPrediction:
+        return EncodedPrediction.from_prediction(
+            Prediction(mask=np.full((40, 50), fill), logits=np.full((1, 8, 8), 1.0 if fill else -1.0), score=0.5))
 
     box_state = session.next_state(AddBox(5, 5, 20, 20))
     assert box_state.logits is None and box_state.points == []
@@ -202,8 +217,10 @@ def test_sessions_follow_the_environment_prompt_semantics_and_undo():
     new_box = session.next_state(AddBox(1, 1, 9, 9))
     assert new_box.points == [] and new_box.logits is None  # a new box drops points and logits
     assert session.undo() and session.mask().all() and session.state.points == []
+    assert session.mask_area() == 40 * 50
     session.reset()
     assert session.actions == 0 and not session.mask().any() and session.state.box is None
+    assert session.mask().shape == (40, 50) and session.mask_area() == 0
     assert session.undo() and session.state.box == (5, 5, 20, 20)  # reset can be undone
     assert session.undo() and not session.undo()
 

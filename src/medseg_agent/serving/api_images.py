@@ -16,7 +16,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, File, HTTPException, Path, Query, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from medseg_agent.serving.images import IMAGE_ID_PATTERN, decode_image_bytes, image_key
+from medseg_agent.serving.images import IMAGE_ID_PATTERN, decode_image_bytes, image_key, upload_digest
 from medseg_agent.serving.schemas import (
     ErrorResponse,
     ImageInfo,
@@ -40,17 +40,47 @@ ImageIdPath = Annotated[str, Path(pattern=IMAGE_ID_PATTERN, description="SHA-256
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_token)], responses=ERRORS)
 
 
-async def load_image(state: ServerState, data: bytes) -> tuple[str, np.ndarray, bool]:
-    """Decode uploaded bytes (422 if unusable), store the image; return (key, image, created)."""
+#: Uploads at least this large are hashed off the event loop (hashlib releases the GIL).
+_HASH_OFF_LOOP_BYTES = 256 * 1024
+
+
+def decode_upload(data: bytes, max_side: int) -> np.ndarray:
+    """The one place the server turns uploaded bytes into pixels (RGB uint8, limits checked)."""
+    return decode_image_bytes(data, max_side)
+
+
+async def load_image(state: ServerState, data: bytes | str) -> tuple[str, np.ndarray, bool]:
+    """Store an uploaded image (file bytes, or base64 text of an inline one); return (key, image,
+    created). The upload's bytes are hashed first: bytes seen before cost no decoding at all."""
+    digest = await run_in_threadpool(upload_digest, data) if len(data) >= _HASH_OFF_LOOP_BYTES \
+        else upload_digest(data)
+    known = state.images.find_upload(digest)
+    if known is not None:
+        return known[0], known[1], False
+    decoding = state.uploads_in_flight.get(digest)
+    if decoding is not None:  # the same bytes are being decoded for another request: wait for that
+        key, image, _ = await asyncio.shield(decoding)
+        return key, image, False
 
     def decode() -> tuple[str, np.ndarray]:
-        image = decode_image_bytes(data, state.config.max_image_side)
+        raw = decode_base64(data, "image_base64") if isinstance(data, str) else data
+        image = decode_upload(raw, state.config.max_image_side)
         return image_key(image), image
 
-    key, image = await run_in_threadpool(decode)
-    key, created = state.images.put(image, key)
-    stored = state.images.get(key)
-    return key, (image if stored is None else stored), created
+    async def decode_and_store() -> tuple[str, np.ndarray, bool]:
+        key, image = await run_in_threadpool(decode)
+        key, created = state.images.put(image, key, upload=digest)  # stored before any waiter resumes
+        stored = state.images.get(key)
+        return key, (image if stored is None else stored), created
+
+    task = asyncio.ensure_future(decode_and_store())
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())  # seen, even if all waiters left
+    state.uploads_in_flight[digest] = task
+    try:
+        return await asyncio.shield(task)
+    finally:
+        if state.uploads_in_flight.get(digest) is task:
+            del state.uploads_in_flight[digest]
 
 
 def decode_base64(text: str, field: str) -> bytes:
@@ -123,7 +153,7 @@ async def predict(body: PredictRequest, state: ServerState = Depends(get_state))
             raise outcome
     return PredictResponse(
         image_id=body.image_id,
-        predictions=[PredictionOut.from_prediction(p, body.return_logits) for p in outcomes],
+        predictions=[PredictionOut.from_encoded(p, body.return_logits) for p in outcomes],
     )
 
 

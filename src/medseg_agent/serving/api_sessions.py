@@ -12,10 +12,10 @@ from typing import Annotated, Any, Literal
 import cv2
 import numpy as np
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from starlette.concurrency import run_in_threadpool
 
-from medseg_agent.io.masks import encode_rle
 from medseg_agent.protocols.base import ParseFailure, build_action
-from medseg_agent.serving.api_images import ERRORS, decode_base64, load_image, stored_image
+from medseg_agent.serving.api_images import ERRORS, load_image, stored_image
 from medseg_agent.serving.schemas import BoxAction, ErrorResponse, PointAction, Rle, SessionCreate, SessionState
 from medseg_agent.serving.sessions import Session
 from medseg_agent.serving.state import ServerState, get_state, require_token
@@ -25,7 +25,11 @@ from medseg_agent.vocabulary.errors import ToolError
 
 SESSION_NOT_FOUND = {404: {"model": ErrorResponse, "description": "Unknown, deleted or expired session."}}
 CONFLICT = {409: {"model": ErrorResponse, "description": "The action does not fit the session's state."}}
-IncludeMask = Annotated[bool, Query(description="include the current mask (COCO RLE) in the answer")]
+IncludeMask = Annotated[
+    bool,
+    Query(description="include the current mask (COCO RLE, computed once when the mask was predicted) in the "
+                      "answer; false when only the area and score are needed"),
+]
 
 router = APIRouter(prefix="/v1/sessions", dependencies=[Depends(require_token)], responses=ERRORS, tags=["sessions"])
 
@@ -48,7 +52,7 @@ async def create_session(body: SessionCreate, state: ServerState = Depends(get_s
     if (body.image_id is None) == (body.image_base64 is None):
         raise HTTPException(422, "give exactly one of image_id (an uploaded image) or image_base64")
     if body.image_base64 is not None:
-        key, image, _ = await load_image(state, decode_base64(body.image_base64, "image_base64"))
+        key, image, _ = await load_image(state, body.image_base64)
     else:
         key = body.image_id
         image = stored_image(state, key)
@@ -145,13 +149,10 @@ async def get_mask(
     format: Annotated[Literal["rle", "png"], Query(description="rle (JSON) or png")] = "rle",
     state: ServerState = Depends(get_state),
 ) -> Any:
-    mask = state.sessions.get(session_id).mask()
+    session = state.sessions.get(session_id)
     if format == "png":
-        ok, png = cv2.imencode(".png", mask.astype(np.uint8) * 255)
-        if not ok:
-            raise RuntimeError("PNG encoding of the mask failed")
-        return Response(content=png.tobytes(), media_type="image/png")
-    return Rle(**encode_rle(mask))
+        return Response(content=await run_in_threadpool(_png, session.mask()), media_type="image/png")
+    return Rle(**session.rle)
 
 
 @router.delete("/{session_id}", status_code=204, responses=SESSION_NOT_FOUND, summary="End a session")
@@ -182,6 +183,13 @@ async def _act(state: ServerState, session_id: str, name: str, arguments: dict[s
     return session_state(state, session, include_mask)
 
 
+def _png(mask: np.ndarray) -> bytes:
+    ok, png = cv2.imencode(".png", mask.astype(np.uint8) * 255)
+    if not ok:
+        raise RuntimeError("PNG encoding of the mask failed")
+    return png.tobytes()
+
+
 def session_state(state: ServerState, session: Session, include_mask: bool) -> SessionState:
     prompt = session.state
     h, w = session.size
@@ -200,6 +208,6 @@ def session_state(state: ServerState, session: Session, include_mask: bool) -> S
         undo_available=session.undo_available,
         score=score if score is not None and np.isfinite(score) else None,
         mask_area=session.mask_area(),
-        mask=Rle(**encode_rle(session.mask())) if include_mask else None,
+        mask=Rle(**session.rle) if include_mask else None,
         idle_expires_in_s=round(state.sessions.expires_in(session), 3),
     )

@@ -113,6 +113,7 @@ def create_app(tool: SegmentationTool, config: ServerConfig | None = None) -> Fa
                 "decoded_prompts": work.decoded_prompts,
                 "decode_seconds": round(work.decode_seconds, 3),
                 "largest_batch": work.largest_batch,
+                "most_images_in_a_batch": work.images_per_batch_max,
             },
             limits={
                 "max_body_bytes": config.max_body_bytes,

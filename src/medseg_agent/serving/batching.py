@@ -3,8 +3,10 @@
 Model calls never run on the event loop, so ``/health`` and uploads answer while an encode runs.
 One thread, because backends hold per-image state under a lock anyway and the CPU's cores are
 already used by the model's own intra-op threads. Decode requests queue up while the thread is
-busy; when it frees up, every waiting request for the same image goes to ``tool.decode_batch`` in
-one call (when the tool can batch), so eight rollouts clicking on one image cost about one decode.
+busy; when it frees up, the waiting requests (up to ``max_batch``, of any images) go to
+``tool.decode_encoded`` in one call: SAM 2 runs them through one forward pass whatever their image,
+SAM and MedSAM one per image, and the masks come back run-length encoded (on the device, for a
+GPU), so nothing on the event loop ever walks a full-resolution mask.
 
 Waiting decodes go before waiting encodes: a decode is cheap and unblocks a rollout, while a queue
 of encodes (a new GRPO batch of images) would otherwise hold every rollout of the first image
@@ -26,8 +28,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from medseg_agent.tools.base import ImageEmbedding, SegmentationTool
-from medseg_agent.vocabulary.prompts import Prediction, Prompt
+from medseg_agent.tools.base import EncodedPrediction, ImageEmbedding, SegmentationTool
+from medseg_agent.vocabulary.prompts import Prompt
 
 T = TypeVar("T")
 DECODE, ENCODE = 0, 1  # priorities on the model thread: lower runs first
@@ -77,7 +79,7 @@ class _DecodeJob:
     key: str
     embedding: ImageEmbedding
     prompt: Prompt
-    future: asyncio.Future[Prediction]
+    future: asyncio.Future[EncodedPrediction]
 
 
 @dataclass
@@ -89,6 +91,7 @@ class WorkerStats:
     decode_seconds: float = 0.0
     largest_batch: int = 0
     batch_sizes: dict[int, int] = field(default_factory=dict)  # batch size -> how many batches
+    images_per_batch_max: int = 0  # most distinct images in one decode call
 
 
 class ModelWorker:
@@ -133,11 +136,11 @@ class ModelWorker:
     async def encode(self, image: np.ndarray) -> ImageEmbedding:
         return await self._submit(ENCODE, self._encode, image)
 
-    async def decode(self, key: str, embedding: ImageEmbedding, prompt: Prompt) -> Prediction:
-        """Queue one prediction; it may run together with others for the same image ``key``."""
+    async def decode(self, key: str, embedding: ImageEmbedding, prompt: Prompt) -> EncodedPrediction:
+        """Queue one prediction; it may run together with others waiting at the same time."""
         if self._wakeup is None:
             raise RuntimeError("ModelWorker.start() was not called")
-        future: asyncio.Future[Prediction] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[EncodedPrediction] = asyncio.get_running_loop().create_future()
         self._pending.append(_DecodeJob(key, embedding, prompt, future))
         self._wakeup.set()
         return await future
@@ -169,7 +172,7 @@ class ModelWorker:
                 if not batch:
                     continue
                 try:
-                    outcomes: list[Prediction | BaseException] = await self._submit(
+                    outcomes: list[EncodedPrediction | BaseException] = await self._submit(
                         DECODE, self._decode_batch, batch
                     )
                 except Exception as exc:  # the batcher itself must survive anything
@@ -183,45 +186,35 @@ class ModelWorker:
                         job.future.set_result(outcome)
 
     def _take_batch(self) -> list[_DecodeJob]:
-        """The oldest live request and every other waiting request for the same image."""
-        while self._pending and self._pending[0].future.done():
-            self._pending.popleft()
-        if not self._pending:
-            return []
-        key = self._pending[0].key
+        """The oldest live requests, up to ``max_batch`` (one if the tool cannot batch)."""
         limit = self.max_batch if self.tool.supports_batch_decode else 1
         batch: list[_DecodeJob] = []
-        rest: deque[_DecodeJob] = deque()
-        for job in self._pending:
-            if job.future.done():
-                continue
-            if job.key == key and len(batch) < limit:
+        while self._pending and len(batch) < limit:
+            job = self._pending.popleft()
+            if not job.future.done():  # its caller went away
                 batch.append(job)
-            else:
-                rest.append(job)
-        self._pending = rest
         return batch
 
-    def _decode_batch(self, batch: list[_DecodeJob]) -> list[Prediction | BaseException]:
+    def _decode_batch(self, batch: list[_DecodeJob]) -> list[EncodedPrediction | BaseException]:
         start = time.perf_counter()
-        embedding = batch[0].embedding
         if len(batch) > 1:
             try:
-                outcomes = list(self.tool.decode_batch(embedding, [job.prompt for job in batch]))
+                outcomes = list(self.tool.decode_encoded([(job.embedding, job.prompt) for job in batch]))
             except Exception:  # one bad prompt must not fail the others: retry them one by one
-                outcomes = [self._decode_one(embedding, job.prompt) for job in batch]
+                outcomes = [self._decode_one(job) for job in batch]
         else:
-            outcomes = [self._decode_one(embedding, batch[0].prompt)]
+            outcomes = [self._decode_one(batch[0])]
         stats = self.stats
         stats.decode_batches += 1
         stats.decoded_prompts += len(batch)
         stats.decode_seconds += time.perf_counter() - start
         stats.largest_batch = max(stats.largest_batch, len(batch))
         stats.batch_sizes[len(batch)] = stats.batch_sizes.get(len(batch), 0) + 1
+        stats.images_per_batch_max = max(stats.images_per_batch_max, len({job.key for job in batch}))
         return outcomes
 
-    def _decode_one(self, embedding: ImageEmbedding, prompt: Prompt) -> Prediction | BaseException:
+    def _decode_one(self, job: _DecodeJob) -> EncodedPrediction | BaseException:
         try:
-            return self.tool.decode(embedding, prompt)
+            return self.tool.decode_encoded([(job.embedding, job.prompt)])[0]
         except Exception as exc:  # handed to the waiting request, which turns it into an answer
             return exc

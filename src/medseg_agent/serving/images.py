@@ -3,6 +3,10 @@
 An image is identified by the SHA-256 of its RGB bytes and shape, so the same picture uploaded as
 PNG by one rollout and as ``.npy`` by another is one image, one embedding. The client computes the
 same key locally (:func:`image_key`) to reference an image without uploading it again.
+
+The bytes of each upload are hashed too (:func:`upload_digest`), *before* decoding: the store
+remembers which image they decoded to, so the 8 rollouts of a GRPO group that each send the same
+file cost one decode, not eight.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import hashlib
 import re
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -34,6 +38,11 @@ def image_key(image: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def upload_digest(data: bytes | str) -> str:
+    """SHA-256 of an upload exactly as sent (file bytes, or the base64 text of an inline image)."""
+    return hashlib.sha256(data.encode("ascii") if isinstance(data, str) else data).hexdigest()
+
+
 def is_image_id(value: str) -> bool:
     return bool(_IMAGE_ID.match(value))
 
@@ -53,29 +62,49 @@ def decode_image_bytes(data: bytes, max_side: int) -> np.ndarray:
 class _Stored:
     image: np.ndarray
     pins: int = 0
+    uploads: set[str] = field(default_factory=set)  # digests of the uploads that decoded to it
 
 
 class ImageStore:
     """Content-addressed images, bounded by bytes. Images pinned by live sessions are never
-    evicted; unpinned ones leave least-recently-used first once the budget is exceeded."""
+    evicted; unpinned ones leave least-recently-used first once the budget is exceeded. Upload
+    digests map to the image they decoded to for as long as the image is stored."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = int(max_bytes)
         self._items: OrderedDict[str, _Stored] = OrderedDict()
+        self._uploads: dict[str, str] = {}  # upload digest -> image key
         self._bytes = 0
         self._lock = threading.Lock()
 
-    def put(self, image: np.ndarray, key: str | None = None) -> tuple[str, bool]:
-        """Store ``image``; return (key, whether it was new)."""
+    def put(self, image: np.ndarray, key: str | None = None, upload: str | None = None) -> tuple[str, bool]:
+        """Store ``image`` (decoded from the upload whose digest is ``upload``, if given); return
+        (key, whether it was new)."""
         key = key or image_key(image)
         with self._lock:
-            if key in self._items:
+            stored = self._items.get(key)
+            created = stored is None
+            if stored is None:
+                stored = self._items[key] = _Stored(image)
+                self._bytes += image.nbytes
+            else:
                 self._items.move_to_end(key)
-                return key, False
-            self._items[key] = _Stored(image)
-            self._bytes += image.nbytes
-            self._evict(protect=key)
-            return key, True
+            if upload is not None:
+                stored.uploads.add(upload)
+                self._uploads[upload] = key
+            if created:
+                self._evict(protect=key)
+            return key, created
+
+    def find_upload(self, upload: str) -> tuple[str, np.ndarray] | None:
+        """(key, image) of a stored image these upload bytes decoded to before, or None."""
+        with self._lock:
+            key = self._uploads.get(upload)
+            stored = None if key is None else self._items.get(key)
+            if stored is None:
+                return None
+            self._items.move_to_end(key)
+            return key, stored.image
 
     def get(self, key: str) -> np.ndarray | None:
         with self._lock:
@@ -114,4 +143,7 @@ class ImageStore:
         for key in [k for k, v in self._items.items() if v.pins == 0 and k != protect]:
             if self._bytes <= self.max_bytes:
                 break
-            self._bytes -= self._items.pop(key).image.nbytes
+            gone = self._items.pop(key)
+            self._bytes -= gone.image.nbytes
+            for upload in gone.uploads:
+                self._uploads.pop(upload, None)

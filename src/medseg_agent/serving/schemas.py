@@ -18,8 +18,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from medseg_agent.protocols.base import ParseFailure, parse_number
 from medseg_agent.serving.images import IMAGE_ID_PATTERN
+from medseg_agent.tools.base import EncodedPrediction
 from medseg_agent.vocabulary.actions import CoordinateSpace
-from medseg_agent.vocabulary.prompts import Prediction
 
 ImageId = Annotated[
     str, Field(pattern=IMAGE_ID_PATTERN, description="SHA-256 (hex) of the image's RGB bytes and shape.")
@@ -126,13 +126,11 @@ class PredictionOut(BaseModel):
     logits: ArrayPayload | None = None
 
     @classmethod
-    def from_prediction(cls, prediction: Prediction, with_logits: bool) -> PredictionOut:
-        from medseg_agent.io.masks import encode_rle
-
+    def from_encoded(cls, prediction: EncodedPrediction, with_logits: bool) -> PredictionOut:
         score = float(prediction.score)
         logits = prediction.logits if with_logits else None
         return cls(
-            mask=Rle(**encode_rle(prediction.mask)),
+            mask=Rle(**prediction.rle),
             score=score if math.isfinite(score) else None,
             logits=None if logits is None else ArrayPayload.from_numpy(np.asarray(logits)),
         )
@@ -188,5 +186,5 @@ class SessionState(BaseModel):
     undo_available: int
     score: float | None
     mask_area: int = Field(description="pixels in the current mask")
-    mask: Rle | None = None
+    mask: Rle | None = Field(None, description="the current mask (COCO RLE); left out with include_mask=false")
     idle_expires_in_s: float

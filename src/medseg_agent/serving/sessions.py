@@ -13,13 +13,16 @@ import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from medseg_agent.io.masks import decode_rle, rle_from_boundaries
 from medseg_agent.serving.images import ImageStore
+from medseg_agent.tools.base import EncodedPrediction
 from medseg_agent.vocabulary.actions import AddBox, AddPoint
 from medseg_agent.vocabulary.coordinates import CoordinateFrame
-from medseg_agent.vocabulary.prompts import Prediction, PromptState
+from medseg_agent.vocabulary.prompts import PromptState
 
 
 class SessionNotFound(KeyError):
@@ -33,7 +36,8 @@ class SessionLimit(RuntimeError):
 @dataclass
 class _Snapshot:
     state: PromptState
-    mask_bits: np.ndarray
+    rle: dict[str, Any]
+    area: int
     score: float | None
     actions: int
 
@@ -53,8 +57,8 @@ class Session:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one action at a time per session
 
     def __post_init__(self) -> None:
-        h, w = self.image.shape[:2]
-        self._mask_bits = np.packbits(np.zeros(h * w, dtype=bool))  # 1 bit per pixel
+        self.rle = self._empty_rle()  # the current mask, COCO RLE: compact and exact
+        self.area = 0
         self._history: deque[_Snapshot] = deque(maxlen=self.undo_depth)
 
     @property
@@ -66,22 +70,22 @@ class Session:
         return len(self._history)
 
     def mask(self) -> np.ndarray:
-        h, w = self.size
-        return np.unpackbits(self._mask_bits, count=h * w).astype(bool).reshape(h, w)
+        """The current mask as a (H, W) bool array (decoded from its RLE)."""
+        return decode_rle(self.rle)
 
     def mask_area(self) -> int:
-        return int(np.unpackbits(self._mask_bits).sum())
+        return self.area
 
     def next_state(self, action: AddBox | AddPoint) -> PromptState:
         """The prompt state after ``action`` (nothing changes until :meth:`commit`)."""
         return self.state.after(action, self.frame)
 
-    def commit(self, state: PromptState, prediction: Prediction) -> None:
+    def commit(self, state: PromptState, prediction: EncodedPrediction) -> None:
         """Make ``state`` current with its prediction; the previous state can be undone."""
         self._history.append(self._snapshot())
         state.logits = prediction.logits
         self.state = state
-        self._mask_bits = np.packbits(np.asarray(prediction.mask, dtype=bool).reshape(-1))
+        self.rle, self.area = prediction.rle, int(prediction.area)
         self.score = float(prediction.score)
         self.actions += 1
 
@@ -89,7 +93,8 @@ class Session:
         if not self._history:
             return False
         snap = self._history.pop()
-        self.state, self._mask_bits, self.score, self.actions = snap.state, snap.mask_bits, snap.score, snap.actions
+        self.state, self.rle, self.area, self.score, self.actions = (
+            snap.state, snap.rle, snap.area, snap.score, snap.actions)
         return True
 
     def reset(self) -> None:
@@ -97,14 +102,17 @@ class Session:
         if self.actions == 0 and self.state.box is None and not self.state.points:
             return
         self._history.append(self._snapshot())
-        h, w = self.size
         self.state = PromptState()
-        self._mask_bits = np.packbits(np.zeros(h * w, dtype=bool))
+        self.rle, self.area = self._empty_rle(), 0
         self.score = None
         self.actions = 0
 
+    def _empty_rle(self) -> dict[str, Any]:
+        h, w = self.size
+        return rle_from_boundaries(np.zeros(0, np.int64), h, w)
+
     def _snapshot(self) -> _Snapshot:
-        return _Snapshot(self.state, self._mask_bits, self.score, self.actions)
+        return _Snapshot(self.state, self.rle, self.area, self.score, self.actions)
 
 
 class SessionStore:
@@ -132,7 +140,10 @@ class SessionStore:
         image = self.images.pin(image_key)
         if image is None:
             raise KeyError(image_key)
-        session = Session(secrets.token_urlsafe(24), image_key, image, frame, self.undo_depth)
+        # The id starts with the image id's first 16 hex digits: a cluster's ingress routes the
+        # session's requests by it (medseg_agent.serving.cluster); the random part keeps it unguessable.
+        session_id = f"{image_key[:16]}{secrets.token_urlsafe(24)}"
+        session = Session(session_id, image_key, image, frame, self.undo_depth)
         self._sessions[session.id] = session
         self.created_total += 1
         return session

@@ -20,8 +20,8 @@ from medseg_agent.serving.cache import EmbeddingCache
 from medseg_agent.serving.config import ServerConfig
 from medseg_agent.serving.images import ImageStore
 from medseg_agent.serving.sessions import SessionStore
-from medseg_agent.tools.base import ImageEmbedding, SegmentationTool
-from medseg_agent.vocabulary.prompts import Prediction, Prompt
+from medseg_agent.tools.base import EncodedPrediction, ImageEmbedding, SegmentationTool
+from medseg_agent.vocabulary.prompts import Prompt
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,8 @@ class ServerState:
     worker: ModelWorker
     sessions: SessionStore
     started: float = field(default_factory=time.monotonic)
+    #: decodes of uploads in progress, by upload digest: concurrent uploads of the same bytes share one
+    uploads_in_flight: dict[str, asyncio.Future[tuple[str, np.ndarray, bool]]] = field(default_factory=dict)
     _background: set[asyncio.Task[Any]] = field(default_factory=set)
 
     @classmethod
@@ -55,7 +57,8 @@ class ServerState:
         """The image's embedding: from the cache, or encoded once however many ask at once."""
         return await self.cache.get(key, lambda: self.worker.encode(image))
 
-    async def predict(self, key: str, image: np.ndarray, prompt: Prompt) -> Prediction:
+    async def predict(self, key: str, image: np.ndarray, prompt: Prompt) -> EncodedPrediction:
+        """One prediction, its mask already run-length encoded (batched with whatever else waits)."""
         embedding = await self.embedding(key, image)
         return await self.worker.decode(key, embedding, prompt)
 
@@ -78,18 +81,25 @@ class ServerState:
             self.sessions.expire()
 
 
-def get_state(request: Request) -> ServerState:
+def server_state(request: Request) -> ServerState:
+    """The server state of the app serving ``request`` (for direct calls)."""
+    return request.app.state.server
+
+
+async def get_state(request: Request) -> ServerState:
+    """Dependency: the server state. ``async`` so FastAPI runs it inline: a plain ``def`` dependency
+    costs a thread-pool round trip per request."""
     return request.app.state.server
 
 
 _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <token>` when the server has --token")
 
 
-def require_token(
+async def require_token(
     request: Request, credentials: HTTPAuthorizationCredentials | None = Security(_bearer)
 ) -> None:
     """401 unless the request carries the server's token (no-op for a server without one)."""
-    expected = get_state(request).config.token
+    expected = server_state(request).config.token
     if expected is None:
         return
     given = credentials.credentials if credentials is not None else ""
