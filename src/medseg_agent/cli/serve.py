@@ -50,6 +50,24 @@ SessionTtlOption = Annotated[
 ]
 MaxSessionsOption = Annotated[int, typer.Option("--max-sessions", min=1, help="Live sessions (503 above).")]
 MaxBatchOption = Annotated[int, typer.Option("--max-batch", min=1, help="Prompts decoded together at most.")]
+ReplicasOption = Annotated[
+    int,
+    typer.Option("--replicas", min=0, help="Model replicas behind this endpoint on Ray Serve (0: one plain "
+                 "process). Each image's requests go to one replica, chosen by its hash."),
+]
+RayAddressOption = Annotated[
+    str | None,
+    typer.Option("--ray-address", help="Join this Ray cluster ('auto': the one on this node) instead of "
+                 "starting a local one (with --replicas)."),
+]
+GpusPerReplicaOption = Annotated[
+    float | None,
+    typer.Option("--gpus-per-replica", min=0.0,
+                 help="GPUs each replica reserves (with --replicas; default 1 with --device cuda, else 0)."),
+]
+CpusPerReplicaOption = Annotated[
+    float, typer.Option("--cpus-per-replica", min=0.0, help="CPUs each replica reserves (with --replicas).")
+]
 LogLevelOption = Annotated[str, typer.Option("--log-level", help="uvicorn log level.")]
 AccessLogOption = Annotated[bool, typer.Option("--access-log", help="Log every request.")]
 
@@ -73,6 +91,10 @@ def serve(
     session_ttl: SessionTtlOption = 900.0,
     max_sessions: MaxSessionsOption = 4096,
     max_batch: MaxBatchOption = 32,
+    replicas: ReplicasOption = 0,
+    ray_address: RayAddressOption = None,
+    gpus_per_replica: GpusPerReplicaOption = None,
+    cpus_per_replica: CpusPerReplicaOption = 1.0,
     log_level: LogLevelOption = "info",
     access_log: AccessLogOption = False,
 ) -> None:
@@ -81,6 +103,9 @@ def serve(
     Every session and prediction on the same image (e.g. the 8 GRPO rollouts of a prompt) shares one
     cached embedding, computed once; concurrent decodes are batched; sessions expire when idle.
     Interactive API docs at http://HOST:PORT/docs, health at /health, Prometheus metrics at /metrics.
+
+    With --replicas N the same server runs as N replicas on Ray Serve behind one endpoint (on every
+    node of the Ray cluster), every request of one image routed to one replica by the image's hash.
 
     Use it from any command with --tool http://HOST:PORT, e.g.
 
@@ -102,6 +127,10 @@ def serve(
         max_sessions=max_sessions,
         max_batch=max_batch,
     )
+    if replicas:
+        _serve_replicas(tool, checkpoint, device, model_type, random_weights, tool_option or [], config, replicas,
+                        ray_address, gpus_per_replica, cpus_per_replica, host, port, log_level)
+        return
     segmenter = served_tool(tool, checkpoint, device, model_type, random_weights, tool_option or [])
     warn_if_open(host, config)
     err_console.print(f"serving {segmenter.name} on http://{host}:{port} (docs: http://{host}:{port}/docs)")
@@ -133,6 +162,32 @@ def served_tool(tool: str, checkpoint: Any, device: str, model_type: str | None,
 def warn_if_open(host: str, config: Any) -> None:
     if host not in ("127.0.0.1", "localhost", "::1") and config.token is None:
         warn(f"serving on {host} without --token: anyone who can reach it can use it")
+
+
+def _serve_replicas(tool: str, checkpoint: Any, device: str, model_type: str | None, random_weights: bool,
+                    pairs: list[str], config: Any, replicas: int, ray_address: str | None, gpus: float | None,
+                    cpus: float, host: str, port: int, log_level: str) -> None:
+    """``--replicas``: the same app on Ray Serve (each replica builds the tool like ``make_tool``)."""
+    from pathlib import Path
+
+    from medseg_agent.serving.cluster import ClusterSpec, run_cluster
+
+    if tool.startswith(("http://", "https://")):
+        fail("--tool must name a model (classic, sam, medsam, sam2), not another server's URL")
+    try:
+        options = parse_key_values(pairs, "--tool-option")
+    except ValueError as exc:
+        fail(str(exc))
+    if model_type:
+        options["config" if tool == "sam2" else "model_type"] = model_type
+    if gpus is None:
+        gpus = 1.0 if device.startswith("cuda") else 0.0
+    spec = ClusterSpec(tool=tool, checkpoint=Path(checkpoint) if checkpoint else None, device=device,
+                       tool_options=options, random_weights=random_weights, config=config, replicas=replicas,
+                       cpus_per_replica=cpus, gpus_per_replica=gpus)
+    warn_if_open(host, config)
+    err_console.print(f"serving {tool} as {replicas} Ray Serve replicas on http://{host}:{port} (every node)")
+    run_cluster(spec, host=host, port=port, ray_address=ray_address, log_level=log_level)
 
 
 def register(app: typer.Typer) -> None:
