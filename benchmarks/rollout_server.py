@@ -1,36 +1,52 @@
-"""The GRPO rollout workload against the tool server, side by side with the reference behaviour.
+"""The GRPO rollout workload against the tool server, side by side with the reference system.
 
-Workload: ``--images`` distinct images x ``--sessions`` concurrent sessions per image (the rollouts
-of one GRPO group) x ``--actions`` actions per session (a box from the ground truth with a per-
-rollout jitter, then corrective clicks at the interior-most point of the larger error region, RITM's
-rule). All sessions run at once, each sending its actions one after another over HTTP, as a trainer's
-rollout workers do. Images are synthetic organ-like scans of ``--image-size`` pixels.
+Workload: ``--images`` distinct images x ``--sessions`` concurrent sessions per image x ``--actions``
+actions per session (a box from the ground truth with a per-rollout jitter, then corrective clicks
+at the interior-most point of the larger error region of the mask the server returned, RITM's rule).
+All sessions are created at once (each sends its image, as a rollout worker does), then all of them
+run their actions at once, each sending its actions one after another over HTTP. Images are
+synthetic organ-like scans of ``--image-size`` pixels.
 
-Sides (each in its own process, model built with the same seed, so the same random weights):
+Sides (each in its own process, the model loaded from the same checkpoint file):
 
-* ``server``: ``medseg_agent.serving`` (shared embedding cache, single-flight encode, batched decodes).
-* ``reference``: a minimal re-implementation of the reference system's tool server, written here:
-  one global predictor behind a lock; every add_bbox / add_point runs ``set_image`` (the image
-  encoder) on the session's image, then decodes. Same session API, same prompt semantics.
+* ``server``: ``medseg-agent serve`` (shared embedding cache, batched decodes, compact masks).
+* ``replicas``: the same server as ``--replicas`` Ray Serve replicas behind one endpoint, routed by
+  image hash (``medseg-agent serve --replicas N``).
 * ``ideal``: no server, no concurrency: each image encoded once, then every action decoded one by
-  one in-process (the floor: one encode per distinct image + one decode per action).
+  one in-process (one encode per distinct image + one decode per action).
+* ``reimplemented``: a minimal re-implementation of the reference system's tool server, written
+  here: one global predictor behind a lock, ``set_image`` (the image encoder) on every action.
+* ``reference``: the reference system's own server, unmodified (``--reference-server PATH`` to
+  ``RL-verl/api_server/segmentation_api.py`` of the public MedSAM-Agent repository; it is loaded
+  from that path, never copied here). Its IMISNet imports are stubbed (it runs as MedSAM2), and its
+  own API is used: ``/session/create``, ``/session/add_bbox``, ``/session/add_click``.
 
-Tool: ``sam2`` from the MedSAM2 config (``configs/sam2.1/sam2.1_hiera_t.yaml``) with random weights
-(``--tool classic`` for a quick smoke run). Reported per side: wall time, actions/s, encodes, cache
-hit rate, p50/p95 latency per action, peak memory (peak RSS of the process that runs the model).
-Each side's result is written to ``--out`` (JSON, atomically) as soon as it finishes; a rerun with
-the same settings skips finished sides (``--fresh`` redoes them).
+Tools: ``sam2`` (the MedSAM2 architecture, ``configs/sam2.1/sam2.1_hiera_t.yaml``, random weights
+saved once with seed 0 to a checkpoint file that every side loads, the reference included),
+``classic`` (no model), or ``zero-cost`` (a test double whose predict costs nothing, from
+``benchmarks/zero_cost_tool.py``: what remains is the server's own overhead, the CPU proxy).
 
-    .venv/bin/python benchmarks/rollout_server.py                        # the full run (long on CPU)
-    .venv/bin/python benchmarks/rollout_server.py --images 2 --sessions 4 --actions 3 --image-size 256
+Measured per side, so that a slow client cannot hide a slow server: wall time and actions/s of the
+whole workload; client-observed latency per action (p50/p95); the server process tree's CPU time
+per action and per session creation; the server's own time per action (from its request-duration
+histogram); the client's CPU per action (HTTP, RLE decoding and the click rule); encodes, cache hit
+rate and decode batches; peak memory. Each side's row is written to ``--out`` (JSON, atomically) as
+soon as it finishes; a rerun with the same settings skips finished sides (``--fresh`` redoes them).
+
+    python benchmarks/rollout_server.py --sides server,ideal --device cuda            # on a GPU
+    python benchmarks/rollout_server.py --tool zero-cost --sides server               # CPU proxy
+    python benchmarks/rollout_server.py --sides reference --reference-server PATH --reference-actions 1
+    python benchmarks/rollout_server.py --images 2 --sessions 4 --actions 3 --image-size 256   # quick
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import importlib.util
 import json
 import os
+import re
 import resource
 import socket
 import statistics
@@ -38,6 +54,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -46,17 +63,23 @@ from typing import Any
 import cv2
 import httpx
 import numpy as np
+import psutil
 
-from medseg_agent.io.atomic import atomic_write_json
-from medseg_agent.io.masks import decode_rle, encode_rle
-from medseg_agent.policies.clicks import next_click
-from medseg_agent.runs.parallel import progress_bar
-from medseg_agent.tools.base import SegmentationTool
-from medseg_agent.vocabulary.prompts import PromptState
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # zero_cost_tool, run as a script or a module
 
-SIDES = ("server", "ideal", "reference")
+from medseg_agent.io.atomic import atomic_write_json  # noqa: E402
+from medseg_agent.io.masks import decode_rle, encode_rle  # noqa: E402
+from medseg_agent.policies.clicks import next_click  # noqa: E402
+from medseg_agent.runs.parallel import progress_bar  # noqa: E402
+from medseg_agent.tools.base import SegmentationTool  # noqa: E402
+from medseg_agent.vocabulary.prompts import PromptState  # noqa: E402
+
+SIDES = ("server", "replicas", "ideal", "reimplemented", "reference")
+HTTP_SIDES = ("server", "replicas", "reimplemented", "reference")
 DEFAULT_OUT = Path("runs/benchmarks/rollout_server.json")
+WEIGHTS_DIR = Path("runs/benchmarks/weights")
 SAM2_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
+ACTION_ROUTES = ("/v1/sessions/{session_id}/box", "/v1/sessions/{session_id}/point")
 
 
 # -- workload ----------------------------------------------------------------------------------------
@@ -96,47 +119,108 @@ def jittered_box(mask: np.ndarray, seed: int) -> list[float]:
             float(np.clip(x2 + dx2, 0, size_x - 1)), float(np.clip(y2 + dy2, 0, size_y - 1))]
 
 
-def next_point(mask: np.ndarray, gt: np.ndarray, clicked: list[tuple[float, float]]) -> tuple[list[float], str]:
+def next_point(mask: np.ndarray, gt: np.ndarray, clicked: list[tuple[float, float]]) -> tuple[list[float], bool]:
+    """The next corrective click on ``mask`` and whether it is positive."""
     click = next_click(mask, gt, clicked)
     if click is None:  # nothing left to correct: click the target's centre again
         ys, xs = np.nonzero(gt)
-        return [float(xs.mean()), float(ys.mean())], "positive"
+        return [float(xs.mean()), float(ys.mean())], True
     clicked.append((click.x, click.y))
-    return [float(click.x), float(click.y)], "positive" if click.positive else "negative"
+    return [float(click.x), float(click.y)], click.positive
 
 
 # -- model -------------------------------------------------------------------------------------------
-def build_model(args: argparse.Namespace) -> SegmentationTool:
-    """The same random weights in every process: seed, then build."""
-    import torch
+def weights_file(args: argparse.Namespace) -> Path | None:
+    """The random sam2 weights every side loads (built once with seed 0, saved as ``{"model": sd}``,
+    the layout ``sam2.build_sam`` and the reference server read)."""
+    if args.tool != "sam2":
+        return None
+    return WEIGHTS_DIR / f"{Path(SAM2_CONFIG).stem}-seed0.pt"
 
-    from medseg_agent.tools.registry import build_tool
+
+def ensure_weights(args: argparse.Namespace) -> None:
+    path = weights_file(args)
+    if path is None or path.exists():
+        return
+    import torch
+    from sam2.build_sam import build_sam2
+
+    from medseg_agent.tools.sam2 import quiet_jit_warnings
 
     torch.manual_seed(0)
+    with quiet_jit_warnings():
+        model = build_sam2(SAM2_CONFIG, ckpt_path=None, device="cpu")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    torch.save({"model": model.state_dict()}, partial)
+    partial.replace(path)
+
+
+def build_model(args: argparse.Namespace) -> SegmentationTool:
+    from medseg_agent.tools.registry import build_tool
+
+    if args.tool == "zero-cost":
+        import zero_cost_tool
+
+        zero_cost_tool.register()
+    return build_tool(args.tool, checkpoint=weights_file(args), device=args.device, **tool_options(args))
+
+
+def tool_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {}
     if args.tool == "sam2":
-        options: dict[str, Any] = {"allow_random_weights": True, "config": SAM2_CONFIG}
+        options["config"] = SAM2_CONFIG
         if args.model_size:
             options["image_size"] = args.model_size
-        return build_tool("sam2", **options)
-    return build_tool(args.tool)
+        if args.precision:
+            options["precision"] = args.precision
+    return options
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
 
 
-def process_peak_rss_mb(pid: int) -> float | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+class ProcessTree:
+    """CPU seconds and peak memory of a server process and everything it started (Ray workers)."""
+
+    def __init__(self, pid: int) -> None:
+        self.root = psutil.Process(pid)
+        self._seen: dict[int, psutil.Process] = {}
+
+    def _processes(self) -> list[psutil.Process]:
+        try:
+            found = [self.root, *self.root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            found = []
+        for proc in found:
+            self._seen.setdefault(proc.pid, proc)
+        return list(self._seen.values())
+
+    def cpu_seconds(self) -> float:
+        total = 0.0
+        for proc in self._processes():
+            try:
+                times = proc.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+        return total
+
+    def peak_rss_mb(self) -> float | None:
+        peaks = []
+        for proc in self._processes():
+            try:
+                for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        peaks.append(int(line.split()[1]) / 1024)
+            except OSError:
+                continue
+        return max(peaks) if peaks else None
 
 
-# -- the reference behaviour (one predictor, set_image on every action) --------------------------------
-def reference_app(tool: SegmentationTool) -> Any:
+# -- the reference behaviour, re-implemented (one predictor, set_image on every action) ---------------
+def reimplemented_app(tool: SegmentationTool) -> Any:
     """The reference system's tool server, minimal: sessions keep the image, prompts and logits; every
     action encodes the image again on the single global predictor, then decodes."""
     from fastapi import FastAPI, HTTPException
@@ -190,18 +274,131 @@ def reference_app(tool: SegmentationTool) -> Any:
     return app
 
 
+def reference_app(path: Path, checkpoint: Path) -> Any:
+    """The reference system's own FastAPI app, loaded from ``path`` unmodified, as MedSAM2.
+
+    Its module imports IMISNet classes from a ``third_party`` package of its repository that its
+    MedSAM2 path never uses; empty stand-ins let the import succeed (using them would fail loudly).
+    """
+    def unavailable(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("IMISNet is not available in this benchmark (the reference runs as MedSAM2)")
+
+    stubs = {
+        "third_party": {},
+        "third_party.segment_anything": {"sam_model_registry": {}},
+        "third_party.segment_anything.predictor": {"IMISPredictor": unavailable},
+        "third_party.segment_anything.model": {"IMISNet": unavailable},
+    }
+    for name, attributes in stubs.items():
+        if name not in sys.modules:
+            module = types.ModuleType(name)
+            module.__path__ = []  # a package, so the submodules resolve
+            module.__dict__.update(attributes)
+            sys.modules[name] = module
+    os.environ.update(MODEL_TYPE="medsam2", MEDSAM2_CHECKPOINT=str(checkpoint), MEDSAM2_CONFIG=SAM2_CONFIG)
+    spec = importlib.util.spec_from_file_location("medsam_agent_segmentation_api", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"--reference-server {path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.app
+
+
 def serve_role(args: argparse.Namespace) -> None:
-    """Child process: build the model, then serve ``args.role`` on ``args.port`` until SIGTERM."""
+    """Child process: serve ``args.role`` on ``args.port`` until SIGTERM."""
     from medseg_agent.serving.server import run_server
 
-    tool = build_model(args)
-    if args.role == "serve-server":
-        from medseg_agent.serving.app import create_app
+    if args.role == "serve-reference":
+        app = reference_app(args.reference_server, weights_file(args))
+    elif args.role == "serve-replicas":
+        from medseg_agent.serving.cluster import ClusterSpec, run_cluster
 
-        app = create_app(tool)
+        if args.tool == "zero-cost":
+            import zero_cost_tool
+
+            zero_cost_tool.register()
+        spec = ClusterSpec(tool=args.tool, checkpoint=weights_file(args), device=args.device,
+                           tool_options=tool_options(args), replicas=args.replicas,
+                           cpus_per_replica=args.cpus_per_replica,
+                           gpus_per_replica=1.0 if args.device.startswith("cuda") else 0.0,
+                           preload=("zero_cost_tool",) if args.tool == "zero-cost" else ())
+        run_cluster(spec, host="127.0.0.1", port=args.port, log_level="warning")
+        return
     else:
-        app = reference_app(tool)
+        tool = build_model(args)
+        if args.role == "serve-server":
+            from medseg_agent.serving.app import create_app
+
+            app = create_app(tool)
+        else:
+            app = reimplemented_app(tool)
     run_server(app, host="127.0.0.1", port=args.port, log_level="warning")
+
+
+# -- the two HTTP APIs -----------------------------------------------------------------------------------
+class SessionApi:
+    """medseg-agent's session API (also spoken by the re-implemented reference)."""
+
+    encodes_in_health = True
+
+    def __init__(self, http: httpx.Client) -> None:
+        self.http = http
+
+    def create(self, png: bytes, encoded: str) -> str:
+        response = self.http.post("/v1/sessions", json={"image_base64": encoded})
+        response.raise_for_status()
+        return response.json()["session_id"]
+
+    def box(self, session_id: str, box: list[float]) -> dict[str, Any]:
+        return self._post(f"/v1/sessions/{session_id}/box", {"bbox_2d": box})
+
+    def point(self, session_id: str, point: list[float], positive: bool) -> dict[str, Any]:
+        body = {"point_2d": point, "point_type": "positive" if positive else "negative"}
+        return self._post(f"/v1/sessions/{session_id}/point", body)
+
+    def mask(self, answer: dict[str, Any]) -> np.ndarray:
+        return decode_rle(answer["mask"])
+
+    def delete(self, session_id: str) -> None:
+        self.http.delete(f"/v1/sessions/{session_id}")
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = self.http.post(path, json=body)
+        response.raise_for_status()
+        return response.json()
+
+
+class ReferenceApi(SessionApi):
+    """The reference server's own API: multipart creation, form fields, base64 PNG masks. Its
+    ``add_click`` sends the new click alone with the previous logits, as its rollouts do."""
+
+    encodes_in_health = False
+
+    def create(self, png: bytes, encoded: str) -> str:
+        response = self.http.post("/session/create", files={"image": ("image.png", png, "image/png")})
+        response.raise_for_status()
+        return response.json()["session_id"]
+
+    def box(self, session_id: str, box: list[float]) -> dict[str, Any]:
+        form = {"session_id": session_id, "bbox": json.dumps([round(v) for v in box])}
+        return self._form("/session/add_bbox", form)
+
+    def point(self, session_id: str, point: list[float], positive: bool) -> dict[str, Any]:
+        form = {"session_id": session_id, "point_x": str(round(point[0])), "point_y": str(round(point[1])),
+                "is_positive": "true" if positive else "false"}
+        return self._form("/session/add_click", form)
+
+    def mask(self, answer: dict[str, Any]) -> np.ndarray:
+        png = np.frombuffer(base64.b64decode(answer["masks"][0]), np.uint8)
+        return cv2.imdecode(png, cv2.IMREAD_GRAYSCALE) > 0
+
+    def delete(self, session_id: str) -> None:
+        self.http.delete(f"/session/{session_id}")
+
+    def _form(self, path: str, form: dict[str, str]) -> dict[str, Any]:
+        response = self.http.post(path, data=form)
+        response.raise_for_status()
+        return response.json()
 
 
 # -- running one side ------------------------------------------------------------------------------------
@@ -216,40 +413,84 @@ def run_http_side(args: argparse.Namespace, side: str, images: list[tuple[np.nda
     command = [sys.executable, __file__, "--role", f"serve-{side}", "--port", str(port), *model_args(args)]
     child = subprocess.Popen(command)
     url = f"http://127.0.0.1:{port}"
+    api_class = ReferenceApi if side == "reference" else SessionApi
+    limits = httpx.Limits(max_connections=len(images) * args.sessions + 8)
     try:
-        wait_for(url, child)
-        with httpx.Client(base_url=url, timeout=args.timeout) as http:
-            before = http.get("/health").json()
+        wait_for(url, child, args.startup_timeout)
+        tree = ProcessTree(child.pid)
+        with httpx.Client(base_url=url, timeout=args.timeout, limits=limits) as http:
+            api = api_class(http)
+            before = server_counters(http, side)
             load_before = os.getloadavg()[0]
-            wall, latencies = drive_sessions(http, images, args, side)
-            after = http.get("/health").json()
-        peak = process_peak_rss_mb(child.pid)
+            run = drive_sessions(api, images, args, side, tree)
+            after = server_counters(http, side)
+        peak = tree.peak_rss_mb()
     finally:
         child.terminate()
-        child.wait(timeout=60)
-    if side == "server":
-        encodes = after["model"]["encodes"] - before["model"]["encodes"]
-        decodes = after["model"]["decoded_prompts"] - before["model"]["decoded_prompts"]
-        hits = after["cache"]["hits"] - before["cache"]["hits"]
-        misses = after["cache"]["misses"] - before["cache"]["misses"]
+        try:
+            child.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    extra: dict[str, Any] = {}
+    hit_rate = None
+    if "encodes" in after:
+        encodes, decodes = after["encodes"] - before["encodes"], after["decodes"] - before["decodes"]
+    else:  # the reference server counts nothing: every creation and action runs set_image once
+        encodes, decodes = run["creates"] + run["actions"], run["actions"]
+        extra["encodes_counted_from"] = "the reference's code: set_image on session creation and on every action"
+    if "hits" in after:
+        hits, misses = after["hits"] - before["hits"], after["misses"] - before["misses"]
         hit_rate = hits / (hits + misses) if hits + misses else 0.0
-        extra = {"decode_batches": after["model"]["decode_batches"] - before["model"]["decode_batches"],
-                 "largest_batch": after["model"]["largest_batch"]}
-    else:
-        encodes = after["encode_count"] - before["encode_count"]
-        decodes = after["decode_count"] - before["decode_count"]
-        hit_rate, extra = None, {}
-        done = actions_for(args, side)
-        if done < args.actions:  # a cut-short run: say so, and what the whole workload would take
-            extra = {"actions_per_session": done, "extrapolated": True,
-                     "extrapolated_wall_s": round(wall * args.actions / done, 3),
-                     "extrapolation": f"each session ran its first {done} of {args.actions} actions; every "
-                                      "reference action costs one encode + one decode on one locked predictor, "
-                                      "so the wall time scales linearly with the number of actions"}
-    return summarise(side, wall, latencies, encodes, decodes, hit_rate, peak, load_before, extra)
+        extra.update(decode_batches=after["decode_batches"] - before["decode_batches"],
+                     largest_batch=after["largest_batch"])
+    if "action_seconds" in after:
+        served = after["action_count"] - before["action_count"]
+        if served:
+            extra["server_time_ms_per_action"] = round(
+                1000 * (after["action_seconds"] - before["action_seconds"]) / served, 3)
+    done = actions_for(args, side)
+    if done < args.actions:  # a cut-short run: say so, and what the whole workload would take
+        extra.update(actions_per_session=done, extrapolated=True,
+                     extrapolated_wall_s=round(run["create_wall_s"] + run["action_wall_s"] * args.actions / done, 3),
+                     extrapolation=f"each session ran its first {done} of {args.actions} actions; every reference "
+                                   "action costs one encode + one decode on one locked predictor, so the action "
+                                   "phase scales linearly with the number of actions")
+    return summarise(side, run, encodes, decodes, hit_rate, peak, load_before, extra)
 
 
-def wait_for(url: str, child: subprocess.Popen, timeout_s: float = 600) -> None:
+def server_counters(http: httpx.Client, side: str) -> dict[str, float]:
+    """Counters the server exposes: its /health (ours and the re-implementation) and, for ours, the
+    request-duration histogram of the two action routes."""
+    health = http.get("/health").json()
+    counters: dict[str, float] = {}
+    if "model" in health:  # medseg-agent serve
+        model, cache = health["model"], health["cache"]
+        counters.update(encodes=model["encodes"], decodes=model["decoded_prompts"],
+                        decode_batches=model["decode_batches"], largest_batch=model["largest_batch"],
+                        hits=cache["hits"], misses=cache["misses"])
+        metrics = http.get("/metrics")
+        if metrics.status_code == 200:
+            counters.update(action_durations(metrics.text))
+    elif "encode_count" in health:  # the re-implementation
+        counters.update(encodes=health["encode_count"], decodes=health["decode_count"])
+    return counters
+
+
+def action_durations(text: str) -> dict[str, float]:
+    seconds = count = 0.0
+    for route in ACTION_ROUTES:
+        for suffix, into in (("sum", "seconds"), ("count", "count")):
+            label = f'method="POST",route="{re.escape(route)}"'
+            pattern = rf"^medseg_http_request_duration_seconds_{suffix}\{{{label}\}} (\S+)$"
+            for match in re.finditer(pattern, text, flags=re.MULTILINE):
+                if into == "seconds":
+                    seconds += float(match.group(1))
+                else:
+                    count += float(match.group(1))
+    return {"action_seconds": seconds, "action_count": count}
+
+
+def wait_for(url: str, child: subprocess.Popen, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if child.poll() is not None:
@@ -263,51 +504,68 @@ def wait_for(url: str, child: subprocess.Popen, timeout_s: float = 600) -> None:
     raise RuntimeError(f"no server at {url} after {timeout_s:g} s")
 
 
-def drive_sessions(http: httpx.Client, images: list[tuple[np.ndarray, np.ndarray]], args: argparse.Namespace,
-                   side: str) -> tuple[float, list[float]]:
-    """All rollouts at once (up to ``--concurrency``); returns wall seconds and per-action latencies."""
-    encoded = [base64.b64encode(cv2.imencode(".png", image[:, :, ::-1])[1].tobytes()).decode() for image, _ in images]
+def drive_sessions(api: SessionApi, images: list[tuple[np.ndarray, np.ndarray]], args: argparse.Namespace,
+                   side: str, tree: ProcessTree) -> dict[str, Any]:
+    """Create every session at once, then run every session's actions at once. Returns wall times,
+    client-observed latencies and CPU seconds of the server tree and of this client, per phase."""
+    pngs = [cv2.imencode(".png", image[:, :, ::-1])[1].tobytes() for image, _ in images]
+    encoded = [base64.b64encode(png).decode() for png in pngs]
     jobs = [(i, s) for s in range(args.sessions) for i in range(len(images))]
     actions = actions_for(args, side)
     latencies: list[float] = []
+    client_work = [0.0]  # thread CPU seconds spent on the click rule and mask decoding
     lock = threading.Lock()
-    with progress_bar() as progress:
-        task = progress.add_task(f"{side}: actions", total=len(jobs) * actions)
+    workers = args.concurrency or len(jobs)
+    with progress_bar() as progress, ThreadPoolExecutor(max_workers=workers) as pool:
+        task = progress.add_task(f"{side}: sessions", total=len(jobs))
 
-        def rollout(job: tuple[int, int]) -> None:
+        def create(job: tuple[int, int]) -> str:
+            session_id = api.create(pngs[job[0]], encoded[job[0]])
+            progress.advance(task)
+            return session_id
+
+        cpu0, client0, start = tree.cpu_seconds(), time.process_time(), time.perf_counter()
+        session_ids = list(pool.map(create, jobs))
+        cpu1, client1, created = tree.cpu_seconds(), time.process_time(), time.perf_counter()
+        progress.update(task, description=f"{side}: actions", completed=0, total=len(jobs) * actions)
+
+        def rollout(job: tuple[int, int], session_id: str) -> None:
             index, rollout_id = job
-            _, gt = images[index]
-            response = http.post("/v1/sessions", json={"image_base64": encoded[index]})
-            response.raise_for_status()
-            session_id = response.json()["session_id"]
+            gt = images[index][1]
             clicked: list[tuple[float, float]] = []
             mask = None
             for step in range(actions):
+                work = time.thread_time()
+                if step:
+                    point, positive = next_point(mask, gt, clicked)
+                work = time.thread_time() - work
+                began = time.perf_counter()
                 if step == 0:
-                    path, body = "box", {"bbox_2d": jittered_box(gt, 97 * index + rollout_id)}
+                    answer = api.box(session_id, jittered_box(gt, 97 * index + rollout_id))
                 else:
-                    point, kind = next_point(mask, gt, clicked)
-                    path, body = "point", {"point_2d": point, "point_type": kind}
-                start = time.perf_counter()
-                response = http.post(f"/v1/sessions/{session_id}/{path}", json=body)
-                elapsed = time.perf_counter() - start
-                response.raise_for_status()
-                mask = decode_rle(response.json()["mask"])
+                    answer = api.point(session_id, point, positive)
+                elapsed = time.perf_counter() - began
+                decoding = time.thread_time()
+                mask = api.mask(answer)
+                work += time.thread_time() - decoding
                 with lock:
                     latencies.append(elapsed)
+                    client_work[0] += work
                 progress.advance(task)
-            http.delete(f"/v1/sessions/{session_id}")
 
-        start = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=args.concurrency or len(jobs)) as pool:
-            list(pool.map(rollout, jobs))
-        wall = time.perf_counter() - start
-    return wall, latencies
+        list(pool.map(rollout, jobs, session_ids))
+        cpu2, client2, finished = tree.cpu_seconds(), time.process_time(), time.perf_counter()
+        list(pool.map(api.delete, session_ids))
+    return {"creates": len(jobs), "actions": len(latencies), "latencies": latencies,
+            "wall_s": finished - start, "create_wall_s": created - start, "action_wall_s": finished - created,
+            "server_cpu_create_s": cpu1 - cpu0, "server_cpu_action_s": cpu2 - cpu1,
+            "client_cpu_create_s": client1 - client0, "client_cpu_action_s": client2 - client1,
+            "client_work_s": client_work[0]}
 
 
 def actions_for(args: argparse.Namespace, side: str) -> int:
-    """Actions per session: all of them, except for a reference run cut short with --reference-actions."""
-    if side == "reference" and args.reference_actions:
+    """Actions per session: all of them, except for a reference side cut short with --reference-actions."""
+    if side in ("reimplemented", "reference") and args.reference_actions:
         return min(args.reference_actions, args.actions)
     return args.actions
 
@@ -327,17 +585,18 @@ def ideal_role(args: argparse.Namespace) -> None:
                 if step == 0:
                     state = PromptState(box=tuple(jittered_box(gt, 97 * index + rollout_id)))
                 else:
-                    point, kind = next_point(mask, gt, clicked)
+                    point, positive = next_point(mask, gt, clicked)
                     state.points.append(tuple(point))
-                    state.labels.append(1 if kind == "positive" else 0)
+                    state.labels.append(1 if positive else 0)
                 began = time.perf_counter()
                 prediction = tool.decode(embedding, state.to_prompt())
                 latencies.append(time.perf_counter() - began)
                 state.logits, mask = prediction.logits, prediction.mask
     wall = time.perf_counter() - start
     stats = tool.stats()
+    run = {"creates": 0, "actions": len(latencies), "latencies": latencies, "wall_s": wall}
     seconds = {"encode_seconds": round(stats["encode_seconds"], 3), "decode_seconds": round(stats["decode_seconds"], 3)}
-    result = summarise("ideal", wall, latencies, stats["encode_count"], stats["decode_count"], None, peak_rss_mb(),
+    result = summarise("ideal", run, stats["encode_count"], stats["decode_count"], None, peak_rss_mb(),
                        load_before, seconds)
     print("RESULT " + json.dumps(result), flush=True)
 
@@ -349,20 +608,31 @@ def run_ideal_side(args: argparse.Namespace) -> dict:
     return json.loads(line[len("RESULT "):])
 
 
-def summarise(side: str, wall: float, latencies: list[float], encodes: int, decodes: int, hit_rate: float | None,
+def summarise(side: str, run: dict[str, Any], encodes: int, decodes: int, hit_rate: float | None,
               peak_mb: float | None, load_before: float, extra: dict) -> dict:
     """One side's row. ``hit_rate``: embedding lookups served without an encode (None: no cache at all)."""
-    ordered = sorted(latencies)
+    ordered = sorted(run["latencies"])
+    actions, creates = run["actions"], run["creates"]
+
+    def per(seconds_key: str, count: int) -> float | None:
+        return round(1000 * run[seconds_key] / count, 3) if seconds_key in run and count else None
+
     return {
         "side": side,
-        "wall_s": round(wall, 3),
-        "actions": len(latencies),
-        "actions_per_s": round(len(latencies) / wall, 4),
+        "wall_s": round(run["wall_s"], 3),
+        "actions": actions,
+        "actions_per_s": round(actions / run["wall_s"], 3),
+        "create_wall_s": None if "create_wall_s" not in run else round(run["create_wall_s"], 3),
+        "action_wall_s": None if "action_wall_s" not in run else round(run["action_wall_s"], 3),
         "encodes": int(encodes),
         "decodes": int(decodes),
         "cache_hit_rate": None if hit_rate is None else round(hit_rate, 4),
         "latency_p50_ms": round(1000 * statistics.median(ordered), 1),
         "latency_p95_ms": round(1000 * ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 1),
+        "server_cpu_ms_per_action": per("server_cpu_action_s", actions),
+        "server_cpu_ms_per_create": per("server_cpu_create_s", creates),
+        "client_cpu_ms_per_action": per("client_cpu_action_s", actions),
+        "client_work_ms_per_action": per("client_work_s", actions),
         "peak_rss_mb": None if peak_mb is None else round(peak_mb, 1),
         "load_average_1m_at_start": round(load_before, 2),
         **extra,
@@ -371,7 +641,15 @@ def summarise(side: str, wall: float, latencies: list[float], encodes: int, deco
 
 # -- reporting ---------------------------------------------------------------------------------------------
 def model_args(args: argparse.Namespace) -> list[str]:
-    return ["--tool", args.tool, *(["--model-size", str(args.model_size)] if args.model_size else [])]
+    out = ["--tool", args.tool, "--device", args.device]
+    if args.model_size:
+        out += ["--model-size", str(args.model_size)]
+    if args.precision:
+        out += ["--precision", args.precision]
+    if args.reference_server:
+        out += ["--reference-server", str(args.reference_server)]
+    out += ["--replicas", str(args.replicas), "--cpus-per-replica", str(args.cpus_per_replica)]
+    return out
 
 
 def workload_args(args: argparse.Namespace) -> list[str]:
@@ -380,9 +658,33 @@ def workload_args(args: argparse.Namespace) -> list[str]:
 
 
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
-    return {"tool": args.tool, "config": SAM2_CONFIG if args.tool == "sam2" else None,
-            "model_size": args.model_size, "images": args.images, "sessions": args.sessions,
-            "actions": args.actions, "image_size": args.image_size, "concurrency": args.concurrency}
+    return {"tool": args.tool, "config": SAM2_CONFIG if args.tool == "sam2" else None, "device": args.device,
+            "precision": args.precision, "model_size": args.model_size, "images": args.images,
+            "sessions": args.sessions, "actions": args.actions, "image_size": args.image_size,
+            "concurrency": args.concurrency}
+
+
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {"cpus": os.cpu_count(), "platform": sys.platform}
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            info["cpu"] = line.split(":", 1)[1].strip()
+            break
+    return info
+
+
+COLUMNS = [("wall_s", "wall (s)"), ("actions_per_s", "actions/s"), ("encodes", "encodes"),
+           ("cache_hit_rate", "cache hits"), ("latency_p50_ms", "p50 (ms)"), ("latency_p95_ms", "p95 (ms)"),
+           ("server_cpu_ms_per_action", "server CPU/action (ms)"),
+           ("server_time_ms_per_action", "server time/action (ms)"),
+           ("client_cpu_ms_per_action", "client CPU/action (ms)"), ("peak_rss_mb", "peak RSS (MB)")]
 
 
 def print_table(results: dict[str, dict]) -> None:
@@ -390,28 +692,28 @@ def print_table(results: dict[str, dict]) -> None:
     from rich.table import Table
 
     table = Table(title="GRPO rollout workload")
-    columns = [("wall_s", "wall (s)"), ("actions_per_s", "actions/s"), ("encodes", "encodes"),
-               ("cache_hit_rate", "cache hit rate"), ("latency_p50_ms", "p50 (ms)"),
-               ("latency_p95_ms", "p95 (ms)"), ("peak_rss_mb", "peak RSS (MB)")]
     table.add_column("side")
-    for _, title in columns:
+    for _, title in COLUMNS:
         table.add_column(title, justify="right")
     for side in SIDES:
         if side in results:
-            table.add_row(side, *("-" if results[side][key] is None else str(results[side][key]) for key, _ in columns))
-    Console(width=140).print(table)
-    reference = results.get("reference", {})
-    if reference.get("extrapolated"):
-        print(f"reference: measured on the first {reference['actions_per_session']} action(s) of every session "
-              f"({reference['actions']} actions); whole workload extrapolated: {reference['extrapolated_wall_s']} s")
-    if "server" in results and "reference" in results:
-        print(f"server vs reference throughput: {speedup(results):.1f}x")
+            row = results[side]
+            table.add_row(side, *("-" if row.get(key) is None else str(row[key]) for key, _ in COLUMNS))
+    Console(width=200).print(table)
+    for side in ("reimplemented", "reference"):
+        row = results.get(side, {})
+        if row.get("extrapolated"):
+            print(f"{side}: measured on the first {row['actions_per_session']} action(s) of every session "
+                  f"({row['actions']} actions); whole workload extrapolated: {row['extrapolated_wall_s']} s")
+    for side in ("reimplemented", "reference"):
+        if "server" in results and side in results:
+            print(f"server vs {side} throughput: {speedup(results, side):.1f}x")
     if "server" in results and "ideal" in results:
         print(f"server wall time / ideal wall time: {results['server']['wall_s'] / results['ideal']['wall_s']:.2f}")
 
 
-def speedup(results: dict[str, dict]) -> float:
-    return results["server"]["actions_per_s"] / results["reference"]["actions_per_s"]
+def speedup(results: dict[str, dict], side: str) -> float:
+    return results["server"]["actions_per_s"] / results[side]["actions_per_s"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -420,20 +722,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sessions", type=int, default=8, help="concurrent sessions (rollouts) per image")
     parser.add_argument("--actions", type=int, default=5, help="actions per session: a box, then clicks")
     parser.add_argument("--image-size", type=int, default=1024, help="side of the square test images (pixels)")
-    parser.add_argument("--tool", default="sam2", choices=["sam2", "classic"], help="sam2 (MedSAM2 arch) or classic")
+    parser.add_argument("--tool", default="sam2", choices=["sam2", "classic", "zero-cost"],
+                        help="sam2 (MedSAM2 architecture), classic, or zero-cost (server overhead only)")
+    parser.add_argument("--device", default="cpu", help="torch device of the model on every side (cpu, cuda)")
+    parser.add_argument("--precision", default=None, choices=["fp32", "tf32", "bf16"],
+                        help="sam2 precision (default: the tool's own, bf16 on CUDA, fp32 on CPU)")
     parser.add_argument("--model-size", type=int, default=None, help="sam2 input size override (MedSAM2: 512)")
-    parser.add_argument("--sides", default=",".join(SIDES), help=f"comma-separated subset of {', '.join(SIDES)}")
+    parser.add_argument("--sides", default="server,ideal,reimplemented",
+                        help=f"comma-separated subset of {', '.join(SIDES)}")
+    parser.add_argument("--reference-server", type=Path, default=None,
+                        help="path to MedSAM-Agent's RL-verl/api_server/segmentation_api.py (the 'reference' side)")
+    parser.add_argument("--replicas", type=int, default=2, help="Ray Serve replicas of the 'replicas' side")
+    parser.add_argument("--cpus-per-replica", type=float, default=1.0, help="CPUs each replica reserves in Ray")
     parser.add_argument("--concurrency", type=int, default=0, help="sessions in flight at once (0: all)")
     parser.add_argument("--reference-actions", type=int, default=0,
-                        help="run only the first N actions of every reference session (all sessions still run at "
-                             "once) and extrapolate its wall time; 0: all actions. Reported as extrapolated.")
-    parser.add_argument("--timeout", type=float, default=7200.0, help="HTTP timeout per action (s)")
+                        help="run only the first N actions of every session on the two reference sides (all "
+                             "sessions still run at once) and extrapolate the wall time; 0: all actions")
+    parser.add_argument("--timeout", type=float, default=7200.0, help="HTTP timeout per request (s)")
+    parser.add_argument("--startup-timeout", type=float, default=600.0, help="seconds to wait for a server to start")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results (rewritten after each side)")
     parser.add_argument("--fresh", action="store_true", help="rerun the --sides already measured in --out")
     parser.add_argument("--role", default="main", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    for name in ("images", "sessions", "actions", "image_size"):
+    for name in ("images", "sessions", "actions", "image_size", "replicas"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if args.image_size < 32:
@@ -441,12 +753,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(args.sides.split(",")) - set(SIDES)
     if unknown:
         parser.error(f"unknown side(s) {', '.join(sorted(unknown))}; choose from {', '.join(SIDES)}")
+    if "reference" in args.sides.split(","):
+        if args.reference_server is None:
+            parser.error("the reference side needs --reference-server PATH (MedSAM-Agent's segmentation_api.py)")
+        if not args.reference_server.is_file():
+            parser.error(f"--reference-server {args.reference_server}: no such file")
+        if args.tool != "sam2" or args.model_size not in (None, 1024):
+            parser.error("the reference side runs MedSAM2 from the sam2 package's own config: --tool sam2, "
+                         "no --model-size (its server has no way to set the input size)")
     return args
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.role in ("serve-server", "serve-reference"):
+    if args.role.startswith("serve-"):
         serve_role(args)
         return
     if args.role == "ideal":
@@ -458,6 +778,7 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, dict] = previous.get("sides", {}) if previous.get("settings") == settings else {}
     if args.fresh:
         results = {side: row for side, row in results.items() if side not in chosen}
+    ensure_weights(args)
     images = [make_image(i, args.image_size) for i in range(args.images)]
     for side in chosen:
         if side in results:
@@ -466,17 +787,16 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{side}: running {args.images}x{args.sessions} sessions x {args.actions} actions", file=sys.stderr)
         results[side] = run_ideal_side(args) if side == "ideal" else run_http_side(args, side, images)
         results[side]["command"] = " ".join(["python", *sys.argv])
+        if side == "replicas":
+            results[side]["replicas"] = args.replicas
         summary = {}
-        if "server" in results and "reference" in results:
-            summary["server_vs_reference_throughput"] = round(speedup(results), 2)
+        for other in ("reimplemented", "reference"):
+            if "server" in results and other in results:
+                summary[f"server_vs_{other}_throughput"] = round(speedup(results, other), 2)
         if "server" in results and "ideal" in results:
             summary["server_wall_over_ideal"] = round(results["server"]["wall_s"] / results["ideal"]["wall_s"], 3)
-        atomic_write_json(args.out, {
-            "settings": settings,
-            "machine": {"cpus": os.cpu_count(), "platform": sys.platform},
-            "sides": results,
-            "summary": summary,
-        })
+        atomic_write_json(args.out, {"settings": settings, "machine": machine(), "sides": results,
+                                     "summary": summary})
     print_table(results)
 
 
