@@ -168,6 +168,8 @@ def build_model(args: argparse.Namespace) -> SegmentationTool:
 
 def tool_options(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {}
+    if args.tool == "zero-cost":
+        options["mask_runs"] = args.mask_runs
     if args.tool == "sam2":
         options["config"] = SAM2_CONFIG
         if args.model_size:
@@ -641,7 +643,7 @@ def summarise(side: str, run: dict[str, Any], encodes: int, decodes: int, hit_ra
 
 # -- reporting ---------------------------------------------------------------------------------------------
 def model_args(args: argparse.Namespace) -> list[str]:
-    out = ["--tool", args.tool, "--device", args.device]
+    out = ["--tool", args.tool, "--device", args.device, "--mask-runs", args.mask_runs]
     if args.model_size:
         out += ["--model-size", str(args.model_size)]
     if args.precision:
@@ -659,6 +661,7 @@ def workload_args(args: argparse.Namespace) -> list[str]:
 
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
     return {"tool": args.tool, "config": SAM2_CONFIG if args.tool == "sam2" else None, "device": args.device,
+            "mask_runs": args.mask_runs if args.tool == "zero-cost" else None,
             "precision": args.precision, "model_size": args.model_size, "images": args.images,
             "sessions": args.sessions, "actions": args.actions, "image_size": args.image_size,
             "concurrency": args.concurrency}
@@ -724,6 +727,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, default=1024, help="side of the square test images (pixels)")
     parser.add_argument("--tool", default="sam2", choices=["sam2", "classic", "zero-cost"],
                         help="sam2 (MedSAM2 architecture), classic, or zero-cost (server overhead only)")
+    parser.add_argument("--mask-runs", default="device", choices=["device", "host"],
+                        help="zero-cost tool: where mask runs are found; device: as sam/sam2 on a GPU (free, "
+                             "the host only builds the RLE string), host: as a CPU backend (a full-mask pass "
+                             "per action on the server's CPU)")
     parser.add_argument("--device", default="cpu", help="torch device of the model on every side (cpu, cuda)")
     parser.add_argument("--precision", default=None, choices=["fp32", "tf32", "bf16"],
                         help="sam2 precision (default: the tool's own, bf16 on CUDA, fp32 on CPU)")

@@ -4,15 +4,27 @@
 per image size, so whatever time a server spends per action with this tool is the server's own:
 HTTP, validation, sessions, queueing, batching, the mask encoding and the answer. Benchmark use
 only (``benchmarks/rollout_server.py --tool zero-cost``); it is not part of medseg-agent.
+
+``mask_runs`` says where the server's masks are run-length encoded, as for a real backend:
+
+* ``device`` (default): what the sam / sam2 backends do on a GPU. The run boundaries of each mask
+  are found on the device with the model's forward (free here, like the rest of the model) and the
+  host turns them into the RLE string and the area, per prediction, as it does for a real GPU tool.
+* ``host``: what a CPU backend does: the full mask comes back and the server finds its runs on the
+  CPU (:meth:`SegmentationTool.decode_encoded`'s default), one pass over the 1024^2 mask per action.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
 
-from medseg_agent.tools.base import ImageEmbedding, SegmentationTool
+from medseg_agent.io.masks import run_boundaries
+from medseg_agent.tools.base import DecodeRequest, EncodedPrediction, ImageEmbedding, SegmentationTool
+from medseg_agent.vocabulary.errors import ToolError
 from medseg_agent.vocabulary.prompts import Prediction, Prompt
 
 NAME = "zero-cost"
@@ -28,6 +40,15 @@ def _fixed_mask(height: int, width: int) -> np.ndarray:
     return mask
 
 
+@lru_cache(maxsize=8)
+def _fixed_boundaries(height: int, width: int) -> np.ndarray:
+    """What a device hands the host for :func:`_fixed_mask`: its run boundaries."""
+    found = run_boundaries(_fixed_mask(height, width))
+    found.setflags(write=False)
+    return found
+
+
+MASK_RUNS = ("device", "host")
 _LOGITS = np.zeros((1, *LOW_RES), np.float32)
 _LOGITS.setflags(write=False)
 
@@ -38,6 +59,25 @@ class ZeroCostTool(SegmentationTool):
     name = NAME
     supports_batch_decode = True
 
+    def __init__(self, mask_runs: str = "device") -> None:
+        super().__init__()
+        if mask_runs not in MASK_RUNS:
+            raise ValueError(f"mask_runs must be one of {', '.join(MASK_RUNS)}, got {mask_runs!r}")
+        self.mask_runs = mask_runs
+
+    def decode_encoded(self, requests: Sequence[DecodeRequest]) -> list[EncodedPrediction]:
+        if self.mask_runs == "host":
+            return super().decode_encoded(requests)
+        start = time.perf_counter()
+        answers = []
+        for i, (embedding, prompt) in enumerate(requests):
+            if prompt.is_empty:
+                raise ToolError(f"prompt {i}: a prediction needs a box or at least one point")
+            size = embedding.image_size
+            answers.append(EncodedPrediction.from_boundaries(_fixed_boundaries(*size), size, _LOGITS, 1.0))
+        self.count_decodes(len(requests), time.perf_counter() - start)
+        return answers
+
     def _encode(self, image: np.ndarray) -> ImageEmbedding:
         return ImageEmbedding(data=None, image_size=(int(image.shape[0]), int(image.shape[1])), nbytes=1024)
 
@@ -45,10 +85,11 @@ class ZeroCostTool(SegmentationTool):
         return Prediction(mask=_fixed_mask(*embedding.image_size), logits=_LOGITS, score=1.0)
 
 
-def build_zero_cost_tool(checkpoint: object = None, device: str = "cpu", **options: object) -> ZeroCostTool:
+def build_zero_cost_tool(checkpoint: object = None, device: str = "cpu", mask_runs: str = "device",
+                         **options: object) -> ZeroCostTool:
     if options:
-        raise ValueError(f"the zero-cost tool takes no options, got {sorted(options)}")
-    return ZeroCostTool()
+        raise ValueError(f"the zero-cost tool takes only mask_runs, got {sorted(options)}")
+    return ZeroCostTool(mask_runs)
 
 
 def register() -> None:

@@ -244,25 +244,37 @@ def test_session_store_limits_and_expiry(monkeypatch):
 
 
 def test_model_thread_runs_waiting_decodes_before_waiting_encodes():
-    thread = ModelThread()
-    started = threading.Event()
-    release = threading.Event()
-    order: list[str] = []
+    async def scenario() -> list[str]:
+        thread = ModelThread(asyncio.get_running_loop())
+        started = threading.Event()
+        release = threading.Event()
+        order: list[str] = []
 
-    def block() -> None:
-        started.set()
-        release.wait(5)
+        def block() -> None:
+            started.set()
+            release.wait(5)
 
-    first = thread.submit(ENCODE, block)
-    started.wait(5)  # the thread is busy: the next calls queue up
-    calls = [thread.submit(ENCODE, order.append, "encode-1"), thread.submit(DECODE, order.append, "decode-1"),
-             thread.submit(ENCODE, order.append, "encode-2"), thread.submit(DECODE, order.append, "decode-2")]
-    failing = thread.submit(DECODE, lambda: 1 / 0)
-    release.set()
-    first.result(5)
-    for call in calls:
-        call.result(5)
-    assert order == ["decode-1", "decode-2", "encode-1", "encode-2"]
-    with pytest.raises(ZeroDivisionError):
-        failing.result(5)
-    thread.stop()
+        first = thread.submit(ENCODE, block)
+        await asyncio.to_thread(started.wait, 5)  # the thread is busy: the next calls queue up
+        calls = [thread.submit(ENCODE, order.append, "encode-1"), thread.submit(DECODE, order.append, "decode-1"),
+                 thread.submit(ENCODE, order.append, "encode-2"), thread.submit(DECODE, order.append, "decode-2")]
+        skipped = thread.submit(DECODE, order.append, "cancelled before it started")
+        skipped.cancel()
+        failing = thread.submit(DECODE, lambda: 1 / 0)
+        release.set()
+        await asyncio.wait_for(first, 5)
+        await asyncio.wait_for(asyncio.gather(*calls), 5)
+        with pytest.raises(ZeroDivisionError):
+            await asyncio.wait_for(failing, 5)
+        started.clear()
+        release.clear()
+        running = thread.submit(ENCODE, block)
+        await asyncio.to_thread(started.wait, 5)
+        never = thread.submit(ENCODE, order.append, "after stop")
+        thread.stop()  # cancels what has not started; the running call finishes
+        release.set()
+        await asyncio.wait_for(running, 5)
+        assert never.cancelled()
+        return order
+
+    assert asyncio.run(scenario()) == ["decode-1", "decode-2", "encode-1", "encode-2"]

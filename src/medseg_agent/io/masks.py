@@ -14,34 +14,36 @@ from pycocotools import mask as coco_mask
 def encode_rle(mask: np.ndarray) -> dict[str, Any]:
     """COCO RLE of a 2-D bool mask as JSON-ready ``{"size": [H, W], "counts": str}``.
 
-    Exactly what ``pycocotools.mask.encode`` gives, about 2x faster at 1024x1024: the run boundaries
-    are found with vectorised comparisons (see :func:`_run_boundaries`) and only the short list of
-    run lengths goes through pycocotools' string compression.
+    Exactly what ``pycocotools.mask.encode`` gives, several times faster at 1024x1024: the run
+    boundaries are found with vectorised comparisons (:func:`run_boundaries`) and only the short
+    array of run lengths goes through pycocotools' string compression.
     """
-    mask = np.asarray(mask)
-    if mask.ndim != 2:
-        raise ValueError(f"RLE needs a 2-D mask, got shape {mask.shape}")
-    if mask.dtype != bool:
-        mask = mask != 0
-    height, width = mask.shape
-    return rle_from_boundaries(_run_boundaries(mask), height, width)
+    mask = _as_bool_2d(mask)
+    return rle_from_boundaries(run_boundaries(mask), *mask.shape)
 
 
-def encode_rle_batch(masks: Any) -> list[dict[str, Any]]:
-    """COCO RLE of each mask of a (B, H, W) batch: a numpy array or a torch tensor on any device.
+def encode_rle_with_area(mask: np.ndarray) -> tuple[dict[str, Any], int]:
+    """:func:`encode_rle` and the mask's pixel count, from the same single pass over the mask."""
+    mask = _as_bool_2d(mask)
+    boundaries = run_boundaries(mask)
+    return rle_from_boundaries(boundaries, *mask.shape), area_from_boundaries(boundaries, *mask.shape)
 
-    On an accelerator the run boundaries of the whole batch are found there, in one pass, and only
-    their positions cross to the host (a few kB instead of B x H x W bytes), with one synchronisation
-    for the batch. CPU tensors and arrays take the numpy path of :func:`encode_rle`.
+
+def boundaries_batch(masks: Any) -> list[np.ndarray]:
+    """:func:`run_boundaries` of each mask of a (B, H, W) batch: a numpy array or a torch tensor.
+
+    On an accelerator the boundaries of the whole batch are found there, in one pass, and only their
+    positions cross to the host (a few kB instead of B x H x W bytes), with one synchronisation for
+    the batch. CPU tensors and arrays take the numpy path.
     """
     if getattr(masks, "device", None) is not None and getattr(masks.device, "type", "cpu") != "cpu":
-        return _encode_rle_batch_torch(masks)
+        return _boundaries_batch_torch(masks)
     if hasattr(masks, "numpy"):  # a CPU tensor: no copy
         masks = masks.numpy()
     masks = np.asarray(masks)
     if masks.ndim != 3:
         raise ValueError(f"a batch of masks must have shape (B, H, W), got {masks.shape}")
-    return [encode_rle(mask) for mask in masks]
+    return [run_boundaries(_as_bool_2d(mask)) for mask in masks]
 
 
 def rle_area(rle: dict[str, Any]) -> int:
@@ -54,29 +56,70 @@ def rle_area(rle: dict[str, Any]) -> int:
 def rle_from_boundaries(boundaries: np.ndarray, height: int, width: int) -> dict[str, Any]:
     """COCO RLE from the sorted column-major positions where the value changes (position 0 when
     the first pixel is set): run lengths are their differences, zeros first."""
-    edges = np.empty(len(boundaries) + 2, np.int64)
-    edges[0], edges[-1] = 0, height * width
-    edges[1:-1] = boundaries
-    counts = np.diff(edges)
-    rle = coco_mask.frPyObjects({"size": [height, width], "counts": counts.tolist()}, height, width)
+    rle = coco_mask.frPyObjects({"size": [height, width], "counts": _run_lengths(boundaries, height * width)},
+                                height, width)  # an array: a list costs pycocotools 5x more to read
     return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
 
 
-def _run_boundaries(mask: np.ndarray) -> np.ndarray:
-    """Sorted column-major positions ``c * H + r`` where pixel (r, c) differs from the pixel before
-    it in column-major order (position 0 if the first pixel is set: COCO counts start with zeros).
+def area_from_boundaries(boundaries: np.ndarray, height: int, width: int) -> int:
+    """Pixels set: the runs of ones start at the even-numbered boundaries and end at the odd ones
+    (or at the end of the mask)."""
+    total = int(np.add.reduce(boundaries[1::2])) - int(np.add.reduce(boundaries[0::2]))
+    return total + height * width if len(boundaries) % 2 else total
+
+
+def _run_lengths(boundaries: np.ndarray, pixels: int) -> np.ndarray:
+    counts = np.empty(len(boundaries) + 1, np.int64)
+    if len(boundaries):
+        counts[0] = boundaries[0]
+        np.subtract(boundaries[1:], boundaries[:-1], out=counts[1:-1])
+        counts[-1] = pixels - boundaries[-1]
+    else:
+        counts[0] = pixels
+    return counts
+
+
+def run_boundaries(mask: np.ndarray) -> np.ndarray:
+    """Sorted column-major positions ``c * H + r`` where pixel (r, c) of a 2-D bool mask differs
+    from the pixel before it in column-major order (position 0 if the first pixel is set: COCO
+    counts start with zeros).
 
     Within a column the previous pixel is the one above; at the top of a column it is the bottom of
-    the column before. Both comparisons run on the row-major mask, so nothing is transposed.
+    the column before. Both comparisons run on the row-major mask, so nothing is transposed; when
+    the width is a multiple of 8 the rows are compared eight pixels at a time (as 64-bit words) and
+    only the few differing words are looked at pixel by pixel.
     """
     height, width = mask.shape
-    down = np.flatnonzero(np.not_equal(mask[1:], mask[:-1], out=_scratch((height - 1, width))))  # as r * W + c
+    down = _changes_below(mask)  # positions r * W + c where pixel (r + 1, c) differs from (r, c)
     rows, cols = np.divmod(down, width)
     wrap = np.flatnonzero(mask[0, 1:] != mask[-1, :-1]) + 1  # top of column c vs bottom of c - 1
     parts = [cols * height + rows + 1, wrap * height]
     if mask[0, 0]:
         parts.append(np.zeros(1, np.int64))
     return np.sort(np.concatenate(parts))
+
+
+_BYTES_OF_WORD = np.arange(8, dtype=np.int64)
+
+
+def _changes_below(mask: np.ndarray) -> np.ndarray:
+    height, width = mask.shape
+    if height < 2:
+        return np.zeros(0, np.int64)
+    if width % 8 or not mask.flags.c_contiguous:
+        return np.flatnonzero(np.not_equal(mask[1:], mask[:-1], out=_scratch((height - 1, width))))
+    flat = mask.reshape(-1).view(np.uint8)
+    words = (height - 1) * width // 8
+    differ = np.not_equal(flat[width:].view(np.uint64), flat[:-width].view(np.uint64), out=_scratch((1, words))[0])
+    candidates = (np.flatnonzero(differ)[:, None] * 8 + _BYTES_OF_WORD).ravel()
+    return candidates[flat[candidates + width] != flat[candidates]]
+
+
+def _as_bool_2d(mask: np.ndarray) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f"RLE needs a 2-D mask, got shape {mask.shape}")
+    return mask if mask.dtype == bool else mask != 0
 
 
 _SCRATCH = threading.local()
@@ -91,7 +134,7 @@ def _scratch(shape: tuple[int, int]) -> np.ndarray:
     return buffer[: shape[0] * shape[1]].reshape(shape)
 
 
-def _encode_rle_batch_torch(masks: Any) -> list[dict[str, Any]]:
+def _boundaries_batch_torch(masks: Any) -> list[np.ndarray]:
     import torch
 
     if masks.ndim != 3:
@@ -106,7 +149,7 @@ def _encode_rle_batch_torch(masks: Any) -> list[dict[str, Any]]:
     rows, positions = change.nonzero(as_tuple=True)  # row-major order: sorted by row, then position
     rows, positions = rows.cpu().numpy(), positions.cpu().numpy()
     splits = np.searchsorted(rows, np.arange(1, batch))
-    return [rle_from_boundaries(part, height, width) for part in np.split(positions, splits)]
+    return np.split(positions, splits)
 
 
 def decode_rle(rle: dict[str, Any]) -> np.ndarray:

@@ -7,6 +7,7 @@ are validated by the same code as the environment's (:func:`medseg_agent.protoco
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 import cv2
@@ -17,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from medseg_agent.protocols.base import ParseFailure, build_action
 from medseg_agent.serving.api_images import ERRORS, load_image, stored_image
 from medseg_agent.serving.schemas import BoxAction, ErrorResponse, PointAction, Rle, SessionCreate, SessionState
-from medseg_agent.serving.sessions import Session
+from medseg_agent.serving.sessions import Session, SessionNotFound
 from medseg_agent.serving.state import ServerState, get_state, require_token
 from medseg_agent.vocabulary.actions import ADD_BBOX, ADD_POINT, AddPoint
 from medseg_agent.vocabulary.coordinates import CoordinateFrame, view_size_for
@@ -86,7 +87,7 @@ async def add_box(
     session_id: str, body: BoxAction, include_mask: IncludeMask = True, state: ServerState = Depends(get_state)
 ) -> SessionState:
     """Replace the prompt by this box (earlier box, points and logits are dropped) and predict."""
-    return await _act(state, session_id, ADD_BBOX, body.model_dump(), include_mask)
+    return session_state(state, await apply_action(state, session_id, ADD_BBOX, body.model_dump()), include_mask)
 
 
 @router.post(
@@ -99,7 +100,7 @@ async def add_point(
     session_id: str, body: PointAction, include_mask: IncludeMask = True, state: ServerState = Depends(get_state)
 ) -> SessionState:
     """Add a click to the prompt and predict again from it and the previous logits."""
-    return await _act(state, session_id, ADD_POINT, body.model_dump(), include_mask)
+    return session_state(state, await apply_action(state, session_id, ADD_POINT, body.model_dump()), include_mask)
 
 
 @router.post(
@@ -158,12 +159,17 @@ async def get_mask(
 @router.delete("/{session_id}", status_code=204, responses=SESSION_NOT_FOUND, summary="End a session")
 async def delete_session(session_id: str, state: ServerState = Depends(get_state)) -> Response:
     if not state.sessions.delete(session_id):
-        raise HTTPException(404, f"session {session_id!r} does not exist (deleted, expired or never created)")
+        raise SessionNotFound(session_id)
     return Response(status_code=204)
 
 
-# -- helpers ----------------------------------------------------------------------------------------
-async def _act(state: ServerState, session_id: str, name: str, arguments: dict[str, Any], include_mask: bool):
+# -- helpers (shared with the lean action routes, medseg_agent.serving.api_actions) -------------------
+async def apply_action(state: ServerState, session_id: str, name: str, arguments: dict[str, Any]) -> Session:
+    """Validate ``add_bbox`` / ``add_point`` arguments against the session's frame, predict, commit.
+
+    Raises SessionNotFound (404) or HTTPException: 422 for arguments the action refuses or the tool
+    rejects, 409 past the session's click limit.
+    """
     session = state.sessions.get(session_id)
     async with session.lock:
         try:
@@ -180,7 +186,7 @@ async def _act(state: ServerState, session_id: str, name: str, arguments: dict[s
         except ToolError as exc:
             raise HTTPException(422, f"{name}: {exc}") from None
         session.commit(new_state, prediction)
-    return session_state(state, session, include_mask)
+    return session
 
 
 def _png(mask: np.ndarray) -> bytes:
@@ -190,24 +196,29 @@ def _png(mask: np.ndarray) -> bytes:
     return png.tobytes()
 
 
-def session_state(state: ServerState, session: Session, include_mask: bool) -> SessionState:
+def session_answer(state: ServerState, session: Session, include_mask: bool) -> dict[str, Any]:
+    """The session's state as the JSON object :class:`SessionState` describes (plain values only)."""
     prompt = session.state
     h, w = session.size
     score = session.score
-    return SessionState(
-        session_id=session.id,
-        image_id=session.image_key,
-        height=h,
-        width=w,
-        coordinate_space=session.frame.space,
-        view_size=list(session.frame.view_size),
-        box=None if prompt.box is None else [float(v) for v in prompt.box],
-        points=[[float(x), float(y)] for x, y in prompt.points],
-        labels=list(prompt.labels),
-        num_actions=session.actions,
-        undo_available=session.undo_available,
-        score=score if score is not None and np.isfinite(score) else None,
-        mask_area=session.mask_area(),
-        mask=Rle(**session.rle) if include_mask else None,
-        idle_expires_in_s=round(state.sessions.expires_in(session), 3),
-    )
+    return {
+        "session_id": session.id,
+        "image_id": session.image_key,
+        "height": h,
+        "width": w,
+        "coordinate_space": session.frame.space.value,
+        "view_size": list(session.frame.view_size),
+        "box": None if prompt.box is None else [float(v) for v in prompt.box],
+        "points": [[float(x), float(y)] for x, y in prompt.points],
+        "labels": list(prompt.labels),
+        "num_actions": session.actions,
+        "undo_available": session.undo_available,
+        "score": score if score is not None and math.isfinite(score) else None,
+        "mask_area": session.mask_area(),
+        "mask": session.rle if include_mask else None,
+        "idle_expires_in_s": round(state.sessions.expires_in(session), 3),
+    }
+
+
+def session_state(state: ServerState, session: Session, include_mask: bool) -> SessionState:
+    return SessionState(**session_answer(state, session, include_mask))

@@ -23,6 +23,12 @@ class ServerConfig:
     undo_depth: int = 32  # actions that can be undone
     max_batch: int = 32  # prompts per batched decode
     max_prompts_per_request: int = 64  # prompts in one POST /v1/predict
+    #: answer the two action routes outside FastAPI's routing (same answers, a fraction of the CPU;
+    #: see medseg_agent.serving.api_actions); False sends them through FastAPI like every other route
+    lean_actions: bool = True
+    #: FastAPI's built-in OpenTelemetry traces, metrics and logs (FastAPI >= 0.162) for a configured
+    #: OpenTelemetry collector; off by default: even unconfigured it costs ~45 us of CPU per request
+    opentelemetry: bool = False
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_image_side", "max_sessions", "max_points", "max_batch",

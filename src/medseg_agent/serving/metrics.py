@@ -95,6 +95,8 @@ class RequestMetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # (method, route, status) -> its counter and histogram: .labels() costs more than a dict lookup
+        self._instruments: dict[tuple[str, str, str], tuple[Counter, Histogram]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -113,7 +115,10 @@ class RequestMetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            method = scope.get("method", "")
-            self.metrics.requests.labels(method, template, str(status)).inc()
-            self.metrics.latency.labels(method, template).observe(time.perf_counter() - start)
+            key = (scope.get("method", ""), getattr(route, "path", None) or "unmatched", str(status))
+            instruments = self._instruments.get(key)
+            if instruments is None:
+                instruments = self._instruments[key] = (self.metrics.requests.labels(*key),
+                                                        self.metrics.latency.labels(*key[:2]))
+            instruments[0].inc()
+            instruments[1].observe(time.perf_counter() - start)

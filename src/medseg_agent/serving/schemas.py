@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -49,6 +50,21 @@ class ErrorResponse(BaseModel):
 
     detail: str
     errors: list[dict[str, Any]] | None = None
+
+
+def validation_error_body(errors: Sequence[Any]) -> dict[str, Any]:
+    """The 422 answer to pydantic-style validation errors: ``detail`` names each field
+    (``body.bbox_2d: ...``) and ``errors`` lists them (location, message, type)."""
+    listed = []
+    for err in errors:
+        loc = [str(p) for p in err.get("loc", ())]
+        msg = str(err.get("msg", ""))
+        if err.get("type") == "json_invalid":  # loc is (body, character offset)
+            reason = (err.get("ctx") or {}).get("error", "")
+            loc, msg = ["body"], f"not valid JSON (at character {loc[-1]}){': ' + str(reason) if reason else ''}"
+        listed.append({"loc": loc, "msg": msg, "type": str(err.get("type"))})
+    detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in listed) or "malformed request"
+    return {"detail": detail, "errors": listed}
 
 
 class Rle(BaseModel):

@@ -28,6 +28,10 @@ from medseg_agent.vocabulary.prompts import PromptState
 class SessionNotFound(KeyError):
     """Unknown, deleted or expired session (answered as 404)."""
 
+    @property
+    def detail(self) -> str:
+        return f"session {self.args[0]!r} does not exist (deleted, expired or never created)"
+
 
 class SessionLimit(RuntimeError):
     """Too many live sessions (answered as 503)."""

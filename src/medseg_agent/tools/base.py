@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from medseg_agent.io.masks import area_from_boundaries, encode_rle_with_area, rle_from_boundaries
 from medseg_agent.vocabulary.errors import ToolError
 from medseg_agent.vocabulary.images import as_rgb_uint8
 from medseg_agent.vocabulary.prompts import Prediction, Prompt
@@ -36,10 +37,16 @@ class EncodedPrediction:
 
     @classmethod
     def from_prediction(cls, prediction: Prediction) -> EncodedPrediction:
-        from medseg_agent.io.masks import encode_rle, rle_area
+        rle, area = encode_rle_with_area(prediction.mask)
+        return cls(rle=rle, area=area, logits=prediction.logits, score=float(prediction.score))
 
-        rle = encode_rle(prediction.mask)
-        return cls(rle=rle, area=rle_area(rle), logits=prediction.logits, score=float(prediction.score))
+    @classmethod
+    def from_boundaries(cls, boundaries: np.ndarray, size: tuple[int, int], logits: np.ndarray | None,
+                        score: float) -> EncodedPrediction:
+        """From the mask's run boundaries (:func:`medseg_agent.io.masks.run_boundaries`), which an
+        accelerator finds without sending the mask to the host."""
+        return cls(rle=rle_from_boundaries(boundaries, *size), area=area_from_boundaries(boundaries, *size),
+                   logits=logits, score=float(score))
 
 
 @dataclass

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from medseg_agent.io.masks import encode_rle_batch, rle_area
+from medseg_agent.io.masks import boundaries_batch
 from medseg_agent.tools.base import DecodeRequest, EncodedPrediction, ImageEmbedding, SegmentationTool
 from medseg_agent.tools.checkpoints import build_model
 from medseg_agent.vocabulary.errors import ToolError
@@ -361,11 +361,12 @@ def encoded_from_tensors(mask: torch.Tensor, logits: torch.Tensor, scores: torch
     """Like :func:`predictions_from_tensors`, with the masks run-length encoded where they are: on an
     accelerator only the run boundaries and the logits cross to the host."""
     logits_np, scores_np = to_host(logits.float(), scores.float(), wait=False)
-    rles = encode_rle_batch(mask)  # synchronises the stream: the copies above are done after it
+    found = boundaries_batch(mask)  # synchronises the stream: the copies above are done after it
     synchronize(mask.device)
+    size = (int(mask.shape[-2]), int(mask.shape[-1]))
     return [
-        EncodedPrediction(rle=rle, area=rle_area(rle), logits=logits_np[i][None], score=float(scores_np[i]))
-        for i, rle in enumerate(rles)
+        EncodedPrediction.from_boundaries(runs, size, logits_np[i][None], float(scores_np[i]))
+        for i, runs in enumerate(found)
     ]
 
 
