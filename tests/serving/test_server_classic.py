@@ -208,6 +208,7 @@ def test_malformed_and_unknown_requests_get_named_errors(classic_server, client,
         (post("/v1/sessions", json={"image_id": "not-a-hash"}), 422, "image_id"),
         (post("/v1/sessions", json={}), 422, "exactly one of image_id"),
         (post("/v1/sessions", json={"image_base64": "%%%"}), 422, "base64"),
+        (post("/v1/sessions", json={"image_base64": "\u00f2\u009a\u00be\u00a6"}), 422, "base64"),  # not ASCII
         (post("/v1/predict", json={"image_id": image_id, "prompts": [{}]}), 422, "needs a box"),
         (post("/v1/predict", json={"image_id": image_id, "prompts": [{"points": [[10, 500]], "labels": [1]}]}),
          422, "prompts[0].points[0]"),

@@ -86,7 +86,8 @@ class ServedToolSession(ToolSession):
     image: np.ndarray
 
     def predict(self, prompt: Prompt) -> Prediction:
-        return anyio.from_thread.run(self.state.predict, self.key, self.image, prompt)
+        # the server keeps masks run-length encoded; the episode needs the pixels (decoded off the loop)
+        return anyio.from_thread.run(self.state.predict, self.key, self.image, prompt).to_prediction()
 
 
 class AppState:

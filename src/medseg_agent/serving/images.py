@@ -39,8 +39,9 @@ def image_key(image: np.ndarray) -> str:
 
 
 def upload_digest(data: bytes | str) -> str:
-    """SHA-256 of an upload exactly as sent (file bytes, or the base64 text of an inline image)."""
-    return hashlib.sha256(data.encode("ascii") if isinstance(data, str) else data).hexdigest()
+    """SHA-256 of an upload exactly as sent (file bytes, or the base64 text of an inline image; text
+    that is not ASCII is hashed too, and refused later by the base64 decoder)."""
+    return hashlib.sha256(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data).hexdigest()
 
 
 def is_image_id(value: str) -> bool:

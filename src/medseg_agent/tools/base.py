@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg_agent.io.masks import area_from_boundaries, encode_rle_with_area, rle_from_boundaries
+from medseg_agent.io.masks import area_from_boundaries, decode_rle, encode_rle_with_area, rle_from_boundaries
 from medseg_agent.vocabulary.errors import ToolError
 from medseg_agent.vocabulary.images import as_rgb_uint8
 from medseg_agent.vocabulary.prompts import Prediction, Prompt
@@ -39,6 +39,10 @@ class EncodedPrediction:
     def from_prediction(cls, prediction: Prediction) -> EncodedPrediction:
         rle, area = encode_rle_with_area(prediction.mask)
         return cls(rle=rle, area=area, logits=prediction.logits, score=float(prediction.score))
+
+    def to_prediction(self) -> Prediction:
+        """The full mask back (for callers that need pixels, e.g. an environment stepping on it)."""
+        return Prediction(mask=decode_rle(self.rle), logits=self.logits, score=self.score)
 
     @classmethod
     def from_boundaries(cls, boundaries: np.ndarray, size: tuple[int, int], logits: np.ndarray | None,
