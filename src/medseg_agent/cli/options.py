@@ -287,6 +287,13 @@ class ExpertOptions:
         return config
 
 
+#: One declaration for every command that runs on Ray (``evaluate``'s workers, ``serve``'s replicas).
+RayAddressOption = Annotated[str | None, typer.Option(
+    "--ray-address", help="Run on Ray: auto (the cluster this node belongs to), ray://host:10001, or local "
+    "(a private instance): evaluate's workers become Ray actors, serve --replicas joins that cluster.",
+    rich_help_panel=PANEL_RUN)]
+
+
 @dataclasses.dataclass(frozen=True)
 class RunOptions:
     """Where the episodes run (local worker processes or Ray actors, each with its own tool and
@@ -297,9 +304,7 @@ class RunOptions:
     workers: Annotated[int, typer.Option(
         "--workers", "-j", min=1, help="Parallel workers, each with its own tool and policy.",
         rich_help_panel=PANEL_RUN)] = 1
-    ray_address: Annotated[str | None, typer.Option(
-        "--ray-address", help="Run the workers as Ray actors: auto (this cluster), ray://host:10001, "
-        "or local (a private instance).", rich_help_panel=PANEL_RUN)] = None
+    ray_address: RayAddressOption = None
     ray_gpus_per_worker: Annotated[float, typer.Option(
         "--ray-gpus-per-worker", min=0.0, help="GPUs each Ray actor reserves (e.g. 1 or 0.5).",
         rich_help_panel=PANEL_RUN)] = 0.0

@@ -17,6 +17,7 @@ from medseg_agent.cli.common import (
     parse_key_values,
     warn,
 )
+from medseg_agent.cli.options import RayAddressOption
 
 ToolExtraOption = Annotated[
     list[str] | None,
@@ -54,11 +55,6 @@ ReplicasOption = Annotated[
     int,
     typer.Option("--replicas", min=0, help="Model replicas behind this endpoint on Ray Serve (0: one plain "
                  "process). Each image's requests go to one replica, chosen by its hash."),
-]
-RayAddressOption = Annotated[
-    str | None,
-    typer.Option("--ray-address", help="Join this Ray cluster ('auto': the one on this node) instead of "
-                 "starting a local one (with --replicas)."),
 ]
 GpusPerReplicaOption = Annotated[
     float | None,
@@ -117,16 +113,9 @@ def serve(
     from medseg_agent.serving.config import MIB
     from medseg_agent.serving.server import run_server
 
-    config = server_config(
-        token,
-        cache_bytes=cache_mb * MIB,
-        image_bytes=image_cache_mb * MIB,
-        max_body_bytes=max_body_mb * MIB,
-        max_image_side=max_image_side,
-        session_ttl_s=session_ttl,
-        max_sessions=max_sessions,
-        max_batch=max_batch,
-    )
+    config = server_config(token, cache_bytes=cache_mb * MIB, image_bytes=image_cache_mb * MIB,
+                           max_body_bytes=max_body_mb * MIB, max_image_side=max_image_side,
+                           session_ttl_s=session_ttl, max_sessions=max_sessions, max_batch=max_batch)
     if replicas:
         _serve_replicas(tool, checkpoint, device, model_type, random_weights, tool_option or [], config, replicas,
                         ray_address, gpus_per_replica, cpus_per_replica, host, port, log_level)
