@@ -139,13 +139,17 @@ def server_config(token: str | None, **limits: Any) -> Any:
 def served_tool(tool: str, checkpoint: Any, device: str, model_type: str | None, random_weights: bool,
                 pairs: list[str]) -> Any:
     """The tool, like every command builds it, plus the --tool-option pairs (errors: a clean exit)."""
+    return make_tool(tool, checkpoint, device, model_type, random_weights, tool_options(tool, pairs))
+
+
+def tool_options(tool: str, pairs: list[str]) -> dict[str, Any]:
+    """The --tool-option pairs of a tool to serve (a server URL or a bad pair: a clean exit)."""
     if tool.startswith(("http://", "https://")):
         fail("--tool must name a model (classic, sam, medsam, sam2), not another server's URL")
     try:
-        extra = parse_key_values(pairs, "--tool-option")
+        return parse_key_values(pairs, "--tool-option")
     except ValueError as exc:
         fail(str(exc))
-    return make_tool(tool, checkpoint, device, model_type, random_weights, extra)
 
 
 def warn_if_open(host: str, config: Any) -> None:
@@ -161,12 +165,7 @@ def _serve_replicas(tool: str, checkpoint: Any, device: str, model_type: str | N
 
     from medseg_agent.serving.cluster import ClusterSpec, run_cluster
 
-    if tool.startswith(("http://", "https://")):
-        fail("--tool must name a model (classic, sam, medsam, sam2), not another server's URL")
-    try:
-        options = parse_key_values(pairs, "--tool-option")
-    except ValueError as exc:
-        fail(str(exc))
+    options = tool_options(tool, pairs)
     if model_type:
         options["config" if tool == "sam2" else "model_type"] = model_type
     if gpus is None:
