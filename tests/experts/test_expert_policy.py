@@ -167,18 +167,18 @@ def test_on_the_classic_tool_previews_match_and_a_second_part_is_reached():
     assert myopic.final_metrics["iou"] >= ExpertPolicy().tau
 
 
-def test_expert_keeps_clicking_on_a_smaller_part_when_the_largest_error_is_not_worth_a_click():
+def test_expert_keeps_clicking_on_a_smaller_part_when_the_largest_error_is_not_worth_a_click(shape_tool):
     """Several parts: the largest error (a thin bar) gains nothing with a click, a small separate
     part does; the expert tries beyond its first candidates instead of stopping, and the record
     says why it stopped."""
-    from conftest import ShapeTool
+    shape_tool.radius = 9
 
     yy, xx = np.mgrid[:120, :160]
     main = np.hypot(yy - 60, xx - 50) <= 8
     bar_part = (yy >= 20) & (yy < 22) & (xx >= 90) & (xx < 150)
     small = np.hypot(yy - 90, xx - 120) <= 6
     sample = sample_from_mask(main | bar_part | small, seed=0)
-    env = SegmentationEnv(ShapeTool(radius=9), EpisodeConfig(max_turns=5, protocol="ibis"))
+    env = SegmentationEnv(shape_tool, EpisodeConfig(max_turns=5, protocol="ibis"))
     record = run_expert_episode(env, ExpertPolicy(other_share=0.0, max_tries=1), sample, seed=0)
     points = [(round(t.action_pixels.x), round(t.action_pixels.y)) for t in record.action_turns()]
     assert points[:2] == [(50, 60), (120, 90)]  # the main part, then the small part, not the bar

@@ -4,6 +4,7 @@ expiry, metrics and the client's error handling."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import socket
 import threading
@@ -45,8 +46,16 @@ def png(image: np.ndarray) -> bytes:
 
 
 # -- the client tool --------------------------------------------------------------------------------
+def two_blob_sample(make_sample):
+    """Two separate bright blobs, both the target: one click cannot finish it (the classic tool adds
+    only the part connected to a click), so the episode runs several clicks."""
+    left, right = make_sample(seed=1, centre=(36, 48), radius=14), make_sample(seed=1, centre=(96, 40), radius=10)
+    return dataclasses.replace(left, image=np.maximum(left.image, right.image), mask=left.mask | right.mask,
+                               target="two bright blobs", sample_id="two-blobs-1")
+
+
 def test_http_tool_runs_episodes_exactly_like_the_local_tool(classic_server, make_sample):
-    sample = make_sample(seed=1)
+    sample = two_blob_sample(make_sample)
     remote = build_tool(classic_server.url, token=TOKEN)
     assert isinstance(remote, HttpSegmentationTool) and remote.name == "classic"
     config = EpisodeConfig(max_turns=4)
