@@ -66,7 +66,7 @@ def test_evaluate_tool_reports_skips_with_paths_and_evaluates_the_rest(broken_ma
                                  "--out", str(out)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert _flat(f"[{folder / 'missing.png'}]") in _flat(result.output)
-    assert "skipped 2 sample(s)" in result.output
+    assert "2 skipped" in result.output
     assert len((out / "curves.jsonl").read_text().splitlines()) == 3
 
 

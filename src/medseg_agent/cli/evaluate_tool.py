@@ -2,47 +2,24 @@
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from medseg_agent.cli.common import (
-    CheckpointOption,
-    DeviceOption,
-    ModelTypeOption,
-    RandomWeightsOption,
-    ToolOption,
-    console,
-    fail,
-    say,
-)
+from medseg_agent.cli.common import console, load_samples
+from medseg_agent.cli.options import ToolOptions, expand_options
 
 
-def _build_tool(spec: dict[str, Any]):
-    from medseg_agent.cli.common import make_tool
-
-    return make_tool(**spec)
-
-
-def _curve_job(tool, sample, max_clicks: int) -> dict[str, Any]:
-    from medseg_agent.evaluation.tool_eval import click_curve
-
-    return click_curve(tool, sample, max_clicks).to_dict()
-
-
+@expand_options
 def evaluate_tool(
     data: Annotated[Path, typer.Option("--data", help="Dataset folder or manifest (any supported layout).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: tool_eval.csv/json, curves.jsonl.")] = Path(
         "runs/evaluate-tool"
     ),
-    tool: ToolOption = "classic",
-    checkpoint: CheckpointOption = None,
-    device: DeviceOption = "cpu",
-    model_type: ModelTypeOption = None,
-    random_weights: RandomWeightsOption = False,
+    *,  # option group: see medseg_agent.cli.options
+    tool: ToolOptions,
     clicks: Annotated[int, typer.Option("--clicks", min=1, help="Clicks per sample (NoC is capped here).")] = 20,
     split: Annotated[str | None, typer.Option("--split", help="Only this split (e.g. test).")] = None,
     data_format: Annotated[str, typer.Option("--format", help="Dataset layout; auto detects it.")] = "auto",
@@ -55,48 +32,13 @@ def evaluate_tool(
 
     Example: medseg-agent evaluate-tool --data ~/.cache/medseg-agent/demo --tool classic --clicks 20
     """
-    from medseg_agent.data.readers import open_dataset, summarize_skipped
-    from medseg_agent.evaluation.tool_eval import ClickCurve, summarize_curves, write_tables
-    from medseg_agent.runs.parallel import run_jobs
-    from medseg_agent.runs.store import ResultStore
+    from medseg_agent.evaluation.tool_eval import evaluate_tool_to_folder
 
-    try:
-        dataset = open_dataset(data, format=data_format, split=split)
-        samples = dataset.load()
-    except (FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
-    if dataset.skipped:
-        say((f"skipped {len(dataset.skipped)} sample(s):", "yellow"), f"\n{summarize_skipped(dataset)}", err=True)
-    if limit is not None:
-        samples = samples[:limit]
-    if not samples:
-        fail(f"no usable samples in {data}")
-    spec = {
-        "tool": tool,
-        "checkpoint": checkpoint,
-        "device": device,
-        "model_type": model_type,
-        "random_weights": random_weights,
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    store = ResultStore(out / "curves.jsonl")
-    jobs = [(f"{s.dataset}/{s.sample_id}@{clicks}", s) for s in samples]
-    ran = run_jobs(
-        jobs,
-        functools.partial(_build_tool, spec),
-        functools.partial(_curve_job, max_clicks=clicks),
-        store,
-        workers=workers,
-        description=f"{tool}: {clicks} clicks",
-    )
-    wanted = {key for key, _ in jobs}
-    curves = [
-        ClickCurve(**{k: v for k, v in row.items() if k != "key"}) for row in store.rows() if row["key"] in wanted
-    ]
-    rows = summarize_curves(curves, clicks)
-    csv_path, json_path = write_tables(rows, curves, out)
-    print_summary(rows, f"{tool} — {len(curves)} samples ({ran} new), {clicks} clicks")
-    console.print(f"wrote {csv_path} and {json_path}")
+    samples = load_samples([data], data_format=data_format, split=split, limit=limit)
+    run = evaluate_tool_to_folder(samples, tool.factory(), out, max_clicks=clicks, workers=workers,
+                                  description=f"{tool.tool}: {clicks} clicks")
+    print_summary(run.rows, f"{tool.tool} — {len(run.curves)} samples ({run.ran} new), {clicks} clicks")
+    console.print(f"wrote {run.csv_path} and {run.json_path}")
 
 
 def print_summary(rows: list[dict[str, Any]], title: str) -> None:

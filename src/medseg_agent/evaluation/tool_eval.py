@@ -13,8 +13,9 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
 from medseg_agent.io.atomic import atomic_write_json, atomic_write_text
 from medseg_agent.policies.clicker import ClickerPolicy
 from medseg_agent.policies.runner import run_episode
+from medseg_agent.runs.parallel import run_jobs
+from medseg_agent.runs.store import ResultStore
 from medseg_agent.tools.base import SegmentationTool
 from medseg_agent.vocabulary.actions import CoordinateSpace
 from medseg_agent.vocabulary.sample import Sample
@@ -126,3 +129,43 @@ def write_tables(rows: list[dict[str, Any]], curves: list[ClickCurve], out_dir: 
     atomic_write_text(csv_path, buffer.getvalue())
     atomic_write_json(json_path, {"summary": rows, "curves": [c.to_dict() for c in curves]})
     return csv_path, json_path
+
+
+@dataclass
+class ToolEvalRun:
+    """What ``evaluate_tool_to_folder`` leaves behind: the summary rows, every curve of the run, how
+    many curves this call computed (the rest were resumed) and the tables it wrote."""
+
+    rows: list[dict[str, Any]]
+    curves: list[ClickCurve]
+    ran: int
+    csv_path: Path
+    json_path: Path
+
+
+def _curve_job(tool: SegmentationTool, sample: Sample, max_clicks: int) -> dict[str, Any]:
+    return click_curve(tool, sample, max_clicks).to_dict()
+
+
+def evaluate_tool_to_folder(
+    samples: Sequence[Sample],
+    tool_factory: Callable[[], SegmentationTool],
+    out_dir: Path,
+    *,
+    max_clicks: int = 20,
+    workers: int = 1,
+    description: str = "click curves",
+) -> ToolEvalRun:
+    """Click curves of every sample, appended to ``out_dir/curves.jsonl`` as they finish so a killed
+    run resumes where it stopped (keyed by sample and click budget), then the summary tables of this
+    run's samples. ``tool_factory`` must be picklable when ``workers > 1`` (each worker builds its tool)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store = ResultStore(out_dir / "curves.jsonl")
+    jobs = [(f"{s.dataset}/{s.sample_id}@{max_clicks}", s) for s in samples]
+    ran = run_jobs(jobs, tool_factory, partial(_curve_job, max_clicks=max_clicks), store, workers=workers,
+                   description=description)
+    wanted = {key for key, _ in jobs}
+    curves = [ClickCurve(**{k: v for k, v in row.items() if k != "key"}) for row in store.rows() if row["key"] in wanted]
+    rows = summarize_curves(curves, max_clicks)
+    csv_path, json_path = write_tables(rows, curves, out_dir)
+    return ToolEvalRun(rows, curves, ran, csv_path, json_path)
