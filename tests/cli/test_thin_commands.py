@@ -27,15 +27,16 @@ MAX_LINES = 60
 #: and evaluate_tool.py are being changed on other branches (learn, server, classic) and are thinned
 #: after they merge; `app` takes serve.py's server options, to become one group with them.
 OVER_LIMIT = {
-    "train sft": 74,
-    "train rl": 82,
     "app": 89,
 }
 GROUPS = (options.ToolOptions, options.PolicyOptions, options.EpisodeOptions, options.ExpertOptions,
-          options.RunOptions)
+          options.RunOptions, options.SFTTrainOptions, options.VerlRunOptions)
 #: Flags that mean something else on some commands (--model of `train sft` is the base checkpoint,
-#: --tool of `serve` cannot be a server URL, ...); every other group flag is the group's everywhere.
-REUSED_NAMES = {"--tool", "--device", "--model", "--max-turns", "--workers", "--seed", "--quiet"}
+#: --tool of `serve` cannot be a server URL, --lr of `train grpo` has its own default and advice, --set of
+#: `reward explain` changes a reward field, --val of `data build-synthetic` counts images, --reward of
+#: `reward compare` repeats, ...); every other group flag is the group's everywhere.
+REUSED_NAMES = {"--tool", "--device", "--model", "--max-turns", "--workers", "--seed", "--quiet", "--lr", "--set",
+                "--val", "--reward"}
 
 
 def commands(typer_app: typer.Typer = app, prefix: str = "") -> Iterator[tuple[str, typing.Callable]]:

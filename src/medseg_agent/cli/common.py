@@ -110,6 +110,20 @@ def parse_key_values(items: list[str] | None, what: str = "--policy-option") -> 
     return out
 
 
+def parse_settings(items: list[str] | None, flag: str = "--set") -> dict[str, Any]:
+    """``--set key=value`` pairs (YAML values, so 1e-4, true and [1, 2] keep their types) for trainer
+    and recipe configs; a pair without ``=`` is a clean exit naming it."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            fail(f"{flag} {item!r}: expected KEY=VALUE, e.g. {flag} warmup_steps=10")
+        out[key.strip()] = yaml.safe_load(raw)
+    return out
+
+
 def load_samples(paths: Sequence[Path], *, data_format: str = "auto", split: str | None = None,
                  limit: int | None = None) -> list[Sample]:
     """The samples of every dataset in ``paths`` (at most ``limit`` from each), as every command reads them:

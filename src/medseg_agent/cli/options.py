@@ -6,7 +6,9 @@ back into one object for the command, the way TRL generates its CLI from one con
 Groups: :class:`ToolOptions` (``segment``, ``evaluate``, ``trajectories generate``),
 :class:`PolicyOptions` (``segment``, ``evaluate``), :class:`EpisodeOptions` (``segment``,
 ``evaluate``), :class:`ExpertOptions` (``trajectories generate``), :class:`RunOptions`
-(``evaluate``).
+(``evaluate``), :class:`SFTTrainOptions` (``train sft``), :class:`VerlRunOptions` (``train rl``; its
+reward, tool-device and patch-size declarations are shared with ``train grpo`` and ``train verl-config``),
+:class:`DemoRunOptions` (``train demo``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from medseg_agent.cli.common import (
     fail,
     make_tool,
     parse_key_values,
+    parse_settings,
 )
 from medseg_agent.experts import defaults
 from medseg_agent.vocabulary.actions import CoordinateSpace
@@ -360,3 +363,92 @@ class DemoRunOptions:
 
     def stage_names(self) -> tuple[str, ...]:
         return tuple(s.strip() for s in self.stages.split(",") if s.strip())
+
+
+# Training options that several `train` commands take, declared once.
+CpuOption = Annotated[bool, typer.Option("--cpu", help="Train on CPU (smoke tests).")]
+MaxStepsOption = Annotated[int, typer.Option("--max-steps", help="Stop after N optimizer steps (-1: epochs).")]
+RewardOption = Annotated[str, typer.Option(
+    "--reward", "-r",
+    help="A preset (medsam_agent, ibis_agent, medseg) or a reward YAML file (see `reward presets --yaml`).")]
+RewardSetOption = Annotated[list[str] | None, typer.Option(
+    "--reward-set", help="Reward override, repeatable: params.good_iou=0.85.")]
+ToolDeviceOption = Annotated[str, typer.Option("--tool-device", help="Device of an in-process tool.")]
+PatchSizeOption = Annotated[int, typer.Option("--patch-size", help="Vision patch: 16 Qwen3-VL, 14 Qwen2/2.5-VL.")]
+
+
+@dataclasses.dataclass(frozen=True)
+class SFTTrainOptions:
+    """How ``train sft`` fine-tunes: LoRA or full, what the loss sees, the schedule, and any other
+    SFTConfig field. Fields that keep SFTOptions' name pass through unchanged (see :meth:`options`)."""
+
+    OPTION_GROUP: typing.ClassVar[bool] = True
+
+    lora: Annotated[bool, typer.Option("--lora/--full", help="LoRA adapters (PEFT) or full fine-tuning.")] = False
+    lora_rank: Annotated[int, typer.Option("--lora-rank", min=1)] = 8
+    lora_alpha: Annotated[int, typer.Option("--lora-alpha", min=1)] = 16
+    freeze_vision: Annotated[bool, typer.Option(
+        "--freeze-vision/--train-vision", help="Keep the vision tower frozen.")] = True
+    all_tokens: Annotated[bool, typer.Option(
+        "--all-tokens", help="Loss on every token instead of the assistant replies only.")] = False
+    learning_rate: Annotated[float, typer.Option("--lr", help="Peak learning rate (1e-5 full, 1e-4 LoRA).")] = 1e-5
+    epochs: Annotated[float, typer.Option("--epochs")] = 1.0
+    max_steps: MaxStepsOption = -1
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Per-device batch size.")] = 1
+    grad_accum: Annotated[int, typer.Option("--grad-accum", min=1)] = 8
+    max_length: Annotated[int | None, typer.Option(
+        "--max-length", help="Truncate longer rows (default: never; images must stay whole).")] = None
+    save_steps: Annotated[int, typer.Option("--save-steps", min=1)] = 500
+    merge_lora: Annotated[bool, typer.Option("--merge/--no-merge", help="Merge LoRA into OUT/final.")] = True
+    cpu: CpuOption = False
+    report_to: Annotated[str, typer.Option("--report-to", help="none, tensorboard, wandb.")] = "none"
+    settings: Annotated[list[str] | None, typer.Option(
+        "--set", help="Any other SFTConfig field, repeatable: --set warmup_steps=10.")] = None
+
+    def options(self, model: str, data: Path, out: Path) -> Any:
+        """The trainer's SFTOptions (a malformed --set: a clean exit naming it)."""
+        from medseg_agent.training.sft import SFTOptions
+
+        same = ("lora", "lora_rank", "lora_alpha", "freeze_vision", "learning_rate", "epochs", "max_steps",
+                "batch_size", "grad_accum", "max_length", "save_steps", "merge_lora", "report_to")
+        return SFTOptions(
+            model=model, data=str(data), output_dir=str(out), **{name: getattr(self, name) for name in same},
+            assistant_only=not self.all_tokens, use_cpu=self.cpu, gradient_checkpointing=not self.cpu,
+            extra=parse_settings(self.settings, "--set"),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class VerlRunOptions:
+    """How ``train rl`` runs verl: validation data, the tool the rollouts call, the reward, the
+    cluster's shape and the recipe."""
+
+    OPTION_GROUP: typing.ClassVar[bool] = True
+
+    val_files: Annotated[list[str] | None, typer.Option("--val", help="Validation parquet(s), repeatable.")] = None
+    tool: Annotated[str, typer.Option(
+        "--tool", help="Tool server URL (recommended) or an in-process tool name.")] = "http://127.0.0.1:8000"
+    tool_device: ToolDeviceOption = "cuda"
+    max_turns: Annotated[int, typer.Option("--max-turns", min=1)] = 5
+    patch_size: PatchSizeOption = 16
+    reward: RewardOption = "medseg"
+    reward_set: RewardSetOption = None
+    nnodes: Annotated[int, typer.Option("--nnodes", min=1, help="Nodes of the Ray cluster.")] = 1
+    gpus_per_node: Annotated[int, typer.Option("--gpus-per-node", min=1)] = 8
+    experiment: Annotated[str, typer.Option("--experiment", help="trainer.experiment_name.")] = "grpo"
+    recipe: Annotated[Path | None, typer.Option(
+        "--recipe", help="Your copy of training/configs/verl_grpo.yaml.")] = None
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the config and print the command only.")] = False
+
+    def options(self, model: str, train_files: list[str], out: Path, overrides: list[str] | None) -> Any:
+        """The launcher's RLLaunchOptions; parquet paths made absolute (verl's workers start elsewhere)."""
+        from medseg_agent.training.verl.launch import RLLaunchOptions
+
+        return RLLaunchOptions(
+            model=model, train_files=[str(Path(f).resolve()) for f in train_files],
+            val_files=[str(Path(f).resolve()) for f in (self.val_files or [])], out_dir=str(out), tool=self.tool,
+            tool_device=self.tool_device, max_turns=self.max_turns, image_patch_size=self.patch_size,
+            reward=self.reward, reward_overrides=list(self.reward_set or []), nnodes=self.nnodes,
+            gpus_per_node=self.gpus_per_node, experiment_name=self.experiment,
+            recipe=str(self.recipe) if self.recipe else None, overrides=list(overrides or []),
+        )

@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from medseg_agent.cli.common import console, fail, say
+from medseg_agent.cli.options import RewardOption
 
 reward_app = typer.Typer(
     help=(
@@ -23,14 +24,6 @@ reward_app = typer.Typer(
     no_args_is_help=True,
 )
 
-PresetOption = Annotated[
-    str,
-    typer.Option(
-        "--reward",
-        "-r",
-        help="A preset (medsam_agent, ibis_agent, medseg) or a reward YAML file (see `reward presets --yaml`).",
-    ),
-]
 SetOption = Annotated[
     list[str] | None,
     typer.Option(
@@ -103,7 +96,7 @@ def explain(
         Path,
         typer.Argument(help="A trajectory record (.json), or a .jsonl of records (evaluate / trajectories runs)."),
     ],
-    reward: PresetOption = "medseg",
+    reward: RewardOption = "medseg",
     overrides: SetOption = None,
     line: Annotated[int, typer.Option("--line", min=1, help="For .jsonl: the line (1-based).")] = 1,
     trajectory: Annotated[

@@ -8,8 +8,18 @@ from typing import Annotated, Any
 
 import typer
 
-from medseg_agent.cli.common import console, err_console, fail, say, warn
-from medseg_agent.cli.options import DemoRunOptions, expand_options
+from medseg_agent.cli.common import console, err_console, fail, load_samples, parse_settings, say, warn
+from medseg_agent.cli.options import (
+    CpuOption,
+    DemoRunOptions,
+    MaxStepsOption,
+    PatchSizeOption,
+    RewardOption,
+    SFTTrainOptions,
+    ToolDeviceOption,
+    VerlRunOptions,
+    expand_options,
+)
 
 train_app = typer.Typer(
     help=(
@@ -22,49 +32,15 @@ train_app = typer.Typer(
 )
 
 
-def _extra(items: list[str] | None) -> dict[str, Any]:
-    """``--set key=value`` pairs (YAML values) for trainer configs."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            fail(f"--set {item!r}: expected KEY=VALUE, e.g. --set warmup_steps=10")
-        out[key.strip()] = yaml.safe_load(raw)
-    return out
-
-
+@expand_options
 def sft(
     model: Annotated[str, typer.Option("--model", help="Base checkpoint folder or hub id in the local cache.")],
     data: Annotated[
         Path, typer.Option("--data", help="SFT rows: parquet/JSONL file or folder, or a datasets save_to_disk folder.")
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (checkpoints; final model in OUT/final).")],
-    lora: Annotated[bool, typer.Option("--lora/--full", help="LoRA adapters (PEFT) or full fine-tuning.")] = False,
-    lora_rank: Annotated[int, typer.Option("--lora-rank", min=1)] = 8,
-    lora_alpha: Annotated[int, typer.Option("--lora-alpha", min=1)] = 16,
-    freeze_vision: Annotated[
-        bool, typer.Option("--freeze-vision/--train-vision", help="Keep the vision tower frozen.")
-    ] = True,
-    all_tokens: Annotated[
-        bool, typer.Option("--all-tokens", help="Loss on every token instead of the assistant replies only.")
-    ] = False,
-    learning_rate: Annotated[float, typer.Option("--lr", help="Peak learning rate (1e-5 full, 1e-4 LoRA).")] = 1e-5,
-    epochs: Annotated[float, typer.Option("--epochs")] = 1.0,
-    max_steps: Annotated[int, typer.Option("--max-steps", help="Stop after N optimizer steps (-1: epochs).")] = -1,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Per-device batch size.")] = 1,
-    grad_accum: Annotated[int, typer.Option("--grad-accum", min=1)] = 8,
-    max_length: Annotated[
-        int | None, typer.Option("--max-length", help="Truncate longer rows (default: never; images must stay whole).")
-    ] = None,
-    save_steps: Annotated[int, typer.Option("--save-steps", min=1)] = 500,
-    merge_lora: Annotated[bool, typer.Option("--merge/--no-merge", help="Merge LoRA into OUT/final.")] = True,
-    cpu: Annotated[bool, typer.Option("--cpu", help="Train on CPU (smoke tests).")] = False,
-    report_to: Annotated[str, typer.Option("--report-to", help="none, tensorboard, wandb.")] = "none",
-    settings: Annotated[
-        list[str] | None, typer.Option("--set", help="Any other SFTConfig field, repeatable: --set warmup_steps=10.")
-    ] = None,
+    *,  # option group: see medseg_agent.cli.options
+    training: SFTTrainOptions,
 ) -> None:
     """Stage 1: supervised fine-tuning on expert trajectories (TRL SFTTrainer).
 
@@ -76,32 +52,10 @@ def sft(
     Example: `medseg-agent train sft --model Qwen/Qwen3-VL-8B-Instruct
     --data runs/export/medseg_expert.hf.parquet --out runs/sft --lora`
     """
-    from medseg_agent.training.sft import SFTDataError, SFTOptions, loss_summary, run_sft
+    from medseg_agent.training.sft import SFTDataError, loss_summary, run_sft
 
-    options = SFTOptions(
-        model=model,
-        data=str(data),
-        output_dir=str(out),
-        lora=lora,
-        lora_rank=lora_rank,
-        lora_alpha=lora_alpha,
-        freeze_vision=freeze_vision,
-        assistant_only=not all_tokens,
-        learning_rate=learning_rate,
-        epochs=epochs,
-        max_steps=max_steps,
-        batch_size=batch_size,
-        grad_accum=grad_accum,
-        max_length=max_length,
-        save_steps=save_steps,
-        merge_lora=merge_lora,
-        use_cpu=cpu,
-        gradient_checkpointing=not cpu,
-        report_to=report_to,
-        extra=_extra(settings),
-    )
     try:
-        result = run_sft(options)
+        result = run_sft(training.options(model, data, out))
     except (SFTDataError, FileNotFoundError, ValueError) as exc:
         fail(str(exc))
         return
@@ -173,7 +127,7 @@ def verl_config(
     ] = "http://127.0.0.1:8000",
     device: Annotated[str, typer.Option("--device", help="Device of an in-process tool.")] = "cuda",
     max_turns: Annotated[int, typer.Option("--max-turns", min=1, help="Tool turns per episode.")] = 5,
-    patch_size: Annotated[int, typer.Option("--patch-size", help="Vision patch: 16 Qwen3-VL, 14 Qwen2/2.5-VL.")] = 16,
+    patch_size: PatchSizeOption = 16,
 ) -> None:
     """Write the verl tool and agent-loop YAMLs for your own `verl.trainer.main_ppo` command."""
     import shutil
@@ -190,30 +144,13 @@ def verl_config(
     )
 
 
+@expand_options
 def rl(
     model: Annotated[str, typer.Option("--model", help="Policy checkpoint (the SFT result, e.g. runs/sft/final).")],
     train_files: Annotated[list[str], typer.Option("--train", help="RL parquet(s) from `train rl-data`, repeatable.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: verl configs and checkpoints.")],
-    val_files: Annotated[list[str] | None, typer.Option("--val", help="Validation parquet(s), repeatable.")] = None,
-    tool: Annotated[
-        str, typer.Option("--tool", help="Tool server URL (recommended) or an in-process tool name.")
-    ] = "http://127.0.0.1:8000",
-    tool_device: Annotated[str, typer.Option("--tool-device", help="Device of an in-process tool.")] = "cuda",
-    max_turns: Annotated[int, typer.Option("--max-turns", min=1)] = 5,
-    patch_size: Annotated[int, typer.Option("--patch-size", help="16 Qwen3-VL, 14 Qwen2/2.5-VL.")] = 16,
-    reward: Annotated[
-        str, typer.Option("--reward", "-r", help="Reward preset or YAML (see `reward presets`).")
-    ] = "medseg",
-    reward_set: Annotated[
-        list[str] | None, typer.Option("--reward-set", help="Reward override, repeatable: params.good_iou=0.85.")
-    ] = None,
-    nnodes: Annotated[int, typer.Option("--nnodes", min=1, help="Nodes of the Ray cluster.")] = 1,
-    gpus_per_node: Annotated[int, typer.Option("--gpus-per-node", min=1)] = 8,
-    experiment: Annotated[str, typer.Option("--experiment", help="trainer.experiment_name.")] = "grpo",
-    recipe: Annotated[
-        Path | None, typer.Option("--recipe", help="Your copy of training/configs/verl_grpo.yaml.")
-    ] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the config and print the command only.")] = False,
+    *,  # option group: see medseg_agent.cli.options
+    run: VerlRunOptions,
     overrides: Annotated[
         list[str] | None, typer.Argument(help="Extra verl Hydra overrides (after --), e.g. trainer.total_epochs=3.")
     ] = None,
@@ -228,48 +165,23 @@ def rl(
     --tool http://tool-server:8000 -- trainer.total_epochs=3
     """
     from medseg_agent.training.verl.launch import (
-        RLLaunchOptions,
-        compose_verl_config,
-        prepare_run,
+        RLConfigError,
+        checked_run,
         shell_command,
+        validation_warning,
         verl_command,
     )
 
-    options = RLLaunchOptions(
-        model=model,
-        train_files=[str(Path(f).resolve()) for f in train_files],
-        val_files=[str(Path(f).resolve()) for f in (val_files or [])],
-        out_dir=str(out),
-        tool=tool,
-        tool_device=tool_device,
-        max_turns=max_turns,
-        image_patch_size=patch_size,
-        reward=reward,
-        reward_overrides=list(reward_set or []),
-        nnodes=nnodes,
-        gpus_per_node=gpus_per_node,
-        experiment_name=experiment,
-        recipe=str(recipe) if recipe else None,
-        overrides=list(overrides or []),
-    )
-    if not options.val_files:
-        warn(
-            f"no --val: verl validates on the training file(s) {', '.join(options.train_files)}, which says "
-            "nothing about held-out data; pass --val (e.g. `train rl-data --data data/val --out runs/rl/val.parquet`)"
-        )
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
+    options = run.options(model, train_files, out, overrides)
+    warning = validation_warning(options)
+    if warning:
+        warn(warning)
     try:
-        args = prepare_run(options)
-    except (ValueError, OSError) as exc:  # an unreadable --recipe or reward
+        args = checked_run(options)
+    except RLConfigError as exc:
         fail(str(exc))
-    try:
-        compose_verl_config(args)
-    except (HydraException, OmegaConfBaseException) as exc:  # an unknown key, a bad value or syntax
-        fail(f"verl rejected the configuration: {exc}")
     console.print(shell_command(args), markup=False, soft_wrap=True)
-    if dry_run:
+    if run.dry_run:
         return
     raise typer.Exit(subprocess.call(verl_command(args)))
 
@@ -279,14 +191,14 @@ def grpo(
     data: Annotated[Path, typer.Option("--data", help="Dataset folder or manifest (any supported layout).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (final model in OUT/final).")],
     tool: Annotated[str, typer.Option("--tool", help="classic, sam, medsam, sam2 or http://host:port.")] = "classic",
-    tool_device: Annotated[str, typer.Option("--tool-device")] = "cpu",
-    reward: Annotated[str, typer.Option("--reward", "-r", help="Reward preset or YAML.")] = "medseg",
+    tool_device: ToolDeviceOption = "cpu",
+    reward: RewardOption = "medseg",
     max_turns: Annotated[int, typer.Option("--max-turns", min=1)] = 5,
     generations: Annotated[int, typer.Option("--generations", min=2, help="Rollouts per prompt (GRPO group).")] = 4,
-    max_steps: Annotated[int, typer.Option("--max-steps")] = -1,
-    learning_rate: Annotated[float, typer.Option("--lr")] = 1e-6,
+    max_steps: MaxStepsOption = -1,
+    learning_rate: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = 1e-6,
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N samples.")] = None,
-    cpu: Annotated[bool, typer.Option("--cpu", help="Train on CPU (smoke tests).")] = False,
+    cpu: CpuOption = False,
     chat_template: Annotated[
         str, typer.Option("--chat-template", help="qwen3_vl (TRL's, tool calls parsed), a .jinja file, or keep.")
     ] = "qwen3_vl",
@@ -299,14 +211,9 @@ def grpo(
     """
     import datasets
 
-    from medseg_agent.data.readers import open_dataset
     from medseg_agent.training.trl_grpo import GRPOOptions, grpo_rows, run_grpo
 
-    samples = []
-    for index, sample in enumerate(open_dataset(data)):
-        if limit is not None and index >= limit:
-            break
-        samples.append(sample)
+    samples = load_samples([data], limit=limit)
     options = GRPOOptions(
         model=model,
         output_dir=str(out),
@@ -365,7 +272,7 @@ def demo(run: DemoRunOptions) -> None:
     try:
         options = DemoOptions(
             out=run.out,
-            settings=settings_with(PRESETS[run.size], _extra(run.settings)),
+            settings=settings_with(PRESETS[run.size], parse_settings(run.settings)),
             stages=run.stage_names(),
             from_model=run.from_model,
             reward=run.reward,

@@ -165,7 +165,8 @@ def evaluate_tool_to_folder(
     ran = run_jobs(jobs, tool_factory, partial(_curve_job, max_clicks=max_clicks), store, workers=workers,
                    description=description)
     wanted = {key for key, _ in jobs}
-    curves = [ClickCurve(**{k: v for k, v in row.items() if k != "key"}) for row in store.rows() if row["key"] in wanted]
+    rows = [row for row in store.rows() if row["key"] in wanted]
+    curves = [ClickCurve(**{k: v for k, v in row.items() if k != "key"}) for row in rows]
     rows = summarize_curves(curves, max_clicks)
     csv_path, json_path = write_tables(rows, curves, out_dir)
     return ToolEvalRun(rows, curves, ran, csv_path, json_path)

@@ -145,6 +145,35 @@ def prepare_run(options: RLLaunchOptions) -> list[str]:
     return [f"{key}={hydra_value(value)}" for key, value in values.items()] + list(options.overrides)
 
 
+class RLConfigError(ValueError):
+    """The run cannot start: an unreadable recipe or reward, or overrides verl's config rejects."""
+
+
+def checked_run(options: RLLaunchOptions) -> list[str]:
+    """:func:`prepare_run`, then the overrides composed against verl's own config here, so an unknown
+    key or a bad value fails in a second instead of after Ray and the model have started."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        overrides = prepare_run(options)
+    except (ValueError, OSError) as exc:
+        raise RLConfigError(str(exc)) from exc
+    try:
+        compose_verl_config(overrides)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise RLConfigError(f"verl rejected the configuration: {exc}") from exc
+    return overrides
+
+
+def validation_warning(options: RLLaunchOptions) -> str | None:
+    """Why a run without validation files says nothing about held-out data (None when it has some)."""
+    if options.val_files:
+        return None
+    return (f"no --val: verl validates on the training file(s) {', '.join(options.train_files)}, which says "
+            "nothing about held-out data; pass --val (e.g. `train rl-data --data data/val --out runs/rl/val.parquet`)")
+
+
 def verl_command(overrides: list[str], python: str | None = None) -> list[str]:
     return [python or sys.executable, "-m", "verl.trainer.main_ppo", *overrides]
 
