@@ -4,12 +4,15 @@ volumes to browse slice by slice."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from medseg_agent.data.readers import open_dataset
 from medseg_agent.vocabulary.sample import Sample
+
+DEMO_VOLUME_TARGET = "brain"
 
 
 @dataclass(frozen=True)
@@ -86,3 +89,18 @@ class Library:
 
 def _entry_id(kind: str, key: str) -> str:
     return f"{kind[0]}{hashlib.sha1(key.encode()).hexdigest()[:15]}"
+
+
+def demo_sources(progress: Callable[[str], None]) -> tuple[Path | None, list[LibraryVolume], str | None]:
+    """What the app offers when no dataset is named: the demo dataset (built on first use) and its
+    brain MRI volume, or nothing and a warning that says why (the app still opens: people can
+    upload their own images)."""
+    from medseg_agent.data.demo import DemoBuildError, build_demo_dataset, fetch_mricron_templates
+
+    try:
+        root = build_demo_dataset(progress=progress)
+        templates = fetch_mricron_templates()
+    except (DemoBuildError, OSError) as exc:
+        return None, [], f"no demo data ({exc}); open your own images from the page"
+    volume = LibraryVolume(templates / "ch2.nii.gz", "Colin27 T1 brain MRI (NIfTI volume)", DEMO_VOLUME_TARGET, "MRI")
+    return root, [volume], None

@@ -4,44 +4,18 @@ every saved session is a trajectory record ready for ``trajectories export``."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from medseg_agent.cli.common import (
-    CheckpointOption,
-    DeviceOption,
-    ModelTypeOption,
-    RandomWeightsOption,
-    err_console,
-    say,
-    warn,
-)
-from medseg_agent.cli.serve import (
-    HostOption,
-    LogLevelOption,
-    MaxBodyOption,
-    PortOption,
-    SessionTtlOption,
-    TokenOption,
-    ToolExtraOption,
-    served_tool,
-    server_config,
-    warn_if_open,
-)
-
-DEMO_VOLUME_TARGET = "brain"
+from medseg_agent.cli.common import err_console, say, warn, warn_if_open
+from medseg_agent.cli.options import AgentOptions, AppServerOptions, ServedToolOptions, expand_options
 
 
+@expand_options
 def app_command(
-    tool: Annotated[
-        str, typer.Option("--tool", help="Segmentation tool: classic (no weights), sam, medsam, sam2.")
-    ] = "classic",
-    tool_option: ToolExtraOption = None,
-    checkpoint: CheckpointOption = None,
-    device: DeviceOption = "cpu",
-    model_type: ModelTypeOption = None,
-    random_weights: RandomWeightsOption = False,
+    *,  # option groups: see medseg_agent.cli.options
+    served: ServedToolOptions,
     out: Annotated[
         Path, typer.Option("--out", "-o", help="Where saved sessions go (trajectories.jsonl, images/, masks/).")
     ] = Path("runs/app"),
@@ -49,29 +23,8 @@ def app_command(
         Path | None,
         typer.Option("--data", help="A dataset to offer in the page's library (default: the demo dataset)."),
     ] = None,
-    demo: Annotated[
-        bool, typer.Option("--demo/--no-demo", help="Build (or reuse) the demo dataset when --data is not given.")
-    ] = True,
-    annotator: Annotated[
-        str, typer.Option("--annotator", help="Default annotator name written into records (the page can change it).")
-    ] = "",
-    agent_url: Annotated[
-        str | None, typer.Option("--agent-url", help="Default OpenAI-compatible URL of the agent, e.g. http://gpu:8000/v1.")
-    ] = None,
-    agent_model: Annotated[str | None, typer.Option("--agent-model", help="Default served model name.")] = None,
-    agent_checkpoint: Annotated[
-        str | None, typer.Option("--agent-checkpoint", help="Default local Hugging Face checkpoint folder (hf agent).")
-    ] = None,
-    agent_device: Annotated[str, typer.Option("--agent-device", help="Device of hf agents: auto, cpu, cuda.")] = "auto",
-    max_turns: Annotated[
-        int, typer.Option("--max-turns", min=1, max=64, help="Turns (agent and person) before an episode ends.")
-    ] = 20,
-    host: HostOption = "127.0.0.1",
-    port: PortOption = 8265,
-    token: TokenOption = None,
-    max_body_mb: MaxBodyOption = 1024,
-    session_ttl: SessionTtlOption = 3600.0,
-    log_level: LogLevelOption = "warning",
+    agent: AgentOptions,
+    server: AppServerOptions,
 ) -> None:
     """Open the annotation app in a browser: images and volumes, an agent that proposes, a person who corrects.
 
@@ -88,55 +41,23 @@ def app_command(
     Then `medseg-agent trajectories export OUT --out sft/` turns the saved sessions into SFT data
     (docs/app.md says how to weight corrected sessions).
     """
-    from medseg_agent.annotation.library import Library
-    from medseg_agent.serving.app import create_app
-    from medseg_agent.serving.app_api import install_app
-    from medseg_agent.serving.app_state import AppConfig
-    from medseg_agent.serving.config import MIB
+    from medseg_agent.annotation.library import Library, demo_sources
+    from medseg_agent.serving.app_api import app_url, create_annotation_app
     from medseg_agent.serving.server import run_server
 
-    config = server_config(token, max_body_bytes=max_body_mb * MIB, session_ttl_s=session_ttl)
-    segmenter = served_tool(tool, checkpoint, device, model_type, random_weights, tool_option or [])
-    library_data, volumes = (data, []) if data is not None or not demo else _demo_library()
-    library, warning = Library.from_paths(library_data, volumes)
-    if warning:
-        warn(warning)
-    app = create_app(segmenter, config)
-    install_app(
-        app,
-        AppConfig(
-            out_dir=out,
-            library=library,
-            library_warning=warning,
-            annotator=annotator,
-            max_turns=max_turns,
-            agent_base_url=agent_url,
-            agent_model=agent_model,
-            agent_checkpoint=agent_checkpoint,
-            agent_device=agent_device,
-        ),
-    )
-    warn_if_open(host, config)
-    shown = "localhost" if host in ("0.0.0.0", "::") else host
-    url = f"http://{shown}:{port}/app/" + (f"#token={config.token}" if config.token else "")
+    config = server.config()
+    segmenter = served.build()
+    sources, volumes, missing = (data, [], None) if data is not None or not agent.demo else demo_sources(
+        progress=lambda line: err_console.print(f"demo data: {line}"))
+    library, warning = Library.from_paths(sources, volumes)
+    for message in (missing, warning):
+        if message:
+            warn(message)
+    web = create_annotation_app(segmenter, config, agent.config(out, library, warning))
+    warn_if_open(server.host, config)
     err_console.print(f"{segmenter.name} tool; {len(library)} library entries; saved sessions go to {out.resolve()}")
-    say("open ", (url, "bold"), " in a browser (Ctrl-C stops the server)")
-    run_server(app, host=host, port=port, log_level=log_level)
-
-
-def _demo_library() -> tuple[Path | None, list[Any]]:
-    """The demo dataset (built on first use) and its brain MRI volume; nothing when unavailable."""
-    from medseg_agent.annotation.library import LibraryVolume
-    from medseg_agent.data.demo import DemoBuildError, build_demo_dataset, fetch_mricron_templates
-
-    try:
-        root = build_demo_dataset(progress=lambda line: err_console.print(f"demo data: {line}"))
-        templates = fetch_mricron_templates()
-    except (DemoBuildError, OSError) as exc:
-        warn(f"no demo data ({exc}); open your own images from the page")
-        return None, []
-    volume = LibraryVolume(templates / "ch2.nii.gz", "Colin27 T1 brain MRI (NIfTI volume)", DEMO_VOLUME_TARGET, "MRI")
-    return root, [volume]
+    say("open ", (app_url(server.host, server.port, config.token), "bold"), " in a browser (Ctrl-C stops the server)")
+    run_server(web, host=server.host, port=server.port, log_level=server.log_level)
 
 
 def register(app: typer.Typer) -> None:

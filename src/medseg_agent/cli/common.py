@@ -124,6 +124,22 @@ def parse_settings(items: list[str] | None, flag: str = "--set") -> dict[str, An
     return out
 
 
+def server_config(token: str | None, **limits: Any) -> Any:
+    """A tool server's limits from command options (``serve``, ``app``; a bad value: a clean exit naming it)."""
+    from medseg_agent.serving.config import ServerConfig
+
+    try:
+        return ServerConfig(token=token or None, **limits)
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def warn_if_open(host: str, config: Any) -> None:
+    """A server reachable from the network without a token is anyone's: say so before it starts."""
+    if host not in ("127.0.0.1", "localhost", "::1") and config.token is None:
+        warn(f"serving on {host} without --token: anyone who can reach it can use it")
+
+
 def load_samples(paths: Sequence[Path], *, data_format: str = "auto", split: str | None = None,
                  limit: int | None = None) -> list[Sample]:
     """The samples of every dataset in ``paths`` (at most ``limit`` from each), as every command reads them:

@@ -8,7 +8,8 @@ Groups: :class:`ToolOptions` (``segment``, ``evaluate``, ``trajectories generate
 ``evaluate``), :class:`ExpertOptions` (``trajectories generate``), :class:`RunOptions`
 (``evaluate``), :class:`SFTTrainOptions` (``train sft``), :class:`VerlRunOptions` (``train rl``; its
 reward, tool-device and patch-size declarations are shared with ``train grpo`` and ``train verl-config``),
-:class:`DemoRunOptions` (``train demo``).
+:class:`DemoRunOptions` (``train demo``), :class:`ServedToolOptions` (``serve``, ``app``),
+:class:`AppServerOptions` and :class:`AgentOptions` (``app``; the server flags are ``serve``'s declarations).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from medseg_agent.cli.common import (
     make_tool,
     parse_key_values,
     parse_settings,
+    server_config,
 )
 from medseg_agent.experts import defaults
 from medseg_agent.vocabulary.actions import CoordinateSpace
@@ -451,4 +453,113 @@ class VerlRunOptions:
             reward=self.reward, reward_overrides=list(self.reward_set or []), nnodes=self.nnodes,
             gpus_per_node=self.gpus_per_node, experiment_name=self.experiment,
             recipe=str(self.recipe) if self.recipe else None, overrides=list(overrides or []),
+        )
+
+
+# The tool server's options: `serve` takes them one by one (its own defaults), `app` as AppServerOptions.
+ToolExtraOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tool-option",
+        help="Extra tool option KEY=VALUE (JSON values), repeatable, e.g. image_size=512 for MedSAM2 weights.",
+    ),
+]
+HostOption = Annotated[
+    str, typer.Option("--host", help="Interface to listen on; 0.0.0.0 exposes it to the network (use --token).")
+]
+PortOption = Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")]
+TokenOption = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="MEDSEG_AGENT_TOKEN",
+        help="Require 'Authorization: Bearer TOKEN' on /v1/* and /metrics (clients read $MEDSEG_AGENT_TOKEN).",
+    ),
+]
+MaxBodyOption = Annotated[int, typer.Option("--max-body-mb", min=1, help="Largest request body (413 above).")]
+SessionTtlOption = Annotated[
+    float, typer.Option("--session-ttl", min=1.0, help="Seconds of inactivity after which a session is deleted.")
+]
+LogLevelOption = Annotated[str, typer.Option("--log-level", help="uvicorn log level.")]
+
+
+@dataclasses.dataclass(frozen=True)
+class ServedToolOptions:
+    """The model a server holds for every client (``serve``, ``app``): like :class:`ToolOptions`,
+    plus extra tool keywords, and never another server's URL."""
+
+    OPTION_GROUP: typing.ClassVar[bool] = True
+
+    tool: Annotated[str, typer.Option(
+        "--tool", help="Segmentation tool to serve: classic (no weights), sam, medsam, sam2.")] = "classic"
+    checkpoint: CheckpointOption = None
+    device: DeviceOption = "cpu"
+    model_type: ModelTypeOption = None
+    random_weights: RandomWeightsOption = False
+    tool_option: ToolExtraOption = None
+
+    def extra(self) -> dict[str, Any]:
+        """The --tool-option pairs (a server URL or a bad pair: a clean exit)."""
+        if self.tool.startswith(("http://", "https://")):
+            fail("--tool must name a model (classic, sam, medsam, sam2), not another server's URL")
+        try:
+            return parse_key_values(self.tool_option, "--tool-option")
+        except ValueError as exc:
+            fail(str(exc))
+            raise  # unreachable
+
+    def build(self) -> Any:
+        """The tool, built the way every command builds it (errors: a clean exit)."""
+        return make_tool(self.tool, self.checkpoint, self.device, self.model_type, self.random_weights, self.extra())
+
+
+@dataclasses.dataclass(frozen=True)
+class AppServerOptions:
+    """Where ``app`` listens and its limits: ``serve``'s flags, with defaults for people (large volume
+    uploads, sessions that outlive a coffee break, a quiet log)."""
+
+    OPTION_GROUP: typing.ClassVar[bool] = True
+
+    host: HostOption = "127.0.0.1"
+    port: PortOption = 8265
+    token: TokenOption = None
+    max_body_mb: MaxBodyOption = 1024
+    session_ttl: SessionTtlOption = 3600.0
+    log_level: LogLevelOption = "warning"
+
+    def config(self) -> Any:
+        """The server's ServerConfig (a bad value: a clean exit naming it)."""
+        from medseg_agent.serving.config import MIB
+
+        return server_config(self.token, max_body_bytes=self.max_body_mb * MIB, session_ttl_s=self.session_ttl)
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentOptions:
+    """What the app's page starts with: the demo library, the annotator's name, the agent it offers
+    and the turn budget (the page can change each)."""
+
+    OPTION_GROUP: typing.ClassVar[bool] = True
+
+    demo: Annotated[bool, typer.Option(
+        "--demo/--no-demo", help="Build (or reuse) the demo dataset when --data is not given.")] = True
+    annotator: Annotated[str, typer.Option(
+        "--annotator", help="Default annotator name written into records (the page can change it).")] = ""
+    agent_url: Annotated[str | None, typer.Option(
+        "--agent-url", help="Default OpenAI-compatible URL of the agent, e.g. http://gpu:8000/v1.")] = None
+    agent_model: Annotated[str | None, typer.Option("--agent-model", help="Default served model name.")] = None
+    agent_checkpoint: Annotated[str | None, typer.Option(
+        "--agent-checkpoint", help="Default local Hugging Face checkpoint folder (hf agent).")] = None
+    agent_device: Annotated[str, typer.Option("--agent-device", help="Device of hf agents: auto, cpu, cuda.")] = "auto"
+    max_turns: Annotated[int, typer.Option(
+        "--max-turns", min=1, max=64, help="Turns (agent and person) before an episode ends.")] = 20
+
+    def config(self, out: Path, library: Any, library_warning: str | None) -> Any:
+        """The app's AppConfig around an opened library."""
+        from medseg_agent.serving.app_state import AppConfig
+
+        return AppConfig(
+            out_dir=out, library=library, library_warning=library_warning, annotator=self.annotator,
+            max_turns=self.max_turns, agent_base_url=self.agent_url, agent_model=self.agent_model,
+            agent_checkpoint=self.agent_checkpoint, agent_device=self.agent_device,
         )

@@ -6,48 +6,25 @@ from typing import Annotated, Any
 
 import typer
 
-from medseg_agent.cli.common import (
-    CheckpointOption,
-    DeviceOption,
-    ModelTypeOption,
-    RandomWeightsOption,
-    err_console,
-    fail,
-    make_tool,
-    parse_key_values,
-    warn,
+from medseg_agent.cli.common import err_console, server_config, warn_if_open
+from medseg_agent.cli.options import (
+    HostOption,
+    LogLevelOption,
+    MaxBodyOption,
+    PortOption,
+    RayAddressOption,
+    ServedToolOptions,
+    SessionTtlOption,
+    TokenOption,
+    expand_options,
 )
-from medseg_agent.cli.options import RayAddressOption
 
-ToolExtraOption = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--tool-option",
-        help="Extra tool option KEY=VALUE (JSON values), repeatable, e.g. image_size=512 for MedSAM2 weights.",
-    ),
-]
-HostOption = Annotated[
-    str, typer.Option("--host", help="Interface to listen on; 0.0.0.0 exposes it to the network (use --token).")
-]
-PortOption = Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")]
-TokenOption = Annotated[
-    str | None,
-    typer.Option(
-        "--token",
-        envvar="MEDSEG_AGENT_TOKEN",
-        help="Require 'Authorization: Bearer TOKEN' on /v1/* and /metrics (clients read $MEDSEG_AGENT_TOKEN).",
-    ),
-]
 CacheOption = Annotated[
     int, typer.Option("--cache-mb", min=0, help="Embedding cache budget (SAM 2 at 1024: ~16 MB per image).")
 ]
 ImageCacheOption = Annotated[int, typer.Option("--image-cache-mb", min=0, help="Uploaded-image budget.")]
-MaxBodyOption = Annotated[int, typer.Option("--max-body-mb", min=1, help="Largest request body (413 above).")]
 MaxImageSideOption = Annotated[
     int, typer.Option("--max-image-side", min=16, help="Largest image side in pixels (422 above).")
-]
-SessionTtlOption = Annotated[
-    float, typer.Option("--session-ttl", min=1.0, help="Seconds of inactivity after which a session is deleted.")
 ]
 MaxSessionsOption = Annotated[int, typer.Option("--max-sessions", min=1, help="Live sessions (503 above).")]
 MaxBatchOption = Annotated[int, typer.Option("--max-batch", min=1, help="Prompts decoded together at most.")]
@@ -64,19 +41,13 @@ GpusPerReplicaOption = Annotated[
 CpusPerReplicaOption = Annotated[
     float, typer.Option("--cpus-per-replica", min=0.0, help="CPUs each replica reserves (with --replicas).")
 ]
-LogLevelOption = Annotated[str, typer.Option("--log-level", help="uvicorn log level.")]
 AccessLogOption = Annotated[bool, typer.Option("--access-log", help="Log every request.")]
 
 
+@expand_options
 def serve(
-    tool: Annotated[
-        str, typer.Option("--tool", help="Segmentation tool to serve: classic (no weights), sam, medsam, sam2.")
-    ] = "classic",
-    checkpoint: CheckpointOption = None,
-    device: DeviceOption = "cpu",
-    model_type: ModelTypeOption = None,
-    random_weights: RandomWeightsOption = False,
-    tool_option: ToolExtraOption = None,
+    *,  # option group: see medseg_agent.cli.options
+    served: ServedToolOptions,
     host: HostOption = "127.0.0.1",
     port: PortOption = 8265,
     token: TokenOption = None,
@@ -117,64 +88,32 @@ def serve(
                            max_body_bytes=max_body_mb * MIB, max_image_side=max_image_side,
                            session_ttl_s=session_ttl, max_sessions=max_sessions, max_batch=max_batch)
     if replicas:
-        _serve_replicas(tool, checkpoint, device, model_type, random_weights, tool_option or [], config, replicas,
-                        ray_address, gpus_per_replica, cpus_per_replica, host, port, log_level)
+        _serve_replicas(served, config, replicas, ray_address, gpus_per_replica, cpus_per_replica, host, port,
+                        log_level)
         return
-    segmenter = served_tool(tool, checkpoint, device, model_type, random_weights, tool_option or [])
+    segmenter = served.build()
     warn_if_open(host, config)
     err_console.print(f"serving {segmenter.name} on http://{host}:{port} (docs: http://{host}:{port}/docs)")
     run_server(create_app(segmenter, config), host=host, port=port, log_level=log_level, access_log=access_log)
 
 
-def server_config(token: str | None, **limits: Any) -> Any:
-    """The server's limits from command options (a bad value: a clean exit naming it)."""
-    from medseg_agent.serving.config import ServerConfig
-
-    try:
-        return ServerConfig(token=token or None, **limits)
-    except ValueError as exc:
-        fail(str(exc))
-
-
-def served_tool(tool: str, checkpoint: Any, device: str, model_type: str | None, random_weights: bool,
-                pairs: list[str]) -> Any:
-    """The tool, like every command builds it, plus the --tool-option pairs (errors: a clean exit)."""
-    return make_tool(tool, checkpoint, device, model_type, random_weights, tool_options(tool, pairs))
-
-
-def tool_options(tool: str, pairs: list[str]) -> dict[str, Any]:
-    """The --tool-option pairs of a tool to serve (a server URL or a bad pair: a clean exit)."""
-    if tool.startswith(("http://", "https://")):
-        fail("--tool must name a model (classic, sam, medsam, sam2), not another server's URL")
-    try:
-        return parse_key_values(pairs, "--tool-option")
-    except ValueError as exc:
-        fail(str(exc))
-
-
-def warn_if_open(host: str, config: Any) -> None:
-    if host not in ("127.0.0.1", "localhost", "::1") and config.token is None:
-        warn(f"serving on {host} without --token: anyone who can reach it can use it")
-
-
-def _serve_replicas(tool: str, checkpoint: Any, device: str, model_type: str | None, random_weights: bool,
-                    pairs: list[str], config: Any, replicas: int, ray_address: str | None, gpus: float | None,
-                    cpus: float, host: str, port: int, log_level: str) -> None:
+def _serve_replicas(served: ServedToolOptions, config: Any, replicas: int, ray_address: str | None,
+                    gpus: float | None, cpus: float, host: str, port: int, log_level: str) -> None:
     """``--replicas``: the same app on Ray Serve (each replica builds the tool like ``make_tool``)."""
     from pathlib import Path
 
     from medseg_agent.serving.cluster import ClusterSpec, run_cluster
 
-    options = tool_options(tool, pairs)
-    if model_type:
-        options["config" if tool == "sam2" else "model_type"] = model_type
+    options = served.extra()
+    if served.model_type:
+        options["config" if served.tool == "sam2" else "model_type"] = served.model_type
     if gpus is None:
-        gpus = 1.0 if device.startswith("cuda") else 0.0
-    spec = ClusterSpec(tool=tool, checkpoint=Path(checkpoint) if checkpoint else None, device=device,
-                       tool_options=options, random_weights=random_weights, config=config, replicas=replicas,
-                       cpus_per_replica=cpus, gpus_per_replica=gpus)
+        gpus = 1.0 if served.device.startswith("cuda") else 0.0
+    spec = ClusterSpec(tool=served.tool, checkpoint=Path(served.checkpoint) if served.checkpoint else None,
+                       device=served.device, tool_options=options, random_weights=served.random_weights,
+                       config=config, replicas=replicas, cpus_per_replica=cpus, gpus_per_replica=gpus)
     warn_if_open(host, config)
-    err_console.print(f"serving {tool} as {replicas} Ray Serve replicas on http://{host}:{port} (every node)")
+    err_console.print(f"serving {served.tool} as {replicas} Ray Serve replicas on http://{host}:{port} (every node)")
     run_cluster(spec, host=host, port=port, ray_address=ray_address, log_level=log_level)
 
 

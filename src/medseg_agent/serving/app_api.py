@@ -37,6 +37,7 @@ from medseg_agent.policies.chat import PolicyError
 from medseg_agent.policies.registry import build_policy
 from medseg_agent.protocols import PROTOCOLS
 from medseg_agent.serving.api_images import ERRORS, stored_image
+from medseg_agent.serving.app import create_app
 from medseg_agent.serving.app_schemas import (
     AgentDefaults,
     AgentSpec,
@@ -55,10 +56,11 @@ from medseg_agent.serving.app_schemas import (
     TurnOut,
 )
 from medseg_agent.serving.app_state import AppConfig, AppState, ImageSource, LiveEpisode
+from medseg_agent.serving.config import ServerConfig
 from medseg_agent.serving.images import IMAGE_ID_PATTERN, ImageRejected
 from medseg_agent.serving.schemas import ErrorResponse, Rle
 from medseg_agent.serving.state import ServerState, get_state, require_token
-from medseg_agent.tools.base import ToolError
+from medseg_agent.tools.base import SegmentationTool, ToolError
 from medseg_agent.vocabulary.sample import Sample
 
 STATIC_DIR = Path(__file__).parent / "static" / "app"
@@ -69,6 +71,20 @@ Opened = Annotated[OpenedImage | OpenedVolume, Field(discriminator="kind")]
 ImageIdPath = Annotated[str, PathParam(pattern=IMAGE_ID_PATTERN, description="SHA-256 content hash of the image")]
 
 router = APIRouter(prefix="/v1/app", dependencies=[Depends(require_token)], responses=ERRORS, tags=["app"])
+
+
+def create_annotation_app(tool: SegmentationTool, server: ServerConfig, config: AppConfig) -> FastAPI:
+    """A tool server (:func:`medseg_agent.serving.app.create_app`) with the annotation app on it:
+    one process holds the tool, its embedding cache, every annotator's session and the token."""
+    app = create_app(tool, server)
+    install_app(app, config)
+    return app
+
+
+def app_url(host: str, port: int, token: str | None) -> str:
+    """The page's address to open in a browser (the token in the fragment: never sent to a proxy log)."""
+    shown = "localhost" if host in ("0.0.0.0", "::") else host
+    return f"http://{shown}:{port}/app/" + (f"#token={token}" if token else "")
 
 
 def install_app(app: FastAPI, config: AppConfig) -> AppState:
