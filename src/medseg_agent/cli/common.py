@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -140,25 +140,32 @@ def warn_if_open(host: str, config: Any) -> None:
         warn(f"serving on {host} without --token: anyone who can reach it can use it")
 
 
-def load_samples(paths: Sequence[Path], *, data_format: str = "auto", split: str | None = None,
-                 limit: int | None = None) -> list[Sample]:
-    """The samples of every dataset in ``paths`` (at most ``limit`` from each), as every command reads them:
-    an unreadable dataset or one with no usable sample is a clean exit naming it; skipped samples are
-    reported on stderr with their reasons and paths, and the run goes on with the rest."""
+def iter_samples(paths: Sequence[Path], *, data_format: str = "auto", split: str | None = None,
+                 limit: int | None = None) -> Iterator[Sample]:
+    """The samples of every dataset in ``paths`` (at most ``limit`` from each), one at a time, as every
+    command reads them: an unreadable dataset or one with no usable sample is a clean exit naming it;
+    skipped samples are reported on stderr with their reasons and paths, and the run goes on with the
+    rest. Commands that stream a dataset larger than memory (``train rl-data``) iterate this."""
     from medseg_agent.data.readers import open_dataset, summarize_skipped
 
-    samples: list[Sample] = []
     for path in paths:
+        count = 0
         try:
             dataset = open_dataset(path, format=data_format, split=split)
-            loaded = list(itertools.islice(dataset, limit))
+            for sample in itertools.islice(dataset, limit):
+                count += 1
+                yield sample
         except (OSError, ValueError) as exc:
             fail(f"cannot read dataset {path}: {exc}")
         if dataset.skipped:
             warn(f"{path}: some samples are skipped (`medseg-agent data list {path}` lists them all)")
             err_console.print(summarize_skipped(dataset, limit=10))
-        if not loaded:
+        if not count:
             where = f" in split {split!r} (try another --split)" if split else ""
             fail(f"{path} has no usable samples{where}")
-        samples.extend(loaded)
-    return samples
+
+
+def load_samples(paths: Sequence[Path], *, data_format: str = "auto", split: str | None = None,
+                 limit: int | None = None) -> list[Sample]:
+    """:func:`iter_samples`, all in memory."""
+    return list(iter_samples(paths, data_format=data_format, split=split, limit=limit))

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from medseg_agent.cli.common import console, err_console, fail, load_samples, parse_settings, say, warn
+from medseg_agent.cli.common import console, fail, iter_samples, load_samples, parse_settings, say, warn
 from medseg_agent.cli.options import (
     CpuOption,
     DemoRunOptions,
@@ -87,24 +87,16 @@ def rl_data(
 
     Example: medseg-agent train rl-data --data ~/.cache/medseg-agent/demo --out runs/rl/train.parquet
     """
-    from medseg_agent.data.readers import open_dataset, summarize_skipped
     from medseg_agent.runs.parallel import progress_bar
     from medseg_agent.training.verl.dataset import iter_rl_rows, write_rl_parquet
 
     if images not in ("inline", "files"):
         fail(f"--images must be inline or files, got {images!r}")
-    try:
-        dataset = open_dataset(data, format=data_format, split=split)
-    except (FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
-        return
 
     def samples():
         with progress_bar() as progress:
             task = progress.add_task("RL rows", total=limit)
-            for index, sample in enumerate(dataset):
-                if limit is not None and index >= limit:
-                    break
+            for sample in iter_samples([data], data_format=data_format, split=split, limit=limit):
                 progress.advance(task)
                 yield sample
 
@@ -114,9 +106,6 @@ def rl_data(
     except ValueError as exc:
         fail(str(exc))
         return
-    skipped = summarize_skipped(dataset)
-    if skipped:
-        err_console.print(skipped)
     console.print(f"wrote {count} RL rows to {out}")
 
 
