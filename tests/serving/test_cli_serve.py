@@ -65,3 +65,19 @@ def test_serve_command_runs_a_server_and_stops_on_sigterm(monkeypatch):
     assert process.returncode in (0, -signal.SIGTERM), output
     assert f"serving classic on {url}" in output and "Application shutdown complete" in output
     assert "Traceback" not in output
+
+
+def test_serve_replicas_hands_the_tool_options_to_the_cluster(monkeypatch):
+    """--replicas builds no tool here: each replica builds it from the spec, with the same options."""
+    from medseg_agent.serving import cluster
+
+    seen = {}
+    monkeypatch.setattr(cluster, "run_cluster", lambda spec, **where: seen.update(spec=spec, **where))
+    args = ["serve", "--tool", "sam2", "--model-type", "configs/sam2.1/sam2.1_hiera_t.yaml", "--device", "cuda",
+            "--tool-option", "image_size=512", "--replicas", "2", "--port", "9100"]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    spec = seen["spec"]
+    assert spec.tool == "sam2" and spec.replicas == 2 and spec.gpus_per_replica == 1.0
+    assert spec.tool_options == {"image_size": 512, "config": "configs/sam2.1/sam2.1_hiera_t.yaml"}
+    assert seen["port"] == 9100 and seen["ray_address"] is None
