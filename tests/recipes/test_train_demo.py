@@ -15,7 +15,9 @@ from medseg_agent.recipes.train_demo import (
     REFERENCE_ROWS,
     DemoError,
     DemoOptions,
+    ensure_data,
     run_demo,
+    run_expert_stage,
     settings_with,
 )
 
@@ -107,3 +109,18 @@ def test_cli_refuses_bad_options(tmp_path):
     result = runner.invoke(cli(), ["train", "demo", "--size", "smoke", "--stages", "rl", "--from", str(tmp_path),
                                    "--out", str(tmp_path / "x"), "-q"])
     assert result.exit_code != 0 and "no model there" in " ".join(result.output.split())
+
+
+def test_tool_workers_do_not_change_the_expert_data(tmp_path):
+    """``--workers`` only spreads the tool work: the exported SFT rows are the same with 1 or 2."""
+    import pyarrow.parquet as pq
+
+    settings = PRESETS["smoke"]
+    rows = []
+    for workers in (1, 2):
+        out = tmp_path / f"workers-{workers}"
+        options = DemoOptions(out=out, settings=settings, workers=workers, show_progress=False, log=lambda _: None)
+        export = run_expert_stage(out, ensure_data(out, settings, options), settings, options)
+        (table,) = [pq.read_table(p) for p in export.glob("*.parquet")]
+        rows.append(sorted(json.dumps(m, sort_keys=True) for m in table.column("messages").to_pylist()))
+    assert len(rows[0]) == settings.train_images and rows[0] == rows[1]

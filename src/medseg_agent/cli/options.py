@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import os
 import typing
 from collections.abc import Callable
 from functools import partial
@@ -361,10 +362,16 @@ class DemoRunOptions:
         "--references/--no-references", help="Expert, box-only and clicker rows.", rich_help_panel=PANEL_DEMO)] = True
     threads: Annotated[int | None, typer.Option(
         "--threads", min=1, help="CPU threads for torch.", rich_help_panel=PANEL_DEMO)] = None
+    workers: Annotated[int | None, typer.Option(
+        "--workers", min=1, help="Processes for the tool-only work (expert trajectories, reference rows); "
+        "results do not depend on it. Default: the CPU count, at most 8.", rich_help_panel=PANEL_DEMO)] = None
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.", rich_help_panel=PANEL_DEMO)] = False
 
     def stage_names(self) -> tuple[str, ...]:
         return tuple(s.strip() for s in self.stages.split(",") if s.strip())
+
+    def worker_count(self) -> int:
+        return self.workers or min(8, os.cpu_count() or 1)
 
 
 # Training options that several `train` commands take, declared once.

@@ -268,6 +268,7 @@ def demo(run: DemoRunOptions) -> None:
             reward_overrides=list(run.reward_set or []),
             device=run.device,
             references=run.references,
+            workers=run.worker_count(),
             show_progress=not run.quiet,
             log=lambda message: say(("demo ", "bold"), message, err=True),
         )

@@ -144,6 +144,7 @@ class DemoOptions:
     reward_overrides: list[str] = field(default_factory=list)
     device: str = "cpu"
     references: bool = True
+    workers: int = 1  # processes for the tool-only work (expert trajectories, reference rows); not a setting
     show_progress: bool = True
     log: Callable[[str], None] = print
 
@@ -256,6 +257,7 @@ def run_expert_stage(out: Path, data: Path, settings: DemoSettings, options: Dem
             config,
             tool_factory=partial(build_tool, "classic"),
             tool_id={"name": "classic"},
+            workers=options.workers,
             show_progress=options.show_progress,
         )
         written = write_exports(expert_dir, export_dir, ["hf"])
@@ -352,8 +354,13 @@ def run_sft_stage(folder: Path, base: Path, export: Path, settings: DemoSettings
         save_total_limit=1,
     )
 
+    # on a GPU the collator (image processing) is the bottleneck: it runs in the tool-work processes;
+    # how many does not change the batches, so it is not part of the stage's recorded settings
+    loaders = options.workers if options.device != "cpu" else 0
+    run_extra = {"disable_tqdm": not options.show_progress, "dataloader_num_workers": loaders}
+
     def work() -> dict[str, Any]:
-        result = run_sft(replace(sft, extra={**sft.extra, "disable_tqdm": not options.show_progress}))
+        result = run_sft(replace(sft, extra={**sft.extra, **run_extra}))
         return {"steps": result.steps, "losses": result.losses}
 
     record = _run_stage("stage 1: SFT", folder, asdict(sft), work, options.log)
@@ -459,7 +466,9 @@ def evaluate_policy(
         seed=seed,
         describe=describe_run(policy_name, policy_options, "classic", {}, episode, seed),
     )
-    store, _ = run_evaluation(samples, spec, out_dir, show_progress=options.show_progress)
+    # a model row runs in this process (one model on the device); the tool-only rows fan out
+    workers = 1 if model_path is not None else options.workers
+    store, _ = run_evaluation(samples, spec, out_dir, workers=workers, show_progress=options.show_progress)
     records = []
     for row in store.rows():
         if "record" not in row:
