@@ -154,3 +154,74 @@ def test_snap_moves_a_contour_to_the_midpoint_and_leaves_a_faint_one() -> None:
     assert _iou(snapped, disc) > _iou(eroded, disc) + 0.02
     faint = (0.5 + 0.002 * blurred + rng.normal(0, 0.02, disc.shape)).astype(np.float32)
     assert np.array_equal(snap(faint, eroded, np.ones_like(disc), 1.0), eroded)
+
+
+def _blobs(
+    centres: list[tuple[int, int]], radius: float, size: int = 160, seed: int = 5
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Bright round parts on a dark noisy background (nuclei-like), and each part's mask."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    parts = [np.hypot(yy - cy, xx - cx) <= radius for cx, cy in centres]
+    image = 40 + 110 * np.any(parts, axis=0) + rng.normal(0, 8, (size, size))
+    return np.clip(cv2.GaussianBlur(image, (0, 0), 0.8), 0, 255).astype(np.uint8), parts
+
+
+def _logits(mask: np.ndarray) -> np.ndarray:
+    return np.where(mask, 8.0, -8.0).astype(np.float32)
+
+
+def test_a_click_on_a_separate_part_brings_back_its_look_alikes_in_the_region(tool: ClassicTool) -> None:
+    """A target of several separate parts (nuclei in a field, satellites): the mask holds one part, a
+    positive click on a second one adds it and the third part inside the box, which looks the same;
+    a part outside the box stays out."""
+    image, (a, b, c, outside) = _blobs([(40, 50), (80, 90), (115, 45), (145, 140)], 9)
+    box = np.array([25, 30, 130, 105], np.float32)
+    session = tool.set_image(image)
+    after = session.predict(Prompt(box=box, points=[(80, 90)], labels=[1], mask_input=_logits(a)))
+    for part in (a, b, c):
+        assert (after.mask & part).sum() >= 0.8 * part.sum()
+    assert not (after.mask & outside).any()
+    assert (after.mask & ~(a | b | c)).sum() <= 0.3 * b.sum()
+
+
+def test_a_click_that_extends_a_part_brings_back_nothing_else(tool: ClassicTool) -> None:
+    """A single target whose mask misses a piece: the click adds to the part it touches, and a
+    look-alike elsewhere in the box (not the target) stays out."""
+    image, (lesion, other) = _blobs([(60, 70), (110, 70)], 12)
+    box = np.array([40, 50, 125, 90], np.float32)
+    yy, _ = np.mgrid[:160, :160]
+    known = lesion & (yy < 74)  # the mask so far: the lesion without its lower part
+    session = tool.set_image(image)
+    after = session.predict(Prompt(box=box, points=[(60, 78)], labels=[1], mask_input=_logits(known)))
+    assert (after.mask & lesion).sum() > known.sum()
+    assert not (after.mask & other).any()
+
+
+def test_a_box_over_a_whole_field_of_parts_finds_the_parts() -> None:
+    """A box over nearly the whole image (all nuclei of a field): no background outside it to learn
+    from, so the grey levels are split instead of GrabCut keeping the whole box."""
+    rng = np.random.default_rng(2)
+    centres = [(int(x), int(y)) for x, y in rng.uniform(20, 236, (12, 2))]
+    image, parts = _blobs(centres, 11, size=256)
+    gt = np.any(parts, axis=0)
+    pred = ClassicTool().set_image(image).predict(Prompt(box=np.array([0, 0, 255, 245], np.float32)))
+    assert _iou(pred.mask, gt) > 0.8
+
+
+@pytest.mark.parametrize("radius,thickness", [(12, 1), (16, 1), (20, 2)])
+def test_a_click_in_a_thin_leak_removes_none_of_the_target(tool: ClassicTool, radius: int, thickness: int) -> None:
+    """The mask leaks a band one or two pixels thick over the target's edge (the image shows the band
+    as object-like): a negative click in it takes back only band pixels, its seed no wider than the
+    band, never a pixel of the target beside it."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:160, :160]
+    gt = np.hypot(yy - 80, xx - 80) <= radius
+    leak = (np.hypot(yy - 80, xx - 80) <= radius + thickness) & (yy < 80 - radius / 2)
+    prev = gt | leak
+    image = np.clip(60 + 90 * prev + rng.normal(0, 6, gt.shape), 0, 255).astype(np.uint8)
+    click = next_click(prev, gt, [])
+    assert click is not None and not click.positive
+    after = tool.set_image(image).predict(Prompt(points=[(click.x, click.y)], labels=[0], mask_input=_logits(prev)))
+    assert not (gt & ~after.mask).any()
+    assert (leak & ~after.mask).any()

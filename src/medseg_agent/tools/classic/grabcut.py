@@ -8,6 +8,9 @@ import numpy as np
 from medseg_agent.tools.classic.seeds import FG, PR_BG, PR_FG
 
 ITERATIONS = 4
+#: GrabCut learns the background from the pixels outside the box; with fewer than this share of the
+#: region there (a box over nearly the whole image, e.g. a field of nuclei) an Otsu split answers.
+MIN_BACKGROUND = 0.1
 
 
 def guide_image(feat: np.ndarray, gray: bool) -> np.ndarray:
@@ -18,11 +21,11 @@ def guide_image(feat: np.ndarray, gray: bool) -> np.ndarray:
 
 
 def grabcut(guide: np.ndarray, tri: np.ndarray, iterations: int = ITERATIONS) -> np.ndarray:
-    """The foreground GrabCut settles on; a box over (nearly) the whole region starts from an Otsu split."""
+    """The foreground GrabCut settles on; a box over (nearly) the whole region gets an Otsu split instead."""
     fgs = np.isin(tri, (FG, PR_FG))
     if fgs.sum() < 10:
         return tri == FG
-    if (~fgs).sum() < max(10, 0.02 * tri.size):
+    if (~fgs).sum() < max(10, MIN_BACKGROUND * tri.size):
         # (almost) no background to learn from, e.g. a box over the whole image: split the open
         # pixels by Otsu on the first channel; the class rarer on the region's rim is the object
         tri = tri.copy()
@@ -34,9 +37,8 @@ def grabcut(guide: np.ndarray, tri: np.ndarray, iterations: int = ITERATIONS) ->
         rim[[0, -1], :] = rim[:, [0, -1]] = True
         fg_high = high[rim].mean() <= 0.5
         tri[open_ & (high != fg_high)] = PR_BG
-        fgs = np.isin(tri, (FG, PR_FG))
-        if fgs.sum() < 10 or (~fgs).sum() < 10:
-            return fgs
+        # GrabCut's colour models grow such a split over the blurred edges of many small parts
+        return np.isin(tri, (FG, PR_FG))
     if not np.isin(tri, (PR_FG, PR_BG)).any():
         return tri == FG
     mask = tri.copy()

@@ -113,7 +113,9 @@ def trimap(job: Job, roi: Roi, method: str, feat: np.ndarray) -> Seeds:
             d = float(d_out[yi, xi] if lab == 1 else d_in[yi, xi]) if wrong else 0.0
             d = min(d, float(max(h, w)))
             reach = _homogeneous_radius(feat, xi, yi, HOMOGENEOUS * noise) if job.emb.gray else np.inf
-            radii[i] = max(CLICK_RADIUS, min(0.5 * d, reach))
+            # (a click in a thin error band next to the contour: a seed no wider than the band)
+            floor = CLICK_RADIUS if d == 0 else min(CLICK_RADIUS, max(1.0, d))
+            radii[i] = max(floor, min(0.5 * d, reach))
             if d > 0:
                 contradicting[i] = True
                 r = REFINE_CLEAR * d + band

@@ -20,7 +20,8 @@ CLICK_REACH = 3.0
 SURE = 1.0
 
 
-def _disc(radius: float) -> np.ndarray:
+def disc(radius: float) -> np.ndarray:
+    """A disc-shaped structuring element of about ``radius`` pixels."""
     k = 2 * max(1, round(radius)) + 1
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
 
@@ -48,8 +49,8 @@ def snap(
         return fg
     band = max(1.0, 1.5 * zoom)
     m = fg.astype(np.uint8)
-    inner = fg & ~cv2.erode(m, _disc(band)).astype(bool)
-    outer = cv2.dilate(m, _disc(band)).astype(bool) & ~fg
+    inner = fg & ~cv2.erode(m, disc(band)).astype(bool)
+    outer = cv2.dilate(m, disc(band)).astype(bool) & ~fg
     if inner.sum() < 3 or outer.sum() < 3:
         return fg
     sigma = max(2.0, 3.0 * zoom)

@@ -20,8 +20,9 @@ from medseg_agent.tools.classic.frame import (
     touches_border,
     union_box,
 )
-from medseg_agent.tools.classic.grabcut import grabcut, guide_image
+from medseg_agent.tools.classic.grabcut import MIN_BACKGROUND, grabcut, guide_image
 from medseg_agent.tools.classic.output import LOGIT_CLIP, assemble, edge_score, empty, settle_full
+from medseg_agent.tools.classic.parts import look_alikes
 from medseg_agent.tools.classic.random_walker import random_walker
 from medseg_agent.tools.classic.seeds import Job, Seeds, clean, trimap
 from medseg_agent.tools.classic.snap import snap
@@ -164,6 +165,10 @@ class ClassicTool(SegmentationTool):
             if grey_rules and (seeds.grow | seeds.shrink).any():
                 fg = seeds.settle(snap(feat[:, :, 0], fg, seeds.grow | seeds.shrink, roi.sy, clicks))
             fg = seeds.settle(clean(fg, seeds.tri))
+            if self.auto and seeds.pos_seeds is not None:  # a click on a separate part: its look-alikes too
+                extra = look_alikes(feat, fg, seeds.prev, seeds.pos_seeds, box_mask(job.region, roi), roi.sy)
+                fg = fg | extra
+                seeds.grow = seeds.grow | extra
         elif job.has_box:
             fg = self._from_box(job, roi, feat, seeds, fg, method, clicks)
         return fg, roi, edge_score(feat, fg), seeds
@@ -182,16 +187,19 @@ class ClassicTool(SegmentationTool):
                 fg = other
         if not (self.auto and job.emb.gray):
             return fg
+        # what a tight box implies needs the surroundings the models learn the background from: a box
+        # over nearly the whole image (all nuclei of a field) has none, and its target many parts
+        surrounded = (~inside).sum() >= MIN_BACKGROUND * inside.size
         # a small or faint target: when the cut's answer is doubtful and grey-level models fitted
         # where the target is disagree with it, they win; then the contour goes where the grey
         # levels say, and a speck gives way to the box's inscribed ellipse
         doubtful = box_fit(fg, inside) < TIGHT_FIT or fg.sum() > FULL_BOX * inside.sum()
-        if doubtful:
+        if surrounded and doubtful:
             model = clean(box_segment(feat[:, :, 0], inside, roi.sy), seeds.tri)
             if (model & fg).sum() < AGREEMENT * (model | fg).sum():
                 fg = model
         fg = clean(snap(feat[:, :, 0], fg, inside, roi.sy, clicks), seeds.tri)
-        if fg.sum() < MIN_FILL * inside.sum():
+        if surrounded and fg.sum() < MIN_FILL * inside.sum():
             fg = clean(ellipse_prior(inside) >= 0.5, seeds.tri)
         return fg
 
