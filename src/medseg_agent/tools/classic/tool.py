@@ -64,7 +64,9 @@ class ClassicTool(SegmentationTool):
     the watershed when it keeps too little of the box, the watershed from clicks alone and to
     refine; on gray images a box answer is also checked against grey-level models fitted where
     the target is and its contour, like a click's edit, is put halfway between the grey levels
-    inside and outside it. ``"grabcut"``, ``"random_walker"`` or ``"watershed"`` run that algorithm
+    inside and outside it; a positive click on a part separate from the mask also brings back the
+    parts of the region that look like it (targets of several parts). ``"grabcut"``,
+    ``"random_walker"`` or ``"watershed"`` run that algorithm
     on every turn; ``click_method`` / ``refine_method`` override the algorithm for clicks-only
     initialisation / refinement; ``box_fallback`` names the algorithm a box is retried with when
     GrabCut keeps less than 15 % of it (the result whose bounding box fits the box better wins;
