@@ -29,9 +29,10 @@ MAX_SIZE = 3.0
 def look_alikes(
     feat: np.ndarray, fg: np.ndarray, prev: np.ndarray, clicked: np.ndarray, region: np.ndarray, zoom: float
 ) -> np.ndarray:
-    """The parts inside ``region`` outside ``fg`` (and not touching either's edge) that look like the parts of
-    ``fg`` holding ``clicked`` pixels and separate from ``prev``; empty when there are none.
-    ``feat``: ROI features (h, w, C) in [0, 1]; ``zoom``: ROI pixels per image pixel."""
+    """The parts of ``region`` (beyond a one-pixel ring around ``fg``, not cut by the region's edge)
+    that look like the parts of ``fg`` holding ``clicked`` pixels and separate from ``prev``; empty
+    when there are none. ``feat``: ROI features (h, w, C) in [0, 1]; ``zoom``: ROI pixels per image
+    pixel."""
     none = np.zeros(fg.shape, bool)
     n, lab = cv2.connectedComponents(fg.astype(np.uint8), connectivity=8)
     ids = np.unique(lab[clicked & fg])
