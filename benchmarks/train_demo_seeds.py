@@ -80,7 +80,9 @@ def main() -> None:
     print(markdown_table(rows, spread=True))
     for c in claims:
         print(f"[{'x' if c['holds'] else ' '}] {c['claim']}: {c['measured']}")
-    print(json.dumps({s: round(t["total"]) for s, t in timings.items()}), "seconds per seed")
+    print(json.dumps({s: round(t["total"]) for s, t in timings.items()}),
+          "seconds per seed in this invocation (finished stages are skipped; each stage's own time is "
+          "`stage_seconds` in seed-N/demo.json)")
 
 
 if __name__ == "__main__":

@@ -56,7 +56,9 @@ def test_every_stage_runs_resumes_and_reruns_stage_two_with_another_reward(tmp_p
     for name in ("table.md", "table.csv", "grpo_curve.png"):
         assert (seed / name).stat().st_size > 0
     assert "SFT + RL" in (seed / "table.md").read_text() and "SFT + RL" in result.output
-    curve = json.loads((seed / "demo.json").read_text())["curve"]
+    demo = json.loads((seed / "demo.json").read_text())
+    curve, first_seconds = demo["curve"], demo["stage_seconds"]
+    assert set(first_seconds) == {"expert", "base", "sft", "rl"} and first_seconds["sft"] > 0
     assert [p["step"] for p in curve["val"]] == [0, 2] and len(curve["train"]) == 2
 
     stamps = {p: (out / p / "stage.json").stat().st_mtime_ns for p in ("export", "seed-0/sft", "seed-0/rl")}
@@ -66,6 +68,8 @@ def test_every_stage_runs_resumes_and_reruns_stage_two_with_another_reward(tmp_p
     assert sum("skipped" in line for line in logged) == 4  # expert, base, SFT, GRPO
     assert {p: (out / p / "stage.json").stat().st_mtime_ns for p in stamps} == stamps
     assert [r["row"] for r in rerun.rows] == [r["row"] for r in table["rows"]]
+    # a skipped stage still reports what it cost when it ran
+    assert json.loads((seed / "demo.json").read_text())["stage_seconds"] == first_seconds
 
     # a second training seed shares the data, the expert and the reference rows of the first
     second = run_demo(DemoOptions(out=out, settings=settings, seed=1, stages=("rl",), from_model=seed / "sft",

@@ -567,7 +567,8 @@ def run_demo(options: DemoOptions) -> DemoResult:
         "device": options.device,
         "models": {k: str(v) for k, v in models.items()},
         "parameters": parameters,
-        "timings_s": timings,
+        "timings_s": timings,  # this invocation: a finished stage that was skipped counts ~0 here
+        "stage_seconds": stage_seconds(out, folder),  # each stage's own time, when it ran
         "expert": _expert_stats(export),
         "data": _data_stats(data),
     }
@@ -576,6 +577,18 @@ def run_demo(options: DemoOptions) -> DemoResult:
         tables["curve"] = write_curve_plot({options.seed: curve}, folder / "grpo_curve.png")
     atomic_write_json(folder / "demo.json", {**meta, "rows": rows, "curve": curve})
     return DemoResult(folder, rows, timings, tables)
+
+
+def stage_seconds(out: Path, folder: Path) -> dict[str, float]:
+    """How long each finished stage took when it ran (kept in its ``stage.json``, so a resumed run
+    still reports the real cost of the stages it skipped)."""
+    places = {"expert": Path(out) / "export", "base": folder / "base", "sft": folder / "sft", "rl": folder / "rl"}
+    found = {}
+    for name, place in places.items():
+        path = place / STAGE_FILE
+        if path.is_file():
+            found[name] = round(float(json.loads(path.read_text()).get("seconds", 0.0)), 1)
+    return found
 
 
 def _expert_stats(export: Path) -> dict[str, Any]:
