@@ -10,6 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from command_harness import command_app
 from medseg_agent.recipes.train_demo import (
     PRESETS,
     REFERENCE_ROWS,
@@ -27,14 +28,7 @@ pytestmark = pytest.mark.slow  # builds, trains and evaluates three small models
 def cli() -> typer.Typer:
     from medseg_agent.cli import train
 
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        """medseg-agent (test harness: only the train commands)."""
-
-    train.register(app)
-    return app
+    return command_app(train)
 
 
 def test_every_stage_runs_resumes_and_reruns_stage_two_with_another_reward(tmp_path):

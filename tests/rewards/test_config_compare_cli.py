@@ -9,6 +9,7 @@ import typer
 from reward_cases import build_record, gt_rect, rect
 from typer.testing import CliRunner
 
+from command_harness import command_app
 from medseg_agent.environment.record import save_record
 from medseg_agent.rewards import (
     RewardConfigError,
@@ -102,14 +103,7 @@ def test_compare_ranks_presets_on_known_orderings(tmp_path):
 def cli() -> typer.Typer:
     from medseg_agent.cli import reward
 
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        """medseg-agent (test harness: only the reward commands)."""
-
-    reward.register(app)
-    return app
+    return command_app(reward)
 
 
 def test_reward_explain_and_compare_commands(tmp_path):

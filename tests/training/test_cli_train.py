@@ -10,20 +10,14 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
+from command_harness import command_app
 from medseg_agent.io.masks import write_image_png, write_mask_png
 
 
 def cli() -> typer.Typer:
     from medseg_agent.cli import train
 
-    app = typer.Typer()
-
-    @app.callback()
-    def main() -> None:
-        """medseg-agent (test harness: only the train commands)."""
-
-    train.register(app)
-    return app
+    return command_app(train)
 
 
 def text(result) -> str:
