@@ -45,6 +45,7 @@ import argparse
 import base64
 import importlib.util
 import json
+import multiprocessing
 import os
 import re
 import resource
@@ -57,6 +58,7 @@ import time
 import types
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -415,16 +417,13 @@ def run_http_side(args: argparse.Namespace, side: str, images: list[tuple[np.nda
     command = [sys.executable, __file__, "--role", f"serve-{side}", "--port", str(port), *model_args(args)]
     child = subprocess.Popen(command)
     url = f"http://127.0.0.1:{port}"
-    api_class = ReferenceApi if side == "reference" else SessionApi
-    limits = httpx.Limits(max_connections=len(images) * args.sessions + 8)
     try:
         wait_for(url, child, args.startup_timeout)
         tree = ProcessTree(child.pid)
-        with httpx.Client(base_url=url, timeout=args.timeout, limits=limits) as http:
-            api = api_class(http)
+        with httpx.Client(base_url=url, timeout=args.timeout) as http:
             before = server_counters(http, side)
             load_before = os.getloadavg()[0]
-            run = drive_sessions(api, images, args, side, tree)
+            run = drive_sessions(url, images, args, side, tree)
             after = server_counters(http, side)
         peak = tree.peak_rss_mb()
     finally:
@@ -433,7 +432,7 @@ def run_http_side(args: argparse.Namespace, side: str, images: list[tuple[np.nda
             child.wait(timeout=120)
         except subprocess.TimeoutExpired:
             child.kill()
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"client_processes": run["client_processes"]}
     hit_rate = None
     if "encodes" in after:
         encodes, decodes = after["encodes"] - before["encodes"], after["decodes"] - before["decodes"]
@@ -506,37 +505,158 @@ def wait_for(url: str, child: subprocess.Popen, timeout_s: float) -> None:
     raise RuntimeError(f"no server at {url} after {timeout_s:g} s")
 
 
-def drive_sessions(api: SessionApi, images: list[tuple[np.ndarray, np.ndarray]], args: argparse.Namespace,
+def client_processes(args: argparse.Namespace, sessions: int) -> int:
+    """Client processes to run: ``--client-processes``, or min(8, CPUs); never more than sessions."""
+    wanted = args.client_processes or min(8, os.cpu_count() or 1)
+    return max(1, min(wanted, sessions))
+
+
+def drive_sessions(url: str, images: list[tuple[np.ndarray, np.ndarray]], args: argparse.Namespace,
                    side: str, tree: ProcessTree) -> dict[str, Any]:
-    """Create every session at once, then run every session's actions at once. Returns wall times,
-    client-observed latencies and CPU seconds of the server tree and of this client, per phase."""
+    """Create every session at once, then run every session's actions at once, from
+    ``client_processes`` processes (a GRPO rollout runs many workers; one Python process would
+    serialise the click rule, RLE decoding and JSON parsing of all sessions under one GIL and cap
+    the throughput it measures). Sessions go to the processes in turn; each process runs its
+    sessions on its own threads. The phases start together in every process (a barrier with this
+    one, which reads the server's CPU time at each phase boundary). Returns wall times, every
+    client-observed latency, and CPU seconds of the server tree and of the client processes (summed),
+    per phase."""
     pngs = [cv2.imencode(".png", image[:, :, ::-1])[1].tobytes() for image, _ in images]
-    encoded = [base64.b64encode(png).decode() for png in pngs]
     jobs = [(i, s) for s in range(args.sessions) for i in range(len(images))]
-    actions = actions_for(args, side)
+    count = client_processes(args, len(jobs))
+    shares = [jobs[p::count] for p in range(count)]
+    in_flight = args.concurrency or len(jobs)
+    context = multiprocessing.get_context("spawn")  # no fork of a process that runs threads
+    barrier = context.Barrier(count + 1)
+    finished_work = context.Value("q", 0)  # sessions created, then actions done (the progress bar)
+    answers = context.Queue()
+    spec = ClientSpec(url=url, side=side, pngs=pngs, truths=[gt for _, gt in images],
+                      actions=actions_for(args, side), timeout=args.timeout)
+    clients = [context.Process(target=client_process, name=f"rollout-client-{p}", daemon=True,
+                               args=(spec, share, max(1, -(-in_flight * len(share) // len(jobs))), barrier,
+                                     finished_work, answers))
+               for p, share in enumerate(shares)]
+    for client in clients:
+        client.start()
+    try:
+        with progress_bar() as progress:
+            task = progress.add_task(f"{side}: sessions", total=len(jobs))
+            phase = PhaseBarrier(barrier, clients, progress, task, finished_work, args.timeout)
+            phase.wait()  # every client ready: creation starts now
+            cpu0, start = tree.cpu_seconds(), time.perf_counter()
+            phase.wait()  # every session created
+            cpu1, created = tree.cpu_seconds(), time.perf_counter()
+            finished_work.value = 0
+            progress.update(task, description=f"{side}: actions", completed=0, total=len(jobs) * spec.actions)
+            phase.wait()  # actions start now
+            phase.wait()  # every action answered
+            cpu2, finished = tree.cpu_seconds(), time.perf_counter()
+            reports = [phase.next_report(answers) for _ in clients]
+    finally:
+        for client in clients:
+            client.join(timeout=30)
+            if client.is_alive():
+                client.kill()
+    latencies = [value for report in reports for value in report["latencies"]]
+    return {"creates": len(jobs), "actions": len(latencies), "latencies": latencies,
+            "wall_s": finished - start, "create_wall_s": created - start, "action_wall_s": finished - created,
+            "server_cpu_create_s": cpu1 - cpu0, "server_cpu_action_s": cpu2 - cpu1,
+            "client_cpu_create_s": sum(r["cpu_create_s"] for r in reports),
+            "client_cpu_action_s": sum(r["cpu_action_s"] for r in reports),
+            "client_work_s": sum(r["work_s"] for r in reports), "client_processes": count}
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    """What every client process needs (sent to it once, pickled)."""
+
+    url: str
+    side: str
+    pngs: list[bytes]
+    truths: list[np.ndarray]
+    actions: int
+    timeout: float
+
+
+class PhaseBarrier:
+    """The driver's side of the phase barrier: waits while showing progress, and fails (with the
+    client's own error) instead of hanging when a client process dies."""
+
+    def __init__(self, barrier: Any, clients: list[Any], progress: Any, task: Any, finished_work: Any,
+                 timeout: float) -> None:
+        self.barrier, self.clients, self.progress, self.task = barrier, clients, progress, task
+        self.finished_work, self.timeout = finished_work, timeout
+
+    def wait(self) -> None:
+        passed: list[BaseException | None] = []
+
+        def wait() -> None:
+            try:
+                self.barrier.wait()
+                passed.append(None)
+            except threading.BrokenBarrierError as exc:
+                passed.append(exc)
+
+        waiter = threading.Thread(target=wait, daemon=True)
+        waiter.start()
+        deadline = time.monotonic() + self.timeout
+        while waiter.is_alive():
+            waiter.join(0.2)
+            self.progress.update(self.task, completed=self.finished_work.value)
+            dead = [c for c in self.clients if c.exitcode is not None and c.exitcode != 0]
+            if dead or time.monotonic() > deadline:
+                self.barrier.abort()
+                waiter.join()
+                why = (f"{dead[0].name} exited with {dead[0].exitcode}" if dead
+                       else f"a phase took over {self.timeout:g} s")
+                raise RuntimeError(f"a rollout client failed: {why}")
+        if passed[0] is not None:
+            raise RuntimeError("a rollout client failed; its error is printed above") from passed[0]
+
+    def next_report(self, answers: Any) -> dict[str, Any]:
+        return answers.get(timeout=self.timeout)
+
+
+def client_process(spec: ClientSpec, share: list[tuple[int, int]], threads: int, barrier: Any,
+                   finished_work: Any, answers: Any) -> None:
+    """One client process: its sessions on ``threads`` threads, phase by phase with the driver.
+    Reports its latencies and CPU seconds (all its threads: HTTP, JSON, RLE decoding, click rule)."""
+    try:
+        report = run_client(spec, share, threads, barrier, finished_work)
+    except BaseException:
+        barrier.abort()  # the other processes and the driver stop waiting
+        raise
+    answers.put(report)
+
+
+def run_client(spec: ClientSpec, share: list[tuple[int, int]], threads: int, barrier: Any,
+               finished_work: Any) -> dict[str, Any]:
+    api_class = ReferenceApi if spec.side == "reference" else SessionApi
+    encoded = [base64.b64encode(png).decode() for png in spec.pngs]
     latencies: list[float] = []
-    client_work = [0.0]  # thread CPU seconds spent on the click rule and mask decoding
+    work_s = [0.0]  # thread CPU seconds spent on the click rule and mask decoding
     lock = threading.Lock()
-    workers = args.concurrency or len(jobs)
-    with progress_bar() as progress, ThreadPoolExecutor(max_workers=workers) as pool:
-        task = progress.add_task(f"{side}: sessions", total=len(jobs))
+
+    def advance() -> None:
+        with finished_work.get_lock():
+            finished_work.value += 1
+
+    limits = httpx.Limits(max_connections=len(share) + 8)
+    with httpx.Client(base_url=spec.url, timeout=spec.timeout, limits=limits) as http, \
+            ThreadPoolExecutor(max_workers=threads) as pool:
+        api = api_class(http)
 
         def create(job: tuple[int, int]) -> str:
-            session_id = api.create(pngs[job[0]], encoded[job[0]])
-            progress.advance(task)
+            session_id = api.create(spec.pngs[job[0]], encoded[job[0]])
+            advance()
             return session_id
-
-        cpu0, client0, start = tree.cpu_seconds(), time.process_time(), time.perf_counter()
-        session_ids = list(pool.map(create, jobs))
-        cpu1, client1, created = tree.cpu_seconds(), time.process_time(), time.perf_counter()
-        progress.update(task, description=f"{side}: actions", completed=0, total=len(jobs) * actions)
 
         def rollout(job: tuple[int, int], session_id: str) -> None:
             index, rollout_id = job
-            gt = images[index][1]
+            gt = spec.truths[index]
             clicked: list[tuple[float, float]] = []
             mask = None
-            for step in range(actions):
+            for step in range(spec.actions):
                 work = time.thread_time()
                 if step:
                     point, positive = next_point(mask, gt, clicked)
@@ -552,17 +672,21 @@ def drive_sessions(api: SessionApi, images: list[tuple[np.ndarray, np.ndarray]],
                 work += time.thread_time() - decoding
                 with lock:
                     latencies.append(elapsed)
-                    client_work[0] += work
-                progress.advance(task)
+                    work_s[0] += work
+                advance()
 
-        list(pool.map(rollout, jobs, session_ids))
-        cpu2, client2, finished = tree.cpu_seconds(), time.process_time(), time.perf_counter()
+        barrier.wait(spec.timeout)  # a driver that went away breaks it: no client waits forever
+        cpu0 = time.process_time()
+        session_ids = list(pool.map(create, share))
+        cpu1 = time.process_time()
+        barrier.wait(spec.timeout)  # all created; the driver reads the server's CPU time
+        barrier.wait(spec.timeout)
+        cpu2 = time.process_time()
+        list(pool.map(rollout, share, session_ids))
+        cpu3 = time.process_time()
+        barrier.wait(spec.timeout)  # all answered
         list(pool.map(api.delete, session_ids))
-    return {"creates": len(jobs), "actions": len(latencies), "latencies": latencies,
-            "wall_s": finished - start, "create_wall_s": created - start, "action_wall_s": finished - created,
-            "server_cpu_create_s": cpu1 - cpu0, "server_cpu_action_s": cpu2 - cpu1,
-            "client_cpu_create_s": client1 - client0, "client_cpu_action_s": client2 - client1,
-            "client_work_s": client_work[0]}
+    return {"latencies": latencies, "cpu_create_s": cpu1 - cpu0, "cpu_action_s": cpu3 - cpu2, "work_s": work_s[0]}
 
 
 def actions_for(args: argparse.Namespace, side: str) -> int:
@@ -573,10 +697,15 @@ def actions_for(args: argparse.Namespace, side: str) -> int:
 
 
 def ideal_role(args: argparse.Namespace) -> None:
-    """Child process: one encode per image, every action decoded one by one; prints a JSON result."""
+    """Child process: one encode per image, every action decoded one by one; prints a JSON result.
+
+    The same click rule as the HTTP sides' clients chooses each click (its CPU time is counted
+    apart, ``client_work_ms_per_action``, and is in the wall time but not in the latencies); the
+    masks come back whole, so nothing is run-length encoded or decoded."""
     tool = build_model(args)
     images = [make_image(i, args.image_size) for i in range(args.images)]
     latencies: list[float] = []
+    click_rule_s = 0.0
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     for index, (image, gt) in enumerate(images):
@@ -587,7 +716,9 @@ def ideal_role(args: argparse.Namespace) -> None:
                 if step == 0:
                     state = PromptState(box=tuple(jittered_box(gt, 97 * index + rollout_id)))
                 else:
+                    clicking = time.thread_time()
                     point, positive = next_point(mask, gt, clicked)
+                    click_rule_s += time.thread_time() - clicking
                     state.points.append(tuple(point))
                     state.labels.append(1 if positive else 0)
                 began = time.perf_counter()
@@ -596,7 +727,8 @@ def ideal_role(args: argparse.Namespace) -> None:
                 state.logits, mask = prediction.logits, prediction.mask
     wall = time.perf_counter() - start
     stats = tool.stats()
-    run = {"creates": 0, "actions": len(latencies), "latencies": latencies, "wall_s": wall}
+    run = {"creates": 0, "actions": len(latencies), "latencies": latencies, "wall_s": wall,
+           "client_work_s": click_rule_s}
     seconds = {"encode_seconds": round(stats["encode_seconds"], 3), "decode_seconds": round(stats["decode_seconds"], 3)}
     result = summarise("ideal", run, stats["encode_count"], stats["decode_count"], None, peak_rss_mb(),
                        load_before, seconds)
@@ -664,7 +796,7 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
             "mask_runs": args.mask_runs if args.tool == "zero-cost" else None,
             "precision": args.precision, "model_size": args.model_size, "images": args.images,
             "sessions": args.sessions, "actions": args.actions, "image_size": args.image_size,
-            "concurrency": args.concurrency}
+            "concurrency": args.concurrency, "client_processes": args.client_processes}
 
 
 def machine() -> dict[str, Any]:
@@ -742,6 +874,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--replicas", type=int, default=2, help="Ray Serve replicas of the 'replicas' side")
     parser.add_argument("--cpus-per-replica", type=float, default=1.0, help="CPUs each replica reserves in Ray")
     parser.add_argument("--concurrency", type=int, default=0, help="sessions in flight at once (0: all)")
+    parser.add_argument("--client-processes", type=int, default=0,
+                        help="processes the HTTP sides' sessions are spread over, each running its sessions on "
+                             "its own threads, as rollout workers do (0: min(8, CPUs))")
     parser.add_argument("--reference-actions", type=int, default=0,
                         help="run only the first N actions of every session on the two reference sides (all "
                              "sessions still run at once) and extrapolate the wall time; 0: all actions")
@@ -755,6 +890,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("images", "sessions", "actions", "image_size", "replicas"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.client_processes < 0:
+        parser.error("--client-processes must be >= 0 (0: min(8, CPUs))")
     if args.image_size < 32:
         parser.error("--image-size must be at least 32")
     unknown = set(args.sides.split(",")) - set(SIDES)

@@ -1,5 +1,6 @@
 """The rollout benchmark runs end to end (a tiny workload with the classic tool) and its counts prove
-what the server saves: one encode per image, against one per action for the reference behaviour."""
+what the server saves: one encode per image, against one per action for the reference behaviour.
+Its sessions run from several client processes, and every process's actions are counted."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "rollout_server.py
 def test_benchmark_counts_encodes_per_side_and_resumes(tmp_path):
     out = tmp_path / "bench.json"
     command = [sys.executable, str(SCRIPT), "--tool", "classic", "--images", "2", "--sessions", "3", "--actions", "2",
-               "--image-size", "64", "--reference-actions", "1", "--out", str(out)]
+               "--image-size", "64", "--reference-actions", "1", "--client-processes", "2", "--out", str(out)]
     first = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr
     sides = json.loads(out.read_text())["sides"]
@@ -30,6 +31,8 @@ def test_benchmark_counts_encodes_per_side_and_resumes(tmp_path):
     server = sides["server"]
     assert server["server_cpu_ms_per_action"] > 0 and server["client_cpu_ms_per_action"] > 0
     assert server["server_time_ms_per_action"] > 0 and server["decode_batches"] >= 1
+    assert server["client_processes"] == reference["client_processes"] == 2
+    assert sides["ideal"]["client_work_ms_per_action"] > 0  # the same click rule runs there too
     assert "GRPO rollout workload" in first.stdout and "extrapolated" in first.stdout
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stderr.count("already measured") == 3
