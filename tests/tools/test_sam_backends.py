@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from medseg_agent.io.masks import encode_rle
 from medseg_agent.tools.base import ImageEmbedding
 from medseg_agent.tools.checkpoints import (
     check_state_dict,
@@ -199,6 +200,34 @@ def test_batches_are_chunked(backend, monkeypatch):
     assert sizes == [2, 1]
     for a, b in zip(reference, chunked, strict=True):
         np.testing.assert_allclose(a.logits, b.logits, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_encoded_batch_is_the_batch_run_length_encoded_and_rows_own_their_arrays(backend):
+    """``decode_encoded`` (what the server calls) gives exactly the masks of ``decode_many`` as RLE,
+    their areas and the same logits; every row's arrays are its own, not views of the batch buffer
+    (a session keeps its logits for turns and undo steps: a view would pin the whole batch)."""
+    tool, embedding = backend
+    seed = tool.decode(embedding, Prompt(box=BOX))
+    requests = [(embedding, p) for p in mixed_prompts(seed.logits)]
+    plain = tool.decode_many(requests)
+    encoded = tool.decode_encoded(requests)
+    for p, e in zip(plain, encoded, strict=True):
+        assert e.rle == encode_rle(p.mask) and e.area == int(p.mask.sum())
+        np.testing.assert_array_equal(e.logits, p.logits)
+        assert e.score == p.score
+    logits = [e.logits for e in encoded] + [p.logits for p in plain]
+    masks = [p.mask for p in plain]
+    for group in (logits, masks):
+        assert all(buffer_of(a).nbytes == a.nbytes for a in group)
+        assert not any(np.shares_memory(a, b) for i, a in enumerate(group) for b in group[i + 1:])
+
+
+def buffer_of(array: np.ndarray) -> np.ndarray:
+    """The numpy array whose memory ``array`` views (itself if it owns its memory)."""
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array
 
 
 @pytest.mark.slow

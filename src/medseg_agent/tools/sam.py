@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.profiler import record_function
 
 from medseg_agent.io.masks import boundaries_batch
 from medseg_agent.tools.base import DecodeRequest, EncodedPrediction, ImageEmbedding, SegmentationTool
@@ -48,6 +49,15 @@ DEFAULT_MAX_BATCH = 16
 #: elsewhere; ``tf32``: fp32 weights with TF32 matmuls and convolutions on Ampere or newer GPUs;
 #: ``bf16``: bf16 autocast (TF32 for what stays fp32); ``fp32``: exact float32 everywhere.
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "tf32", "bf16")
+#: The named ranges a decode call is split into, so that a profile (``torch.profiler``) of a tool
+#: server says where its time goes: preparing the prompts on the host and sending them; the model
+#: (prompt encoder and mask decoder; for SAM and MedSAM also the package's own upsampling inside
+#: ``predict_torch``); the masks at the image size; finding the masks' run boundaries (on the
+#: device, for an accelerator) and copying them and the logits to the host; each row's answer on
+#: the host (RLE string, area, copies). ``benchmarks/decode_profile.py`` reports them.
+DECODE_RANGES: tuple[str, ...] = ("medseg.decode.prompts", "medseg.decode.model", "medseg.decode.upsample",
+                                  "medseg.decode.runs", "medseg.decode.rows")
+PROMPTS_RANGE, MODEL_RANGE, UPSAMPLE_RANGE, RUNS_RANGE, ROWS_RANGE = DECODE_RANGES
 
 
 @dataclass(frozen=True)
@@ -253,33 +263,37 @@ class SamTool(SegmentationTool):
         multimask = self._wants_multimask(first)
         transform = self.predictor.transform
         coords = labels = boxes = masks = None
-        if len(first.points):
-            points = np.stack([check_finite(p.points, "points") for p in prompts])
-            coords = to_device(transform.apply_coords(points, state.original_size).astype(np.float32), device)
-            labels = to_device(np.stack([p.labels for p in prompts]).astype(np.int32), device)
-        if first.box is not None:
-            box = np.stack([check_finite(p.box, "box") for p in prompts])
-            boxes = to_device(transform.apply_boxes(box, state.original_size).astype(np.float32), device)
-        if first.mask_input is not None:
-            masks = to_device(np.stack([check_mask_input(p.mask_input, self.low_res_size) for p in prompts]), device)
+        with record_function(PROMPTS_RANGE):
+            if len(first.points):
+                points = np.stack([check_finite(p.points, "points") for p in prompts])
+                coords = to_device(transform.apply_coords(points, state.original_size).astype(np.float32), device)
+                labels = to_device(np.stack([p.labels for p in prompts]).astype(np.int32), device)
+            if first.box is not None:
+                box = np.stack([check_finite(p.box, "box") for p in prompts])
+                boxes = to_device(transform.apply_boxes(box, state.original_size).astype(np.float32), device)
+            if first.mask_input is not None:
+                masks = to_device(np.stack([check_mask_input(p.mask_input, self.low_res_size) for p in prompts]),
+                                  device)
         predictor = self._fresh_predictor()
         predictor.features = state.features
         predictor.original_size = state.original_size
         predictor.input_size = state.input_size
         predictor.is_image_set = True
         with inference_context(device, self.precision):
-            full, scores, low_res = predictor.predict_torch(
-                coords, labels, boxes, masks, multimask_output=multimask, return_logits=True
-            )
-            best = scores.argmax(dim=1)
-            picked = torch.arange(len(prompts), device=best.device)
-            low_best = low_res[picked, best].float()  # (B, 256, 256)
-            if self.variant.mask_rule == "sigmoid":
-                probs = F.interpolate(torch.sigmoid(low_best[:, None]), size=state.original_size, mode="bilinear",
-                                      align_corners=False)[:, 0]
-                mask = probs > 0.5
-            else:
-                mask = full[picked, best] > self.model.mask_threshold
+            with record_function(MODEL_RANGE):  # predict_torch upsamples SAM's logits too
+                full, scores, low_res = predictor.predict_torch(
+                    coords, labels, boxes, masks, multimask_output=multimask, return_logits=True
+                )
+                best = scores.argmax(dim=1)
+                picked = torch.arange(len(prompts), device=best.device)
+                low_best = low_res[picked, best].float()  # (B, 256, 256)
+            with record_function(UPSAMPLE_RANGE):
+                if self.variant.mask_rule == "sigmoid":
+                    probs = F.interpolate(torch.sigmoid(low_best[:, None]), size=state.original_size,
+                                          mode="bilinear", align_corners=False)[:, 0]
+                    mask = probs > 0.5
+                else:
+                    mask = full[picked, best] > self.model.mask_threshold
         return [DecodedPart(list(range(len(rows))), mask, low_best, scores[picked, best].float())]
 
 
@@ -348,26 +362,39 @@ def predictions_from_tensors(mask: torch.Tensor, logits: torch.Tensor, scores: t
     """(B, H, W) masks, (B, h, w) low-res logits and (B,) scores -> one Prediction per prompt,
     copied to the host together (one synchronisation).
 
-    Logits are returned as (1, h, w) float32, the form ``mask_input`` takes on the next turn.
+    Logits are returned as (1, h, w) float32, the form ``mask_input`` takes on the next turn. Each
+    prediction owns its arrays (see :func:`own_row`).
     """
-    masks_np, logits_np, scores_np = to_host(mask.bool(), logits.float(), scores.float())
-    return [
-        Prediction(mask=masks_np[i], logits=logits_np[i][None], score=float(scores_np[i]))
-        for i in range(len(masks_np))
-    ]
+    with record_function(RUNS_RANGE):
+        masks_np, logits_np, scores_np = to_host(mask.bool(), logits.float(), scores.float())
+    with record_function(ROWS_RANGE):
+        return [
+            Prediction(mask=own_row(masks_np, i), logits=own_row(logits_np, i)[None], score=float(scores_np[i]))
+            for i in range(len(masks_np))
+        ]
 
 
 def encoded_from_tensors(mask: torch.Tensor, logits: torch.Tensor, scores: torch.Tensor) -> list[EncodedPrediction]:
     """Like :func:`predictions_from_tensors`, with the masks run-length encoded where they are: on an
     accelerator only the run boundaries and the logits cross to the host."""
-    logits_np, scores_np = to_host(logits.float(), scores.float(), wait=False)
-    found = boundaries_batch(mask)  # synchronises the stream: the copies above are done after it
-    synchronize(mask.device)
+    with record_function(RUNS_RANGE):
+        logits_np, scores_np = to_host(logits.float(), scores.float(), wait=False)
+        found = boundaries_batch(mask)  # synchronises the stream: the copies above are done after it
+        synchronize(mask.device)
     size = (int(mask.shape[-2]), int(mask.shape[-1]))
-    return [
-        EncodedPrediction.from_boundaries(runs, size, logits_np[i][None], float(scores_np[i]))
-        for i, runs in enumerate(found)
-    ]
+    with record_function(ROWS_RANGE):
+        return [
+            EncodedPrediction.from_boundaries(runs, size, own_row(logits_np, i)[None], float(scores_np[i]))
+            for i, runs in enumerate(found)
+        ]
+
+
+def own_row(batch: np.ndarray, row: int) -> np.ndarray:
+    """Row ``row`` of a batch copied out, so that what a caller keeps (a session keeps its logits for
+    the next turn and 32 undo steps) holds no reference to the batch's buffer: on a GPU that buffer
+    is pinned host memory, which the allocator can reuse for the next batch only once nothing points
+    into it, and on any device a view would keep the whole batch alive for one row."""
+    return np.array(batch[row], copy=True)
 
 
 # -- device, precision and transfers -----------------------------------------------------------

@@ -35,11 +35,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.profiler import record_function
 
 from medseg_agent.tools.base import DecodeRequest, EncodedPrediction, ImageEmbedding, SegmentationTool
 from medseg_agent.tools.checkpoints import build_model
 from medseg_agent.tools.sam import (
     DEFAULT_MAX_BATCH,
+    MODEL_RANGE,
+    PROMPTS_RANGE,
+    UPSAMPLE_RANGE,
     DecodedPart,
     check_finite,
     check_mask_input,
@@ -189,15 +193,64 @@ class Sam2Tool(SegmentationTool):
         return state
 
     def _forward_rows(self, rows: Sequence[tuple[_Sam2State, Prompt]]) -> list[DecodedPart]:
-        """Prompts of identical structure, of one or several images, in one decoder call.
-
-        Coordinates go to the model's input frame as ``SAM2Transforms.transform_coords`` puts them
-        (divided by the image's width/height, times the input size, in float32), per row since rows
-        may come from images of different sizes. Masks are upsampled per image size.
-        """
+        """Prompts of identical structure, of one or several images, in one decoder call; masks are
+        upsampled per image size. The pieces run inside the profiler ranges of
+        :data:`medseg_agent.tools.sam.DECODE_RANGES`."""
         states = [state for state, _ in rows]
         prompts = [prompt for _, prompt in rows]
-        first, count = prompts[0], len(rows)
+        with record_function(PROMPTS_RANGE):
+            coords_t, labels_t, mask_t = self._prompt_tensors(states, prompts)
+        distinct: dict[int, int] = {}
+        for state in states:
+            distinct.setdefault(id(state), len(distinct))
+        model, count = self.model, len(rows)
+        with inference_context(self.device, self.precision):
+            with record_function(MODEL_RANGE):
+                sparse, dense = model.sam_prompt_encoder(points=(coords_t, labels_t), boxes=None, masks=mask_t)
+                if len(distinct) == 1:  # one image: its embedding is repeated inside the decoder
+                    image_embed = states[0].features["image_embed"]
+                    high_res = list(states[0].features["high_res_feats"])
+                    repeat = count > 1
+                else:  # several images: one embedding per row
+                    order = list({id(s): s for s in states}.values())
+                    index = torch.tensor([distinct[id(s)] for s in states], device=self.device)
+                    image_embed = torch.cat([s.features["image_embed"] for s in order])[index]
+                    high_res = [torch.cat([s.features["high_res_feats"][level] for s in order])[index]
+                                for level in range(len(order[0].features["high_res_feats"]))]
+                    repeat = False
+                low_res, iou, _, _ = model.sam_mask_decoder(
+                    image_embeddings=image_embed,
+                    image_pe=model.sam_prompt_encoder.get_dense_pe(),
+                    sparse_prompt_embeddings=sparse,
+                    dense_prompt_embeddings=dense,
+                    multimask_output=self._wants_multimask(prompts[0]),
+                    repeat_image=repeat,
+                    high_res_features=high_res,
+                )
+                best = iou.argmax(dim=1)
+                picked = torch.arange(count, device=best.device)
+                low_best = low_res[picked, best].float()  # (B, h, w), unclamped: the masks come from these
+                scores = iou[picked, best].float()
+            with record_function(UPSAMPLE_RANGE):
+                by_size: dict[tuple[int, int], list[int]] = {}
+                for row, state in enumerate(states):
+                    by_size.setdefault(state.orig_hw, []).append(row)
+                parts = []
+                for orig_hw, members in by_size.items():
+                    chosen = low_best if len(members) == count else low_best[torch.tensor(members, device=self.device)]
+                    full = self.predictor._transforms.postprocess_masks(chosen[:, None], orig_hw)[:, 0]
+                    parts.append(DecodedPart(members, full > self.predictor.mask_threshold,
+                                             torch.clamp(chosen, -32.0, 32.0),
+                                             scores if len(members) == count else scores[members]))
+        return parts
+
+    def _prompt_tensors(self, states: Sequence[_Sam2State],
+                        prompts: Sequence[Prompt]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Points (box corners first), labels and previous logits of same-structure prompts, on the
+        device. Coordinates go to the model's input frame as ``SAM2Transforms.transform_coords`` puts
+        them (divided by the image's width/height, times the input size, in float32), per row since
+        rows may come from images of different sizes."""
+        first, count = prompts[0], len(prompts)
         hw = np.array([[s.orig_hw[1], s.orig_hw[0]] for s in states], np.float32)[:, None, :]  # (B, 1, [w, h])
         size = np.float32(self.image_size)
         coords: list[np.ndarray] = []
@@ -210,53 +263,12 @@ class Sam2Tool(SegmentationTool):
             points = np.stack([check_finite(p.points, "points") for p in prompts]).astype(np.float32)
             coords.append(points / hw * size)
             labels.append(np.stack([p.labels for p in prompts]).astype(np.int32))
-        coords_t = to_device(np.concatenate(coords, axis=1), self.device)
-        labels_t = to_device(np.concatenate(labels, axis=1), self.device)
         mask_t = None
         if first.mask_input is not None:
             mask_t = to_device(np.stack([check_mask_input(p.mask_input, self.low_res_size) for p in prompts]),
                                self.device)
-        distinct: dict[int, int] = {}
-        for state in states:
-            distinct.setdefault(id(state), len(distinct))
-        model = self.model
-        with inference_context(self.device, self.precision):
-            sparse, dense = model.sam_prompt_encoder(points=(coords_t, labels_t), boxes=None, masks=mask_t)
-            if len(distinct) == 1:  # one image: its embedding is repeated inside the decoder
-                image_embed = states[0].features["image_embed"]
-                high_res = list(states[0].features["high_res_feats"])
-                repeat = count > 1
-            else:  # several images: one embedding per row
-                order = list({id(s): s for s in states}.values())
-                index = torch.tensor([distinct[id(s)] for s in states], device=self.device)
-                image_embed = torch.cat([s.features["image_embed"] for s in order])[index]
-                high_res = [torch.cat([s.features["high_res_feats"][level] for s in order])[index]
-                            for level in range(len(order[0].features["high_res_feats"]))]
-                repeat = False
-            low_res, iou, _, _ = model.sam_mask_decoder(
-                image_embeddings=image_embed,
-                image_pe=model.sam_prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=self._wants_multimask(first),
-                repeat_image=repeat,
-                high_res_features=high_res,
-            )
-            best = iou.argmax(dim=1)
-            picked = torch.arange(count, device=best.device)
-            low_best = low_res[picked, best].float()  # (B, h, w), unclamped: the masks come from these
-            scores = iou[picked, best].float()
-            by_size: dict[tuple[int, int], list[int]] = {}
-            for row, state in enumerate(states):
-                by_size.setdefault(state.orig_hw, []).append(row)
-            parts = []
-            for orig_hw, members in by_size.items():
-                chosen = low_best if len(members) == count else low_best[torch.tensor(members, device=self.device)]
-                full = self.predictor._transforms.postprocess_masks(chosen[:, None], orig_hw)[:, 0]
-                parts.append(DecodedPart(members, full > self.predictor.mask_threshold,
-                                         torch.clamp(chosen, -32.0, 32.0),
-                                         scores if len(members) == count else scores[members]))
-        return parts
+        return (to_device(np.concatenate(coords, axis=1), self.device),
+                to_device(np.concatenate(labels, axis=1), self.device), mask_t)
 
 
 def build_sam2_tool(
