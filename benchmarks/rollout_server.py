@@ -420,6 +420,8 @@ def run_http_side(args: argparse.Namespace, side: str, images: list[tuple[np.nda
     try:
         wait_for(url, child, args.startup_timeout)
         tree = ProcessTree(child.pid)
+        for round_ in range(args.warmup_rounds):  # a training run's server has served earlier steps
+            drive_sessions(url, warmup_images(args, round_), args, side, tree, label=f"{side} warm-up {round_ + 1}")
         with httpx.Client(base_url=url, timeout=args.timeout) as http:
             before = server_counters(http, side)
             load_before = os.getloadavg()[0]
@@ -512,7 +514,7 @@ def client_processes(args: argparse.Namespace, sessions: int) -> int:
 
 
 def drive_sessions(url: str, images: list[tuple[np.ndarray, np.ndarray]], args: argparse.Namespace,
-                   side: str, tree: ProcessTree) -> dict[str, Any]:
+                   side: str, tree: ProcessTree, label: str | None = None) -> dict[str, Any]:
     """Create every session at once, then run every session's actions at once, from
     ``client_processes`` processes (a GRPO rollout runs many workers; one Python process would
     serialise the click rule, RLE decoding and JSON parsing of all sessions under one GIL and cap
@@ -540,14 +542,15 @@ def drive_sessions(url: str, images: list[tuple[np.ndarray, np.ndarray]], args: 
         client.start()
     try:
         with progress_bar() as progress:
-            task = progress.add_task(f"{side}: sessions", total=len(jobs))
+            label = label or side
+            task = progress.add_task(f"{label}: sessions", total=len(jobs))
             phase = PhaseBarrier(barrier, clients, progress, task, finished_work, args.timeout)
             phase.wait()  # every client ready: creation starts now
             cpu0, start = tree.cpu_seconds(), time.perf_counter()
             phase.wait()  # every session created
             cpu1, created = tree.cpu_seconds(), time.perf_counter()
             finished_work.value = 0
-            progress.update(task, description=f"{side}: actions", completed=0, total=len(jobs) * spec.actions)
+            progress.update(task, description=f"{label}: actions", completed=0, total=len(jobs) * spec.actions)
             phase.wait()  # actions start now
             phase.wait()  # every action answered
             cpu2, finished = tree.cpu_seconds(), time.perf_counter()
@@ -703,10 +706,23 @@ def ideal_role(args: argparse.Namespace) -> None:
     apart, ``client_work_ms_per_action``, and is in the wall time but not in the latencies); the
     masks come back whole, so nothing is run-length encoded or decoded."""
     tool = build_model(args)
+    for round_ in range(args.warmup_rounds):
+        ideal_round(tool, warmup_images(args, round_), args)
+    before = tool.stats()
     images = [make_image(i, args.image_size) for i in range(args.images)]
+    load_before = os.getloadavg()[0]
+    run = ideal_round(tool, images, args)
+    stats = {key: value - before[key] for key, value in tool.stats().items()}
+    seconds = {"encode_seconds": round(stats["encode_seconds"], 3), "decode_seconds": round(stats["decode_seconds"], 3)}
+    result = summarise("ideal", run, stats["encode_count"], stats["decode_count"], None, peak_rss_mb(),
+                       load_before, seconds)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def ideal_round(tool: SegmentationTool, images: list[tuple[np.ndarray, np.ndarray]],
+                args: argparse.Namespace) -> dict[str, Any]:
     latencies: list[float] = []
     click_rule_s = 0.0
-    load_before = os.getloadavg()[0]
     start = time.perf_counter()
     for index, (image, gt) in enumerate(images):
         embedding = tool.encode(image)
@@ -725,14 +741,14 @@ def ideal_role(args: argparse.Namespace) -> None:
                 prediction = tool.decode(embedding, state.to_prompt())
                 latencies.append(time.perf_counter() - began)
                 state.logits, mask = prediction.logits, prediction.mask
-    wall = time.perf_counter() - start
-    stats = tool.stats()
-    run = {"creates": 0, "actions": len(latencies), "latencies": latencies, "wall_s": wall,
-           "client_work_s": click_rule_s}
-    seconds = {"encode_seconds": round(stats["encode_seconds"], 3), "decode_seconds": round(stats["decode_seconds"], 3)}
-    result = summarise("ideal", run, stats["encode_count"], stats["decode_count"], None, peak_rss_mb(),
-                       load_before, seconds)
-    print("RESULT " + json.dumps(result), flush=True)
+    return {"creates": 0, "actions": len(latencies), "latencies": latencies, "wall_s": time.perf_counter() - start,
+            "client_work_s": click_rule_s}
+
+
+def warmup_images(args: argparse.Namespace, round_: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Images of the same kind as the measured ones, but others (as a GRPO step brings new ones):
+    the unmeasured warm-up rounds of ``--warmup-rounds`` run on them."""
+    return [make_image(args.images * (round_ + 1) + i, args.image_size) for i in range(args.images)]
 
 
 def run_ideal_side(args: argparse.Namespace) -> dict:
@@ -788,7 +804,7 @@ def model_args(args: argparse.Namespace) -> list[str]:
 
 def workload_args(args: argparse.Namespace) -> list[str]:
     return ["--images", str(args.images), "--sessions", str(args.sessions), "--actions", str(args.actions),
-            "--image-size", str(args.image_size)]
+            "--image-size", str(args.image_size), "--warmup-rounds", str(args.warmup_rounds)]
 
 
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
@@ -796,7 +812,8 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
             "mask_runs": args.mask_runs if args.tool == "zero-cost" else None,
             "precision": args.precision, "model_size": args.model_size, "images": args.images,
             "sessions": args.sessions, "actions": args.actions, "image_size": args.image_size,
-            "concurrency": args.concurrency, "client_processes": args.client_processes}
+            "concurrency": args.concurrency, "client_processes": args.client_processes,
+            "warmup_rounds": args.warmup_rounds}
 
 
 def machine() -> dict[str, Any]:
@@ -877,6 +894,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--client-processes", type=int, default=0,
                         help="processes the HTTP sides' sessions are spread over, each running its sessions on "
                              "its own threads, as rollout workers do (0: min(8, CPUs))")
+    parser.add_argument("--warmup-rounds", type=int, default=0,
+                        help="run the whole workload this many times first, on other images, unmeasured, on the "
+                             "same server (a training run's server is warm: a GPU builds kernels and plans per "
+                             "batch shape once per process); 0: measure a freshly started server")
     parser.add_argument("--reference-actions", type=int, default=0,
                         help="run only the first N actions of every session on the two reference sides (all "
                              "sessions still run at once) and extrapolate the wall time; 0: all actions")
@@ -890,6 +911,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name in ("images", "sessions", "actions", "image_size", "replicas"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.warmup_rounds < 0:
+        parser.error("--warmup-rounds must be >= 0")
     if args.client_processes < 0:
         parser.error("--client-processes must be >= 0 (0: min(8, CPUs))")
     if args.image_size < 32:
