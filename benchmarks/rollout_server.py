@@ -47,6 +47,7 @@ import importlib.util
 import json
 import multiprocessing
 import os
+import queue
 import re
 import resource
 import socket
@@ -617,7 +618,17 @@ class PhaseBarrier:
             raise RuntimeError("a rollout client failed; its error is printed above") from passed[0]
 
     def next_report(self, answers: Any) -> dict[str, Any]:
-        return answers.get(timeout=self.timeout)
+        """The next client's report; fails if a client dies before sending its report."""
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            try:
+                return answers.get(timeout=0.5)
+            except queue.Empty:
+                dead = [c for c in self.clients if c.exitcode is not None and c.exitcode != 0]
+                if dead:
+                    why = f"{dead[0].name} exited with {dead[0].exitcode}"
+                    raise RuntimeError(f"a rollout client failed: {why}") from None
+        raise RuntimeError(f"a rollout client sent no report in {self.timeout:g} s")
 
 
 def client_process(spec: ClientSpec, share: list[tuple[int, int]], threads: int, barrier: Any,
