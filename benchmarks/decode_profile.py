@@ -76,7 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def model_args(args: argparse.Namespace) -> argparse.Namespace:
     """The rollout benchmark's options for its sam2 model, so both load the same checkpoint."""
     return argparse.Namespace(tool="sam2", device=args.device, precision=args.precision,
-                              model_size=args.model_size, mask_runs="device")
+                              model_size=args.model_size, mask_runs="device",
+                              bucket_batches="off")  # every batch size as asked, unpadded
 
 
 def workload_prompts(tool: SegmentationTool, embeddings: list[Any], truths: list[np.ndarray],

@@ -179,6 +179,8 @@ def tool_options(args: argparse.Namespace) -> dict[str, Any]:
             options["image_size"] = args.model_size
         if args.precision:
             options["precision"] = args.precision
+        if args.bucket_batches != "auto":
+            options["bucket_batches"] = args.bucket_batches == "on"
     return options
 
 
@@ -807,6 +809,7 @@ def model_args(args: argparse.Namespace) -> list[str]:
         out += ["--model-size", str(args.model_size)]
     if args.precision:
         out += ["--precision", args.precision]
+    out += ["--bucket-batches", args.bucket_batches]
     if args.reference_server:
         out += ["--reference-server", str(args.reference_server)]
     out += ["--replicas", str(args.replicas), "--cpus-per-replica", str(args.cpus_per_replica)]
@@ -821,7 +824,8 @@ def workload_args(args: argparse.Namespace) -> list[str]:
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
     return {"tool": args.tool, "config": SAM2_CONFIG if args.tool == "sam2" else None, "device": args.device,
             "mask_runs": args.mask_runs if args.tool == "zero-cost" else None,
-            "precision": args.precision, "model_size": args.model_size, "images": args.images,
+            "precision": args.precision, "bucket_batches": args.bucket_batches, "model_size": args.model_size,
+            "images": args.images,
             "sessions": args.sessions, "actions": args.actions, "image_size": args.image_size,
             "concurrency": args.concurrency, "client_processes": args.client_processes,
             "warmup_rounds": args.warmup_rounds}
@@ -895,6 +899,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--precision", default=None, choices=["fp32", "tf32", "bf16"],
                         help="sam2 precision (default: the tool's own, bf16 on CUDA, fp32 on CPU)")
     parser.add_argument("--model-size", type=int, default=None, help="sam2 input size override (MedSAM2: 512)")
+    parser.add_argument("--bucket-batches", default="auto", choices=["auto", "on", "off"],
+                        help="sam2 decoder calls padded to power-of-two row counts (auto: the tool's default, "
+                             "on with --device cuda)")
     parser.add_argument("--sides", default="server,ideal,reimplemented",
                         help=f"comma-separated subset of {', '.join(SIDES)}")
     parser.add_argument("--reference-server", type=Path, default=None,

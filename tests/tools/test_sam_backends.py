@@ -35,9 +35,11 @@ pytest.importorskip("sam2")
 from medseg_agent.tools.sam import (  # noqa: E402  (after the importorskip guards)
     MEDSAM,
     SquareResize,
+    batch_bucket,
     build_medsam_tool,
     build_sam_tool,
     medsam_preprocess,
+    resolve_bucketing,
 )
 from medseg_agent.tools.sam2 import build_sam2_tool  # noqa: E402
 
@@ -200,6 +202,46 @@ def test_batches_are_chunked(backend, monkeypatch):
     assert sizes == [2, 1]
     for a, b in zip(reference, chunked, strict=True):
         np.testing.assert_allclose(a.logits, b.logits, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_bucketed_calls_run_power_of_two_rows_and_answer_only_the_real_ones(backend, monkeypatch):
+    """On a GPU each new batch shape costs a first call; bucketing pads a call to the next power of
+    two with copies of its last row, and the copies' answers never reach the caller."""
+    tool, embedding = backend
+    assert tool.bucket_batches is False  # the default on a CPU: padding would cost full compute here
+    seed = tool.decode(embedding, Prompt(box=BOX))
+    requests = [(embedding, Prompt(box=BOX + i)) for i in range(3)]
+    requests += [(embedding, Prompt(box=BOX, points=[[30.0 + i, 30.0]], labels=[1], mask_input=seed.logits))
+                 for i in range(5)]
+    plain = tool.decode_many(requests)
+    plain_encoded = tool.decode_encoded(requests)
+    sizes: list[int] = []
+    original = tool._forward_rows
+
+    def spy(rows):
+        sizes.append(len(rows))
+        return original(rows)
+
+    monkeypatch.setattr(tool, "_forward_rows", spy)
+    monkeypatch.setattr(tool, "bucket_batches", True)
+    bucketed = tool.decode_many(requests)
+    bucketed_encoded = tool.decode_encoded(requests)
+    assert sorted(sizes) == [4, 4, 8, 8]  # 3 box rows -> 4, 5 box+click rows -> 8, for each call
+    assert len(bucketed) == len(bucketed_encoded) == len(requests)
+    for a, b in zip(plain, bucketed, strict=True):
+        np.testing.assert_allclose(a.logits, b.logits, rtol=1e-4, atol=1e-4)
+        assert (a.mask != b.mask).mean() < 1e-3  # only pixels sitting exactly on the threshold may differ
+    for a, b in zip(plain_encoded, bucketed_encoded, strict=True):
+        assert abs(a.area - b.area) <= 1e-3 * a.rle["size"][0] * a.rle["size"][1]
+
+
+def test_batch_buckets_are_powers_of_two_up_to_the_largest_call():
+    assert [batch_bucket(n, 16) for n in (1, 2, 3, 4, 5, 9, 16)] == [1, 2, 4, 4, 8, 16, 16]
+    assert [batch_bucket(n, 24) for n in (17, 24)] == [24, 24]  # never above max_batch
+    assert resolve_bucketing(None, torch.device("cpu")) is False
+    assert resolve_bucketing(None, torch.device("cuda")) is True
+    assert resolve_bucketing(False, torch.device("cuda")) is False
 
 
 @pytest.mark.slow

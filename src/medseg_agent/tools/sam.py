@@ -164,6 +164,7 @@ class SamTool(SegmentationTool):
         checkpoint: Path | None = None,
         max_batch: int = DEFAULT_MAX_BATCH,
         precision: str = "auto",
+        bucket_batches: bool | None = None,
     ) -> None:
         from segment_anything import SamPredictor
 
@@ -176,6 +177,8 @@ class SamTool(SegmentationTool):
         self.model_type = model_type
         self.checkpoint = checkpoint
         self.max_batch = max_batch
+        #: Decoder calls padded to power-of-two row counts (see :func:`batch_bucket`); default: on CUDA.
+        self.bucket_batches = resolve_bucketing(bucket_batches, model_device(model))
         self.model = model
         #: Template only: calls work on shallow copies (see :meth:`_fresh_predictor`).
         self.predictor = SamPredictor(model)
@@ -231,11 +234,11 @@ class SamTool(SegmentationTool):
         """Prompts of several images: SAM's mask decoder repeats one image embedding for all the
         prompts of a call, so each image's prompts get their own calls."""
         return decode_grouped(self, requests, self._state, self._forward_rows, predictions_from_tensors,
-                              self.max_batch, cross_image=False)
+                              self.max_batch, cross_image=False, bucket=self.bucket_batches)
 
     def decode_encoded(self, requests: Sequence[DecodeRequest]) -> list[EncodedPrediction]:
         return decode_grouped(self, requests, self._state, self._forward_rows, encoded_from_tensors,
-                              self.max_batch, cross_image=False)
+                              self.max_batch, cross_image=False, bucket=self.bucket_batches)
 
     def _wants_multimask(self, prompt: Prompt) -> bool:
         """A lone click is ambiguous (part vs whole); SAM then returns three candidates."""
@@ -308,6 +311,29 @@ class DecodedPart:
     logits: torch.Tensor
     scores: torch.Tensor
 
+    def without_rows_from(self, end: int) -> DecodedPart:
+        """This part without the call's rows ``end`` and after (the padding of a bucketed call)."""
+        keep = [k for k, row in enumerate(self.rows) if row < end]
+        if len(keep) == len(self.rows):
+            return self
+        index = torch.as_tensor(keep, device=self.masks.device)
+        return DecodedPart([self.rows[k] for k in keep], self.masks[index], self.logits[index], self.scores[index])
+
+
+def batch_bucket(rows: int, max_batch: int) -> int:
+    """Rows a bucketed decoder call of ``rows`` rows runs with: the next power of two, at most
+    ``max_batch``. A GPU prepares kernels and convolution plans once per input shape; a tool server
+    batching whatever is waiting would otherwise meet every size from 1 to ``max_batch`` for every
+    prompt structure, and pay that first-call cost each time. Padding costs at most twice the rows
+    of a call that is cheap on a GPU."""
+    return min(1 << max(rows - 1, 0).bit_length(), max(max_batch, rows))
+
+
+def resolve_bucketing(bucket_batches: bool | None, device: torch.device) -> bool:
+    """``None`` (the default): bucket decoder calls on a CUDA device only, where new shapes cost a
+    first call; on a CPU every padded row costs its full compute."""
+    return device.type == "cuda" if bucket_batches is None else bool(bucket_batches)
+
 
 def decode_grouped(
     tool: SegmentationTool,
@@ -319,6 +345,7 @@ def decode_grouped(
     *,
     cross_image: bool,
     count: bool = True,
+    bucket: bool = False,
 ) -> list[Any]:
     """Group prompts by structure, run each group through ``forward`` in chunks of ``max_batch``,
     turn each part's tensors into results with ``finish`` (Prediction or EncodedPrediction).
@@ -328,6 +355,8 @@ def decode_grouped(
     depends only on that structure. Padding prompts to a common shape would change the answers (the
     padding tokens take part in attention), so nothing is padded. With ``cross_image`` (SAM 2),
     prompts of different images share a call; otherwise each image's prompts get their own calls.
+    With ``bucket``, a call's rows are padded to :func:`batch_bucket` rows with copies of its last
+    row (rows never interact in the decoder) and the copies' answers are dropped before ``finish``.
     Keeps the base class's validation and counters (``count=False``: the caller counts, as
     :meth:`SegmentationTool.decode` does).
     """
@@ -346,7 +375,11 @@ def decode_grouped(
     for indices in groups.values():
         for lo in range(0, len(indices), max_batch):
             chunk = indices[lo : lo + max_batch]
-            for part in forward([(states[id(requests[i][0])], requests[i][1]) for i in chunk]):
+            rows = [(states[id(requests[i][0])], requests[i][1]) for i in chunk]
+            if bucket:
+                rows += [rows[-1]] * (batch_bucket(len(rows), max_batch) - len(rows))
+            for part in forward(rows):
+                part = part.without_rows_from(len(chunk))
                 outcomes = finish(part.masks, part.logits, part.scores)
                 results.update(zip((chunk[r] for r in part.rows), outcomes, strict=True))
     if count:
@@ -488,6 +521,7 @@ def build_sam_tool(
     allow_random_weights: bool = False,
     max_batch: int = DEFAULT_MAX_BATCH,
     precision: str = "auto",
+    bucket_batches: bool | None = None,
 ) -> SamTool:
     """SAM (``vit_b`` / ``vit_l`` / ``vit_h``) from a local checkpoint such as ``sam_vit_b_01ec64.pth``."""
     return SamTool(
@@ -497,6 +531,7 @@ def build_sam_tool(
         checkpoint=_path_or_none(checkpoint),
         max_batch=max_batch,
         precision=precision,
+        bucket_batches=bucket_batches,
     )
 
 
@@ -507,6 +542,7 @@ def build_medsam_tool(
     allow_random_weights: bool = False,
     max_batch: int = DEFAULT_MAX_BATCH,
     precision: str = "auto",
+    bucket_batches: bool | None = None,
 ) -> SamTool:
     """MedSAM (SAM ViT-B weights fine-tuned on medical images, e.g. ``medsam_vit_b.pth``)."""
     return SamTool(
@@ -516,6 +552,7 @@ def build_medsam_tool(
         checkpoint=_path_or_none(checkpoint),
         max_batch=max_batch,
         precision=precision,
+        bucket_batches=bucket_batches,
     )
 
 

@@ -52,6 +52,7 @@ from medseg_agent.tools.sam import (
     inference_context,
     model_device,
     predictions_from_tensors,
+    resolve_bucketing,
     resolve_precision,
     to_device,
 )
@@ -115,6 +116,7 @@ class Sam2Tool(SegmentationTool):
         checkpoint: Path | None = None,
         max_batch: int = DEFAULT_MAX_BATCH,
         precision: str = "auto",
+        bucket_batches: bool | None = None,
     ) -> None:
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
@@ -127,6 +129,8 @@ class Sam2Tool(SegmentationTool):
         self.model = model
         self.device = model_device(model)
         self.precision = resolve_precision(precision, self.device)
+        #: Decoder calls padded to power-of-two row counts (see ``batch_bucket``); default: on CUDA.
+        self.bucket_batches = resolve_bucketing(bucket_batches, self.device)
         # Template only: calls work on shallow copies (see _fresh_predictor).
         with quiet_jit_warnings():
             self.predictor = SAM2ImagePredictor(model)
@@ -174,12 +178,12 @@ class Sam2Tool(SegmentationTool):
     def decode_many(self, requests: Sequence[DecodeRequest]) -> list[Prediction]:
         """Prompts of any images: those of the same structure share one forward pass."""
         return decode_grouped(self, requests, self._state, self._forward_rows, predictions_from_tensors,
-                              self.max_batch, cross_image=True)
+                              self.max_batch, cross_image=True, bucket=self.bucket_batches)
 
     def decode_encoded(self, requests: Sequence[DecodeRequest]) -> list[EncodedPrediction]:
         """:meth:`decode_many` with the masks run-length encoded on the device."""
         return decode_grouped(self, requests, self._state, self._forward_rows, encoded_from_tensors,
-                              self.max_batch, cross_image=True)
+                              self.max_batch, cross_image=True, bucket=self.bucket_batches)
 
     @staticmethod
     def _wants_multimask(prompt: Prompt) -> bool:
@@ -280,12 +284,14 @@ def build_sam2_tool(
     allow_random_weights: bool = False,
     max_batch: int = DEFAULT_MAX_BATCH,
     precision: str = "auto",
+    bucket_batches: bool | None = None,
 ) -> Sam2Tool:
     """SAM 2 / MedSAM2 from a local checkpoint (e.g. ``sam2.1_hiera_tiny.pt``, ``MedSAM2_latest.pt``).
 
     ``config`` names a config inside the ``sam2`` package; ``image_size`` overrides its input size
     (512 for MedSAM2); ``precision`` is one of ``auto`` (bf16 on CUDA, fp32 on CPU), ``fp32``,
-    ``tf32``, ``bf16``.
+    ``tf32``, ``bf16``; ``bucket_batches`` pads decoder calls to power-of-two row counts (default:
+    on a CUDA device; see :func:`medseg_agent.tools.sam.batch_bucket`).
     """
     from sam2.build_sam import build_sam2
 
@@ -305,7 +311,8 @@ def build_sam2_tool(
     model, path = build_model(
         build, checkpoint, model_desc=desc, allow_random_weights=allow_random_weights, device=device
     )
-    return Sam2Tool(model, config=config, checkpoint=path, max_batch=max_batch, precision=precision)
+    return Sam2Tool(model, config=config, checkpoint=path, max_batch=max_batch, precision=precision,
+                    bucket_batches=bucket_batches)
 
 
 def _check_config(config: str) -> None:
