@@ -95,3 +95,14 @@ def test_reuse_rebuild_and_refusals(tmp_path):
         SyntheticConfig(train=0, val=0, test=0)
     with pytest.raises(ValueError, match="image_size"):
         SyntheticConfig(image_size=64)
+
+
+def test_a_bare_scene_is_one_lesion_named_lesion_and_extras_need_lookalikes():
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        scene = generate_image(256, SyntheticConfig(lookalikes=(0, 0), extras=(0, 0)), rng)
+        assert len(scene.lesions) == 1 and scene.named == [] and scene.target == "lesion" and scene.mask.any()
+    with pytest.raises(ValueError, match="extras need look-alikes"):
+        SyntheticConfig(lookalikes=(0, 1), extras=(0, 1))
+    with pytest.raises(ValueError, match=r"within \[0, 3\]"):
+        SyntheticConfig(lookalikes=(2, 4))

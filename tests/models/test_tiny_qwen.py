@@ -90,3 +90,20 @@ def test_same_seed_same_weights_and_bad_arch(tmp_path):
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
     with pytest.raises(ValueError, match="unknown tiny Qwen-VL architecture 'llava'"):
         build_tiny_qwen_vl(tmp_path / "c", "llava")
+
+
+def test_patch_size_sets_the_image_tokens(tmp_path):
+    """Patch 8 instead of Qwen3-VL's 16 gives 4x the image tokens for the same view."""
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    image = Image.fromarray(np.zeros((64, 64, 3), np.uint8))
+    counts = {}
+    for patch in (16, 8):
+        folder = build_tiny_qwen_vl(tmp_path / str(patch), max_pixels=64 * 64, patch_size=patch)
+        processor = AutoProcessor.from_pretrained(folder)
+        grid = processor.image_processor(images=[image], return_tensors="pt")["image_grid_thw"][0].tolist()
+        counts[patch] = grid[0] * grid[1] * grid[2] // 4  # 2x2 merge
+    assert counts == {16: 4, 8: 16}
+    with pytest.raises(ValueError, match="patch_size must be at least 2"):
+        build_tiny_qwen_vl(tmp_path / "bad", patch_size=1)

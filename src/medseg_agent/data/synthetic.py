@@ -51,7 +51,8 @@ class SyntheticConfig:
     test: int = 100
     image_size: int = 256
     seed: int = 0
-    #: look-alikes per image (each differs from the target in one attribute); 2 or 3
+    #: look-alikes per image (each differs from the target in one attribute); 2 or 3 by default,
+    #: 0 for a bare scene (one lesion, the text "lesion": localisation without reading)
     lookalikes: tuple[int, int] = (2, 3)
     #: unrelated extra lesions per image
     extras: tuple[int, int] = (0, 1)
@@ -65,8 +66,11 @@ class SyntheticConfig:
         if not 128 <= self.image_size <= 1024:
             raise ValueError(f"image_size must be in [128, 1024] px, got {self.image_size}")
         low, high = self.lookalikes
-        if not 1 <= low <= high <= 3:
-            raise ValueError(f"lookalikes must be a range within [1, 3], got {self.lookalikes}")
+        if not 0 <= low <= high <= 3:
+            raise ValueError(f"lookalikes must be a range within [0, 3], got {self.lookalikes}")
+        if low == 0 and self.extras[1] > 0:
+            raise ValueError(f"extras need look-alikes: a scene without any would have two answers to "
+                             f"'lesion'; got lookalikes={self.lookalikes}, extras={self.extras}")
 
 
 @dataclass

@@ -115,6 +115,7 @@ def _model_config(
     layers: int,
     mlp_ratio: int,
     vision: dict[str, int],
+    patch: int,
 ) -> Any:
     heads = 4
     head_dim = hidden_size // heads
@@ -140,7 +141,6 @@ def _model_config(
         "vision_start_token_id": token_ids["<|vision_start|>"],
         "vision_end_token_id": token_ids["<|vision_end|>"],
     }
-    patch = _PATCH[arch]
     if arch == "qwen3_vl":
         from transformers import Qwen3VLConfig
 
@@ -183,10 +183,9 @@ def _model_config(
     return Qwen2VLConfig(text_config=text, vision_config=tower, **ids)
 
 
-def _processor(arch: str, tokenizer: Any, max_pixels: int, template: str) -> Any:
+def _processor(arch: str, tokenizer: Any, max_pixels: int, template: str, patch: int) -> Any:
     from transformers import Qwen2VLImageProcessor
 
-    patch = _PATCH[arch]
     size = {"shortest_edge": (patch * 2) ** 2, "longest_edge": max_pixels}
     image_processor = Qwen2VLImageProcessor(patch_size=patch, merge_size=2, temporal_patch_size=2, size=size)
     if arch == "qwen3_vl":
@@ -221,6 +220,7 @@ def build_tiny_qwen_vl(
     tokenizer_texts: Iterable[str] = (),
     phrase_tokens: bool = False,
     chat_template: str = QWEN_VL_TOOL_TEMPLATE,
+    patch_size: int | None = None,
 ) -> Path:
     """Write a small random Qwen-VL checkpoint (model, tokenizer, processor, chat template) to ``out_dir``.
 
@@ -229,7 +229,9 @@ def build_tiny_qwen_vl(
     caps the image size the processor feeds the vision tower (few image tokens keep CPU runs fast).
     The same ``seed`` gives the same weights. ``tokenizer_texts`` and ``phrase_tokens`` go to
     :func:`build_tokenizer`; ``chat_template`` is the template text (see
-    :func:`medseg_agent.models.chat_template.qwen_vl_tool_template`).
+    :func:`medseg_agent.models.chat_template.qwen_vl_tool_template`). ``patch_size`` (default: the
+    architecture's own, 16 for Qwen3-VL and 14 before) sets the vision patch; with the 2x2 merge an
+    image of side S gives (S / (2 * patch))² image tokens.
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown tiny Qwen-VL architecture {arch!r}; choose one of {', '.join(ARCHS)}")
@@ -237,6 +239,9 @@ def build_tiny_qwen_vl(
         raise ValueError(f"hidden_size must be a multiple of 8 (4 heads, even head size), got {hidden_size}")
     if vision_hidden_size % 32:
         raise ValueError(f"vision_hidden_size must be a multiple of 32 (heads of 16), got {vision_hidden_size}")
+    patch = _PATCH[arch] if patch_size is None else patch_size
+    if patch < 2:
+        raise ValueError(f"patch_size must be at least 2 pixels, got {patch}")
     import torch
     from transformers import AutoModelForImageTextToText
 
@@ -246,11 +251,11 @@ def build_tiny_qwen_vl(
     tokenizer.chat_template = chat_template
     token_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     vision = {"depth": vision_depth, "hidden_size": vision_hidden_size, "heads": vision_hidden_size // 16}
-    config = _model_config(arch, len(tokenizer), token_ids, hidden_size, num_layers, mlp_ratio, vision)
+    config = _model_config(arch, len(tokenizer), token_ids, hidden_size, num_layers, mlp_ratio, vision, patch)
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_config(config)
     model.generation_config.eos_token_id = [token_ids["<|im_end|>"], token_ids["<|endoftext|>"]]
     model.generation_config.pad_token_id = token_ids["<|endoftext|>"]
     model.save_pretrained(out)
-    _processor(arch, tokenizer, max_pixels, chat_template).save_pretrained(out)
+    _processor(arch, tokenizer, max_pixels, chat_template, patch).save_pretrained(out)
     return out

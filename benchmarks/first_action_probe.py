@@ -1,0 +1,215 @@
+"""How many SFT steps before the learning demo's model reads the image? A first-action probe.
+
+The learning demo (``medseg-agent train demo``) learns the tool-call format long before its boxes
+follow the image. This probe isolates that: the demo's model (a Qwen3-VL built from a config by
+``models/tiny_qwen.py``) is trained, with the SFT collator ``train sft`` uses (loss on the
+assistant reply only), on one turn only: image + target text -> the expert's first box
+(``add_bbox`` around the target, 0-1000 coordinates, the medsam protocol), and every
+``--probe-every`` steps greedy decoding on held-out scenes says whether the boxes find the target:
+
+* ``valid``: replies that parse as a box; ``box_iou``: mean IoU with the target's box;
+* ``centre_inside``: the box centre falls on the target; ``distinct``: different boxes among the
+  held-out scenes (1 = the same box whatever the image).
+
+Tasks: ``full`` (the demo's scenes: the target among 2-3 look-alikes, the text names what tells it
+apart) or ``bare`` (one lesion, the text "lesion": localisation without reading). A model saved by
+``--save`` can start another run (``--init``): a bare pre-stage, then the full task.
+
+    python benchmarks/first_action_probe.py --task bare --steps 800 --out runs/probe/bare
+    python benchmarks/first_action_probe.py --task full --patch-size 8 --steps 1500 --out runs/probe/full-p8
+    python benchmarks/first_action_probe.py --task full --init runs/probe/bare/model --out runs/probe/curriculum
+
+The training loop here is a plain AdamW loop on purpose: the probe measures the model and the data,
+and must show the loss of every step; the demo itself trains with TRL. Results go to
+``OUT/probe.jsonl`` (one line per probe point, appended as it is measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SYSTEM_ROLE = "system"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--out", type=Path, required=True, help="folder for the base model and probe.jsonl")
+    parser.add_argument("--task", choices=["full", "bare"], default="full", help="the scenes (see above)")
+    parser.add_argument("--train-scenes", type=int, default=2000, help="training scenes (drawn once, seed 1)")
+    parser.add_argument("--probe-scenes", type=int, default=48, help="held-out scenes (seed 2)")
+    parser.add_argument("--image-size", type=int, default=256, help="side of the scenes (pixels)")
+    parser.add_argument("--view", type=int, default=128, help="side of the image the model sees (the demo's)")
+    parser.add_argument("--patch-size", type=int, default=16, help="vision patch (16: 16 image tokens at 128 px)")
+    parser.add_argument("--hidden", type=int, default=192, help="language model width (the demo's)")
+    parser.add_argument("--layers", type=int, default=4, help="language model layers (the demo's)")
+    parser.add_argument("--system-prompt", action="store_true",
+                        help="keep the protocol's system prompt (off: ~125 fewer tokens per row)")
+    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--probe-every", type=int, default=100)
+    parser.add_argument("--init", type=Path, default=None, help="start from this saved model (its tokenizer too)")
+    parser.add_argument("--save", action="store_true", help="save the trained model to OUT/model")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--seed", type=int, default=0, help="model initialisation and batch order")
+    args = parser.parse_args(argv)
+    if min(args.steps, args.batch, args.probe_every, args.train_scenes, args.probe_scenes) < 1:
+        parser.error("--steps, --batch, --probe-every, --train-scenes and --probe-scenes must be >= 1")
+    return args
+
+
+def scenes(args: argparse.Namespace, count: int, seed: int) -> list[dict[str, Any]]:
+    """``count`` one-turn SFT rows (messages + view) with what the probe needs to score a reply."""
+    from PIL import Image
+
+    from medseg_agent.data.synthetic import SyntheticConfig, generate_image
+    from medseg_agent.environment.render import resize_view
+    from medseg_agent.protocols import get_protocol
+    from medseg_agent.protocols.conversation import Conversation, to_hf
+    from medseg_agent.vocabulary.actions import AddBox, CoordinateSpace
+    from medseg_agent.vocabulary.coordinates import CoordinateFrame, view_size_for
+
+    protocol = get_protocol("medsam")
+    config = SyntheticConfig(lookalikes=(0, 0), extras=(0, 0)) if args.task == "bare" else SyntheticConfig()
+    rng = np.random.default_rng(seed)
+    size = (args.image_size, args.image_size)
+    view = view_size_for(size, args.view)
+    frame = CoordinateFrame(CoordinateSpace.NORM1000, size, view)
+    rows = []
+    for _ in range(count):
+        scene = generate_image(args.image_size, config, rng)
+        ys, xs = np.nonzero(scene.mask)
+        truth = (int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max()))
+        x1, y1 = frame.from_pixels(truth[0] - 2, truth[1] - 2)
+        x2, y2 = frame.from_pixels(truth[2] + 2, truth[3] + 2)
+        conversation = Conversation.start(protocol, scene.target, resize_view(scene.image, view),
+                                          CoordinateSpace.NORM1000)
+        conversation.add_assistant(protocol.format_action(AddBox(round(x1), round(y1), round(x2), round(y2))))
+        messages, images = to_hf(conversation)
+        if not args.system_prompt:
+            messages = [m for m in messages if m["role"] != SYSTEM_ROLE]
+        rows.append({"messages": messages, "images": [Image.fromarray(i) for i in images], "mask": scene.mask,
+                     "truth": truth, "target": scene.target, "frame": frame})
+    return rows
+
+
+def base_model(args: argparse.Namespace, train: list[dict[str, Any]]) -> Path:
+    """The demo's untrained model (its tokenizer learns the targets' phrases), built once per OUT."""
+    from medseg_agent.models.chat_template import qwen_vl_tool_template
+    from medseg_agent.models.tiny_qwen import build_tiny_qwen_vl
+    from medseg_agent.protocols import get_protocol
+
+    if args.init is not None:
+        return args.init
+    folder = args.out / "base"
+    if (folder / "config.json").exists():
+        return folder
+    protocol = get_protocol("medsam")
+    texts = [protocol.first_user_text(t) for t in sorted({row["target"] for row in train})] * 4
+    return build_tiny_qwen_vl(folder, "qwen3_vl", hidden_size=args.hidden, num_layers=args.layers, vocab_size=2000,
+                              max_pixels=args.view * args.view, seed=args.seed, mlp_ratio=3, vision_depth=2,
+                              vision_hidden_size=64, tokenizer_texts=texts, phrase_tokens=True,
+                              chat_template=qwen_vl_tool_template(list_tools=False, tool_replies="user"),
+                              patch_size=args.patch_size)
+
+
+def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def probe(model: Any, processor: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Greedy first actions on ``rows``, scored against each target."""
+    import torch
+
+    from medseg_agent.protocols import get_protocol
+    from medseg_agent.vocabulary.actions import AddBox
+
+    protocol = get_protocol("medsam")
+    valid, ious, inside, boxes = 0, [], 0, set()
+    model.eval()
+    with torch.no_grad():
+        for row in rows:
+            text = processor.apply_chat_template(row["messages"][:-1], add_generation_prompt=True, tokenize=False)
+            inputs = processor(text=[text], images=row["images"], return_tensors="pt")
+            output = model.generate(**inputs, max_new_tokens=48, do_sample=False,
+                                    pad_token_id=processor.tokenizer.pad_token_id)
+            reply = processor.tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+            action = protocol.parse(reply, row["frame"]).action
+            if not isinstance(action, AddBox):
+                ious.append(0.0)
+                continue
+            valid += 1
+            x1, y1 = row["frame"].to_pixels(action.x1, action.y1)
+            x2, y2 = row["frame"].to_pixels(action.x2, action.y2)
+            ious.append(box_iou((x1, y1, x2, y2), row["truth"]))
+            boxes.add((action.x1, action.y1, action.x2, action.y2))
+            height, width = row["mask"].shape
+            cx = min(width - 1, max(0, int((x1 + x2) / 2)))
+            cy = min(height - 1, max(0, int((y1 + y2) / 2)))
+            inside += bool(row["mask"][cy, cx])
+    model.train()
+    n = len(rows)
+    return {"valid": round(valid / n, 3), "box_iou": round(float(np.mean(ious)), 3),
+            "centre_inside": round(inside / n, 3), "distinct": len(boxes)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from medseg_agent.training.sft import AssistantOnlyCollator
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    order = random.Random(args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(f"drawing {args.train_scenes} + {args.probe_scenes} {args.task} scenes", flush=True)
+    train, held_out = scenes(args, args.train_scenes, 1), scenes(args, args.probe_scenes, 2)
+    folder = base_model(args, train)
+    processor = AutoProcessor.from_pretrained(folder)
+    model = AutoModelForImageTextToText.from_pretrained(folder)
+    collate = AssistantOnlyCollator(processor, None, True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
+    warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 30))
+    log = args.out / "probe.jsonl"
+    losses: list[float] = []
+    start, cpu = time.perf_counter(), time.process_time()
+    model.train()
+    for step in range(1, args.steps + 1):
+        batch = collate([{"messages": r["messages"], "images": r["images"]} for r in order.sample(train, args.batch)])
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        warmup.step()
+        optimizer.zero_grad()
+        losses.append(float(loss.item()))
+        if step % args.probe_every == 0 or step == args.steps:
+            point = {"step": step, "loss": round(float(np.mean(losses[-args.probe_every:])), 4),
+                     **probe(model, processor, held_out), "wall_s": round(time.perf_counter() - start, 1),
+                     "cpu_s": round(time.process_time() - cpu, 1)}
+            with log.open("a") as handle:
+                handle.write(json.dumps(point) + "\n")
+            print(json.dumps(point), flush=True)
+    if args.save:
+        model.save_pretrained(args.out / "model")
+        processor.save_pretrained(args.out / "model")
+    print(f"probe points: {log}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

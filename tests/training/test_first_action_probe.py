@@ -1,0 +1,44 @@
+"""The first-action probe (benchmarks/first_action_probe.py) runs end to end on a tiny model: it
+writes one probe point per ``--probe-every`` steps, saves a model that a second run starts from."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "first_action_probe.py"
+TINY = ["--train-scenes", "4", "--probe-scenes", "2", "--image-size", "128", "--view", "64", "--hidden", "32",
+        "--layers", "1", "--batch", "2", "--threads", "1"]
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *TINY, *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_probe_points_are_written_and_a_saved_model_starts_the_next_run(tmp_path):
+    bare = run("--task", "bare", "--steps", "2", "--probe-every", "1", "--patch-size", "8", "--save",
+               "--out", str(tmp_path / "bare"))
+    assert bare.returncode == 0, bare.stderr[-2000:]
+    points = [json.loads(line) for line in (tmp_path / "bare" / "probe.jsonl").read_text().splitlines()]
+    assert [p["step"] for p in points] == [1, 2]
+    for point in points:
+        assert 0.0 <= point["valid"] <= 1.0 and 0.0 <= point["box_iou"] <= 1.0
+        assert 0.0 <= point["centre_inside"] <= 1.0 and 0 <= point["distinct"] <= 2 and point["loss"] > 0
+    config = json.loads((tmp_path / "bare" / "model" / "config.json").read_text())
+    assert config["vision_config"]["patch_size"] == 8
+
+    full = run("--task", "full", "--steps", "1", "--probe-every", "1", "--init", str(tmp_path / "bare" / "model"),
+               "--out", str(tmp_path / "full"))
+    assert full.returncode == 0, full.stderr[-2000:]
+    assert len((tmp_path / "full" / "probe.jsonl").read_text().splitlines()) == 1
+    assert not (tmp_path / "full" / "base").exists()  # started from the saved model, built nothing
+
+
+def test_bad_counts_are_refused(tmp_path):
+    done = run("--steps", "0", "--out", str(tmp_path))
+    assert done.returncode == 2 and "--steps" in done.stderr
