@@ -39,6 +39,9 @@ SYSTEM_ROLE = "system"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from medseg_agent.recipes.train_demo import DemoModel, DemoSettings
+
+    demo = DemoSettings()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--out", type=Path, required=True, help="folder for the base model and probe.jsonl")
@@ -46,10 +49,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-scenes", type=int, default=2000, help="training scenes (drawn once, seed 1)")
     parser.add_argument("--probe-scenes", type=int, default=48, help="held-out scenes (seed 2)")
     parser.add_argument("--image-size", type=int, default=256, help="side of the scenes (pixels)")
-    parser.add_argument("--view", type=int, default=128, help="side of the image the model sees (the demo's)")
+    parser.add_argument("--view", type=int, default=demo.view, help="side of the image the model sees (the demo's)")
     parser.add_argument("--patch-size", type=int, default=16, help="vision patch (16: 16 image tokens at 128 px)")
-    parser.add_argument("--hidden", type=int, default=192, help="language model width (the demo's)")
-    parser.add_argument("--layers", type=int, default=4, help="language model layers (the demo's)")
+    parser.add_argument("--hidden", type=int, default=DemoModel.hidden_size, help="language model width (the demo's)")
+    parser.add_argument("--layers", type=int, default=DemoModel.num_layers,
+                        help="language model layers (the demo's)")
     parser.add_argument("--system-prompt", action="store_true",
                         help="keep the protocol's system prompt (off: ~125 fewer tokens per row)")
     parser.add_argument("--steps", type=int, default=800)
@@ -102,21 +106,23 @@ def scenes(args: argparse.Namespace, count: int, seed: int) -> list[dict[str, An
 
 
 def base_model(args: argparse.Namespace, train: list[dict[str, Any]]) -> Path:
-    """The demo's untrained model (its tokenizer learns the targets' phrases), built once per OUT."""
+    """The demo's untrained model (``DemoModel``, its tokenizer learning the targets' phrases), with
+    this probe's width, depth and patch, built once per OUT."""
     from medseg_agent.models.chat_template import qwen_vl_tool_template
     from medseg_agent.models.tiny_qwen import build_tiny_qwen_vl
-    from medseg_agent.protocols import get_protocol
+    from medseg_agent.recipes.train_demo import DemoModel, prompt_texts
 
     if args.init is not None:
         return args.init
     folder = args.out / "base"
     if (folder / "config.json").exists():
         return folder
-    protocol = get_protocol("medsam")
-    texts = [protocol.first_user_text(t) for t in sorted({row["target"] for row in train})] * 4
-    return build_tiny_qwen_vl(folder, "qwen3_vl", hidden_size=args.hidden, num_layers=args.layers, vocab_size=2000,
-                              max_pixels=args.view * args.view, seed=args.seed, mlp_ratio=3, vision_depth=2,
-                              vision_hidden_size=64, tokenizer_texts=texts, phrase_tokens=True,
+    model = DemoModel()
+    return build_tiny_qwen_vl(folder, model.arch, hidden_size=args.hidden, num_layers=args.layers,  # type: ignore[arg-type]
+                              vocab_size=model.vocab_size, max_pixels=args.view * args.view, seed=args.seed,
+                              mlp_ratio=model.mlp_ratio, vision_depth=model.vision_depth,
+                              vision_hidden_size=model.vision_hidden_size,
+                              tokenizer_texts=prompt_texts(row["target"] for row in train), phrase_tokens=True,
                               chat_template=qwen_vl_tool_template(list_tools=False, tool_replies="user"),
                               patch_size=args.patch_size)
 

@@ -184,12 +184,8 @@ def test_batch_decode_equals_loop_and_keeps_order(backend):
         tool.decode_batch(embedding, [Prompt(box=BOX), Prompt()])
 
 
-@pytest.mark.slow
-def test_batches_are_chunked(backend, monkeypatch):
-    tool, embedding = backend
-    prompts = [Prompt(box=BOX + i) for i in range(3)]
-    reference = tool.decode_batch(embedding, prompts)
-    monkeypatch.setattr(tool, "max_batch", 2)
+def record_call_sizes(tool, monkeypatch) -> list[int]:
+    """The rows of each decoder call the tool makes from now on (filled as calls happen)."""
     sizes: list[int] = []
     original = tool._forward_rows
 
@@ -198,6 +194,16 @@ def test_batches_are_chunked(backend, monkeypatch):
         return original(rows)
 
     monkeypatch.setattr(tool, "_forward_rows", spy)
+    return sizes
+
+
+@pytest.mark.slow
+def test_batches_are_chunked(backend, monkeypatch):
+    tool, embedding = backend
+    prompts = [Prompt(box=BOX + i) for i in range(3)]
+    reference = tool.decode_batch(embedding, prompts)
+    monkeypatch.setattr(tool, "max_batch", 2)
+    sizes = record_call_sizes(tool, monkeypatch)
     chunked = tool.decode_batch(embedding, prompts)
     assert sizes == [2, 1]
     for a, b in zip(reference, chunked, strict=True):
@@ -216,14 +222,7 @@ def test_bucketed_calls_run_power_of_two_rows_and_answer_only_the_real_ones(back
                  for i in range(5)]
     plain = tool.decode_many(requests)
     plain_encoded = tool.decode_encoded(requests)
-    sizes: list[int] = []
-    original = tool._forward_rows
-
-    def spy(rows):
-        sizes.append(len(rows))
-        return original(rows)
-
-    monkeypatch.setattr(tool, "_forward_rows", spy)
+    sizes = record_call_sizes(tool, monkeypatch)
     monkeypatch.setattr(tool, "bucket_batches", True)
     bucketed = tool.decode_many(requests)
     bucketed_encoded = tool.decode_encoded(requests)

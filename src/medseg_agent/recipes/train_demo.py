@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from functools import partial
 from pathlib import Path
@@ -277,11 +277,16 @@ def run_expert_stage(out: Path, data: Path, settings: DemoSettings, options: Dem
 def tokenizer_texts(data: Path) -> list[str]:
     """What the demo tokenizer learns merges from besides the protocol: the rendered chat layout and
     the train split's target texts (never the test split's)."""
+    return prompt_texts(s.target for s in split_samples(data, "train"))
+
+
+def prompt_texts(targets: Iterable[str]) -> list[str]:
+    """The protocol's first user turn for each distinct target, repeated so that their phrases win
+    the tokenizer's merges."""
     from medseg_agent.protocols import get_protocol
 
     protocol = get_protocol("medsam")
-    targets = sorted({s.target for s in split_samples(data, "train")})
-    return [protocol.first_user_text(t) for t in targets] * 4
+    return [protocol.first_user_text(t) for t in sorted(set(targets))] * 4
 
 
 def build_base_model(folder: Path, data: Path, settings: DemoSettings, seed: int, log: Callable[[str], None]) -> Path:
