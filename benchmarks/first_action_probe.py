@@ -21,7 +21,10 @@ apart) or ``bare`` (one lesion, the text "lesion": localisation without reading)
 
 The training loop here is a plain AdamW loop on purpose: the probe measures the model and the data,
 and must show the loss of every step; the demo itself trains with TRL. Results go to
-``OUT/probe.jsonl`` (one line per probe point, appended as it is measured).
+``OUT/probe.jsonl`` (one line per probe point, appended as it is measured). At every probe point
+the model, optimizer and batch order are saved to ``OUT/checkpoint`` (atomically); rerunning the same
+command resumes from there, so a long run (thousands of steps) can be stopped and continued, or
+extended with a larger ``--steps``. Other settings for an existing checkpoint are refused.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +40,10 @@ from typing import Any
 import numpy as np
 
 SYSTEM_ROLE = "system"
+CHECKPOINT = "checkpoint"
+STATE_FILE = "state.pt"
+# options that may differ between a run and its resumption (the rest must match the checkpoint)
+RESUMABLE_CHANGES = {"steps", "threads", "save"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -171,6 +179,53 @@ def probe(model: Any, processor: Any, rows: list[dict[str, Any]]) -> dict[str, f
             "centre_inside": round(inside / n, 3), "distinct": len(boxes)}
 
 
+def run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The options a checkpoint was made with (those that must match to resume it)."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in sorted(vars(args).items())
+            if k not in RESUMABLE_CHANGES}
+
+
+def save_checkpoint(out: Path, model: Any, processor: Any, state: dict[str, Any]) -> None:
+    """Model, processor and training state to ``out/checkpoint``, replaced whole or not at all."""
+    import torch
+
+    final, partial = out / CHECKPOINT, out / f"{CHECKPOINT}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    processor.save_pretrained(partial)
+    torch.save(state, partial / STATE_FILE)
+    old = out / f"{CHECKPOINT}.old"
+    if final.exists():
+        final.rename(old)
+    partial.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(out: Path, args: argparse.Namespace) -> dict[str, Any] | None:
+    """The saved training state when ``out`` has a checkpoint of this run; refuses other settings."""
+    import torch
+
+    if not (out / CHECKPOINT / STATE_FILE).is_file() and (out / f"{CHECKPOINT}.old" / STATE_FILE).is_file():
+        (out / f"{CHECKPOINT}.old").rename(out / CHECKPOINT)  # interrupted between the two renames
+    path = out / CHECKPOINT / STATE_FILE
+    if not path.is_file():
+        return None
+    state = torch.load(path, weights_only=False)
+    wanted = run_settings(args)
+    changed = sorted(k for k in set(wanted) | set(state["settings"]) if wanted.get(k) != state["settings"].get(k))
+    if changed:
+        raise SystemExit(f"{out / CHECKPOINT} was made with other settings ({', '.join(changed)} differ); "
+                         "use the same options to resume it, or another --out")
+    return state
+
+
+def keep_points_until(log: Path, step: int) -> None:
+    """Drop probe points measured after the checkpoint (they will be measured again)."""
+    if log.is_file():
+        lines = [line for line in log.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        log.write_text("".join(f"{line}\n" for line in lines))
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     import torch
@@ -183,9 +238,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
     order = random.Random(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
+    resumed = load_checkpoint(args.out, args)
     print(f"drawing {args.train_scenes} + {args.probe_scenes} {args.task} scenes", flush=True)
     train, held_out = scenes(args, args.train_scenes, 1), scenes(args, args.probe_scenes, 2)
-    folder = base_model(args, train)
+    folder = args.out / CHECKPOINT if resumed else base_model(args, train)
     processor = AutoProcessor.from_pretrained(folder)
     model = AutoModelForImageTextToText.from_pretrained(folder)
     collate = AssistantOnlyCollator(processor, None, True)
@@ -193,9 +249,19 @@ def main(argv: list[str] | None = None) -> None:
     warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 30))
     log = args.out / "probe.jsonl"
     losses: list[float] = []
-    start, cpu = time.perf_counter(), time.process_time()
+    first, spent_wall, spent_cpu = 1, 0.0, 0.0
+    if resumed:
+        optimizer.load_state_dict(resumed["optimizer"])
+        warmup.load_state_dict(resumed["scheduler"])
+        order.setstate(resumed["order"])
+        torch.set_rng_state(resumed["torch_rng"])
+        losses = list(resumed["losses"])
+        first, spent_wall, spent_cpu = resumed["step"] + 1, resumed["wall_s"], resumed["cpu_s"]
+        keep_points_until(log, resumed["step"])
+        print(f"resuming {args.out / CHECKPOINT} after step {resumed['step']}", flush=True)
+    start, cpu = time.perf_counter() - spent_wall, time.process_time() - spent_cpu
     model.train()
-    for step in range(1, args.steps + 1):
+    for step in range(first, args.steps + 1):
         batch = collate([{"messages": r["messages"], "images": r["images"]} for r in order.sample(train, args.batch)])
         loss = model(**batch).loss
         loss.backward()
@@ -211,6 +277,10 @@ def main(argv: list[str] | None = None) -> None:
             with log.open("a") as handle:
                 handle.write(json.dumps(point) + "\n")
             print(json.dumps(point), flush=True)
+            save_checkpoint(args.out, model, processor, {
+                "settings": run_settings(args), "step": step, "optimizer": optimizer.state_dict(),
+                "scheduler": warmup.state_dict(), "order": order.getstate(), "torch_rng": torch.get_rng_state(),
+                "losses": losses[-args.probe_every:], "wall_s": point["wall_s"], "cpu_s": point["cpu_s"]})
     if args.save:
         model.save_pretrained(args.out / "model")
         processor.save_pretrained(args.out / "model")

@@ -42,3 +42,30 @@ def test_probe_points_are_written_and_a_saved_model_starts_the_next_run(tmp_path
 def test_bad_counts_are_refused(tmp_path):
     done = run("--steps", "0", "--out", str(tmp_path))
     assert done.returncode == 2 and "--steps" in done.stderr
+
+
+def losses(out: Path) -> list[tuple[int, float]]:
+    return [(p["step"], p["loss"]) for p in map(json.loads, (out / "probe.jsonl").read_text().splitlines())]
+
+
+@pytest.mark.slow
+def test_a_stopped_run_resumes_where_it_stopped_and_refuses_other_settings(tmp_path):
+    common = ("--task", "bare", "--probe-every", "2", "--patch-size", "8")
+    straight = tmp_path / "straight"
+    done = run(*common, "--steps", "4", "--out", str(straight))
+    assert done.returncode == 0, done.stderr[-2000:]
+
+    halves = tmp_path / "halves"
+    first = run(*common, "--steps", "2", "--out", str(halves))
+    assert first.returncode == 0, first.stderr[-2000:]
+    with (halves / "probe.jsonl").open("a") as handle:  # a point measured after the checkpoint: dropped
+        handle.write(json.dumps({"step": 3, "loss": 9.9}) + "\n")
+    second = run(*common, "--steps", "4", "--out", str(halves))
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "resuming" in second.stdout and "after step 2" in second.stdout
+    assert losses(halves) == losses(straight)  # same batches, same optimizer state: the same run
+    assert not (halves / "checkpoint.partial").exists() and not (halves / "checkpoint.old").exists()
+
+    other = run(*common, "--steps", "6", "--lr", "0.01", "--out", str(halves))
+    assert other.returncode != 0 and "lr differ" in other.stderr
+    assert len(losses(halves)) == 2  # nothing lost
