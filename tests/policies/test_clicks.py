@@ -126,3 +126,34 @@ def test_the_rule_holds_on_any_masks(data):
     assert region[click.y, click.x]  # a miss is clicked positive, a leak negative
     assert click.depth == pytest.approx(max(fn_depth, fp_depth), rel=1e-5)
     assert depth_map(region)[click.y, click.x] == pytest.approx(click.depth, rel=1e-5)  # interior-most
+    depths = depth_map(region)
+    ys, xs = np.nonzero(depths == depths.max())
+    assert (click.y, click.x) == (ys[0], xs[0])  # a tie goes to the first pixel in raster order
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_a_click_does_not_depend_on_the_image_around_the_error(data):
+    """The rule works on each error region's bounding box: the same masks placed anywhere on a larger
+    empty image (away from its border) give the same click, moved by the offset, at the same depth."""
+    gt = data.draw(masks, label="gt")
+    pred = data.draw(arrays(np.bool_, gt.shape), label="pred")
+    dy, dx = data.draw(st.integers(1, 20), label="dy"), data.draw(st.integers(1, 20), label="dx")
+    h, w = gt.shape
+
+    def placed(mask: np.ndarray) -> np.ndarray:
+        canvas = np.zeros((h + 40, w + 40), dtype=bool)
+        canvas[dy : dy + h, dx : dx + w] = mask
+        return canvas
+
+    # on the larger image the small image's border is no longer an edge: keep the errors off it
+    inner = np.zeros_like(gt)
+    inner[1:-1, 1:-1] = True
+    gt, pred = gt & inner, pred & inner
+    small, large = next_click(pred, gt), next_click(placed(pred), placed(gt))
+    if small is None:
+        assert large is None
+        return
+    assert large is not None
+    assert (large.x - dx, large.y - dy, large.positive) == (small.x, small.y, small.positive)
+    assert large.depth == small.depth

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -24,6 +25,23 @@ def interior_distance(region: np.ndarray) -> np.ndarray:
     return cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
 
 
+def deepest_point(region: np.ndarray) -> tuple[float, int, int]:
+    """(depth, x, y) of the region's interior-most pixel, the first in raster order on a tie.
+
+    Computed on the region's bounding box only: the nearest outside pixel of any region pixel lies in
+    that box or on the ring just around it, so the depths are those of the whole image, and a small
+    error region on a 1024² image costs a small transform. Depths are compared as exact squared
+    pixel distances (integers), so a tie is a tie whatever the transform's float rounding.
+    """
+    x0, y0, width, height = cv2.boundingRect(np.asarray(region, dtype=np.uint8))
+    if width == 0 or height == 0:
+        return 0.0, 0, 0
+    dist = interior_distance(region[y0 : y0 + height, x0 : x0 + width])
+    squared = np.rint(dist.astype(np.float64) ** 2)
+    y, x = np.unravel_index(int(np.argmax(squared)), squared.shape)
+    return math.sqrt(squared[y, x]), x0 + int(x), y0 + int(y)
+
+
 def next_click(
     pred: np.ndarray, gt: np.ndarray, clicked: Iterable[tuple[float, float]] = ()
 ) -> Click | None:
@@ -38,13 +56,10 @@ def next_click(
         xi, yi = int(round(x)), int(round(y))
         if 0 <= yi < gt.shape[0] and 0 <= xi < gt.shape[1]:
             fn[yi, xi] = fp[yi, xi] = False
-    fn_dist = interior_distance(fn) if fn.any() else None
-    fp_dist = interior_distance(fp) if fp.any() else None
-    fn_max = float(fn_dist.max()) if fn_dist is not None else 0.0
-    fp_max = float(fp_dist.max()) if fp_dist is not None else 0.0
+    fn_max, fn_x, fn_y = deepest_point(fn)
+    fp_max, fp_x, fp_y = deepest_point(fp)
     if fn_max <= 0 and fp_max <= 0:
         return None
-    positive = fn_max > fp_max
-    dist = fn_dist if positive else fp_dist
-    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    return Click(int(x), int(y), positive, fn_max if positive else fp_max)
+    if fn_max > fp_max:
+        return Click(fn_x, fn_y, True, fn_max)
+    return Click(fp_x, fp_y, False, fp_max)
