@@ -43,7 +43,7 @@ SYSTEM_ROLE = "system"
 CHECKPOINT = "checkpoint"
 STATE_FILE = "state.pt"
 # options that may differ between a run and its resumption (the rest must match the checkpoint)
-RESUMABLE_CHANGES = {"steps", "threads", "save"}
+RESUMABLE_CHANGES = {"steps", "threads", "save", "device", "minutes"}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -64,6 +64,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="language model layers (the demo's)")
     parser.add_argument("--system-prompt", action="store_true",
                         help="keep the protocol's system prompt (off: ~125 fewer tokens per row)")
+    parser.add_argument("--text-first", action="store_true",
+                        help="the target text before the image in the user turn (default: after it, the protocol's "
+                             "layout), so that image tokens can attend to the text")
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -71,6 +74,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--init", type=Path, default=None, help="start from this saved model (its tokenizer too)")
     parser.add_argument("--save", action="store_true", help="save the trained model to OUT/model")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--device", default="cpu", help="torch device for the model (cpu, cuda)")
+    parser.add_argument("--minutes", type=float, default=0.0,
+                        help="stop after this much wall time (0: no limit), with a probe point and a checkpoint, "
+                             "so that a time-limited machine can run it in parts")
     parser.add_argument("--seed", type=int, default=0, help="model initialisation and batch order")
     args = parser.parse_args(argv)
     if min(args.steps, args.batch, args.probe_every, args.train_scenes, args.probe_scenes) < 1:
@@ -108,6 +115,9 @@ def scenes(args: argparse.Namespace, count: int, seed: int) -> list[dict[str, An
         messages, images = to_hf(conversation)
         if not args.system_prompt:
             messages = [m for m in messages if m["role"] != SYSTEM_ROLE]
+        if args.text_first:
+            messages = [{**m, "content": sorted(m["content"], key=lambda part: part["type"] != "text")}
+                        for m in messages]
         rows.append({"messages": messages, "images": [Image.fromarray(i) for i in images], "mask": scene.mask,
                      "truth": truth, "target": scene.target, "frame": frame})
     return rows
@@ -156,7 +166,7 @@ def probe(model: Any, processor: Any, rows: list[dict[str, Any]]) -> dict[str, f
     with torch.no_grad():
         for row in rows:
             text = processor.apply_chat_template(row["messages"][:-1], add_generation_prompt=True, tokenize=False)
-            inputs = processor(text=[text], images=row["images"], return_tensors="pt")
+            inputs = processor(text=[text], images=row["images"], return_tensors="pt").to(model.device)
             output = model.generate(**inputs, max_new_tokens=48, do_sample=False,
                                     pad_token_id=processor.tokenizer.pad_token_id)
             reply = processor.tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
@@ -243,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
     train, held_out = scenes(args, args.train_scenes, 1), scenes(args, args.probe_scenes, 2)
     folder = args.out / CHECKPOINT if resumed else base_model(args, train)
     processor = AutoProcessor.from_pretrained(folder)
-    model = AutoModelForImageTextToText.from_pretrained(folder)
+    model = AutoModelForImageTextToText.from_pretrained(folder).to(args.device)
     collate = AssistantOnlyCollator(processor, None, True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 30))
@@ -260,17 +270,19 @@ def main(argv: list[str] | None = None) -> None:
         keep_points_until(log, resumed["step"])
         print(f"resuming {args.out / CHECKPOINT} after step {resumed['step']}", flush=True)
     start, cpu = time.perf_counter() - spent_wall, time.process_time() - spent_cpu
+    deadline = time.perf_counter() + args.minutes * 60 if args.minutes > 0 else float("inf")
     model.train()
     for step in range(first, args.steps + 1):
         batch = collate([{"messages": r["messages"], "images": r["images"]} for r in order.sample(train, args.batch)])
-        loss = model(**batch).loss
+        loss = model(**batch.to(args.device)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         warmup.step()
         optimizer.zero_grad()
         losses.append(float(loss.item()))
-        if step % args.probe_every == 0 or step == args.steps:
+        out_of_time = time.perf_counter() >= deadline
+        if step % args.probe_every == 0 or step == args.steps or out_of_time:
             point = {"step": step, "loss": round(float(np.mean(losses[-args.probe_every:])), 4),
                      **probe(model, processor, held_out), "wall_s": round(time.perf_counter() - start, 1),
                      "cpu_s": round(time.process_time() - cpu, 1)}
@@ -281,6 +293,9 @@ def main(argv: list[str] | None = None) -> None:
                 "settings": run_settings(args), "step": step, "optimizer": optimizer.state_dict(),
                 "scheduler": warmup.state_dict(), "order": order.getstate(), "torch_rng": torch.get_rng_state(),
                 "losses": losses[-args.probe_every:], "wall_s": point["wall_s"], "cpu_s": point["cpu_s"]})
+        if out_of_time and step < args.steps:
+            print(f"stopped at step {step} after {args.minutes:g} min; run the same command again to go on", flush=True)
+            break
     if args.save:
         model.save_pretrained(args.out / "model")
         processor.save_pretrained(args.out / "model")

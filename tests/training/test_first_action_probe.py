@@ -56,16 +56,18 @@ def test_a_stopped_run_resumes_where_it_stopped_and_refuses_other_settings(tmp_p
     assert done.returncode == 0, done.stderr[-2000:]
 
     halves = tmp_path / "halves"
-    first = run(*common, "--steps", "2", "--out", str(halves))
+    first = run(*common, "--steps", "4", "--minutes", "1e-6", "--out", str(halves))  # out of time after step 1
     assert first.returncode == 0, first.stderr[-2000:]
+    assert "stopped at step 1" in first.stdout
     with (halves / "probe.jsonl").open("a") as handle:  # a point measured after the checkpoint: dropped
         handle.write(json.dumps({"step": 3, "loss": 9.9}) + "\n")
     second = run(*common, "--steps", "4", "--out", str(halves))
     assert second.returncode == 0, second.stderr[-2000:]
-    assert "resuming" in second.stdout and "after step 2" in second.stdout
-    assert losses(halves) == losses(straight)  # same batches, same optimizer state: the same run
+    assert "resuming" in second.stdout and "after step 1" in second.stdout
+    # same batches, same optimizer state: the same run (plus the point where the first part stopped)
+    assert losses(halves)[0][0] == 1 and losses(halves)[1:] == losses(straight)
     assert not (halves / "checkpoint.partial").exists() and not (halves / "checkpoint.old").exists()
 
     other = run(*common, "--steps", "6", "--lr", "0.01", "--out", str(halves))
     assert other.returncode != 0 and "lr differ" in other.stderr
-    assert len(losses(halves)) == 2  # nothing lost
+    assert len(losses(halves)) == 3  # nothing lost
