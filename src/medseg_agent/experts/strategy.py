@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from medseg_agent.policies.clicks import interior_distance
+from medseg_agent.policies.clicks import deepest_point, interior_distance
 
 BOX = "box"
 POINT = "point"
@@ -206,11 +206,9 @@ def error_regions(
             break
         x0, y0, bw, bh = (int(v) for v in row[:4])
         crop = labels[y0 : y0 + bh, x0 : x0 + bw] == index
-        dist = interior_distance(crop)  # the tight box's edge is outside the component anyway
-        depth = float(dist.max())
+        depth, cx, cy = deepest_point(crop)  # the tight box's edge is outside the component anyway
         if depth < min_depth:
             continue
-        cy, cx = np.unravel_index(int(np.argmax(dist)), dist.shape)
         region = np.zeros((h, w), dtype=bool)
         region[y0 : y0 + bh, x0 : x0 + bw] = crop
         found.append(ErrorRegion(region, positive, area, x0 + int(cx), y0 + int(cy), depth))
