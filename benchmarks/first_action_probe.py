@@ -8,7 +8,8 @@ assistant reply only), on one turn only: image + target text -> the expert's fir
 ``--probe-every`` steps greedy decoding on held-out scenes says whether the boxes find the target:
 
 * ``valid``: replies that parse as a box; ``box_iou``: mean IoU with the target's box;
-* ``centre_inside``: the box centre falls on the target; ``distinct``: different boxes among the
+* ``centre_inside``: the box centre falls on the target; ``centre_on_lesion``: on any lesion (the
+  target or a look-alike: a lesion found, the text not necessarily read); ``distinct``: different boxes among the
   held-out scenes (1 = the same box whatever the image).
 
 Tasks: ``full`` (the demo's scenes: the target among 2-3 look-alikes, the text names what tells it
@@ -64,6 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="language model layers (the demo's)")
     parser.add_argument("--system-prompt", action="store_true",
                         help="keep the protocol's system prompt (off: ~125 fewer tokens per row)")
+    parser.add_argument("--bare-share", type=float, default=0.0,
+                        help="share of the training scenes that are bare (one lesion, text 'lesion'), mixed into "
+                             "the --task scenes as a curriculum; the held-out scenes stay --task")
     parser.add_argument("--text-first", action="store_true",
                         help="the target text before the image in the user turn (default: after it, the protocol's "
                              "layout), so that image tokens can attend to the text")
@@ -80,9 +84,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "so that a time-limited machine can run it in parts")
     parser.add_argument("--seed", type=int, default=0, help="model initialisation and batch order")
     args = parser.parse_args(argv)
+    if not 0.0 <= args.bare_share <= 1.0:
+        parser.error(f"--bare-share must be within [0, 1], got {args.bare_share}")
     if min(args.steps, args.batch, args.probe_every, args.train_scenes, args.probe_scenes) < 1:
         parser.error("--steps, --batch, --probe-every, --train-scenes and --probe-scenes must be >= 1")
     return args
+
+
+def training_scenes(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The --task scenes, with a --bare-share of them replaced by bare scenes (their own seed, so the
+    task's scenes are the first ones of a run without the mixture)."""
+    bare = round(args.train_scenes * args.bare_share)
+    mixed = scenes(args, args.train_scenes - bare, 1)
+    if bare:
+        mixed += scenes(argparse.Namespace(**{**vars(args), "task": "bare"}), bare, 3)
+    return mixed
 
 
 def scenes(args: argparse.Namespace, count: int, seed: int) -> list[dict[str, Any]]:
@@ -119,6 +135,7 @@ def scenes(args: argparse.Namespace, count: int, seed: int) -> list[dict[str, An
             messages = [{**m, "content": sorted(m["content"], key=lambda part: part["type"] != "text")}
                         for m in messages]
         rows.append({"messages": messages, "images": [Image.fromarray(i) for i in images], "mask": scene.mask,
+                     "lesions": lesion_map(scene),
                      "truth": truth, "target": scene.target, "frame": frame})
     return rows
 
@@ -145,6 +162,20 @@ def base_model(args: argparse.Namespace, train: list[dict[str, Any]]) -> Path:
                               patch_size=args.patch_size)
 
 
+def lesion_map(scene: Any) -> np.ndarray:
+    """Where any lesion of the scene is (target or look-alike): a box centred on a look-alike has found
+    a lesion without reading the text."""
+    height, width = scene.mask.shape
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    found = scene.mask.copy()
+    for lesion in scene.lesions:
+        (x, y), (a, b), theta = lesion.center, lesion.axes, np.radians(lesion.angle)
+        u = (xx - x) * np.cos(theta) + (yy - y) * np.sin(theta)
+        v = -(xx - x) * np.sin(theta) + (yy - y) * np.cos(theta)
+        found |= (u / a) ** 2 + (v / b) ** 2 <= 1.0
+    return found
+
+
 def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -161,7 +192,7 @@ def probe(model: Any, processor: Any, rows: list[dict[str, Any]]) -> dict[str, f
     from medseg_agent.vocabulary.actions import AddBox
 
     protocol = get_protocol("medsam")
-    valid, ious, inside, boxes = 0, [], 0, set()
+    valid, ious, inside, on_lesion, boxes = 0, [], 0, 0, set()
     model.eval()
     with torch.no_grad():
         for row in rows:
@@ -183,10 +214,11 @@ def probe(model: Any, processor: Any, rows: list[dict[str, Any]]) -> dict[str, f
             cx = min(width - 1, max(0, int((x1 + x2) / 2)))
             cy = min(height - 1, max(0, int((y1 + y2) / 2)))
             inside += bool(row["mask"][cy, cx])
+            on_lesion += bool(row["lesions"][cy, cx])
     model.train()
     n = len(rows)
     return {"valid": round(valid / n, 3), "box_iou": round(float(np.mean(ious)), 3),
-            "centre_inside": round(inside / n, 3), "distinct": len(boxes)}
+            "centre_inside": round(inside / n, 3), "centre_on_lesion": round(on_lesion / n, 3), "distinct": len(boxes)}
 
 
 def run_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -249,8 +281,9 @@ def main(argv: list[str] | None = None) -> None:
     order = random.Random(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     resumed = load_checkpoint(args.out, args)
-    print(f"drawing {args.train_scenes} + {args.probe_scenes} {args.task} scenes", flush=True)
-    train, held_out = scenes(args, args.train_scenes, 1), scenes(args, args.probe_scenes, 2)
+    mixture = f" ({args.bare_share:.0%} of the training ones bare)" if args.bare_share else ""
+    print(f"drawing {args.train_scenes} + {args.probe_scenes} {args.task} scenes{mixture}", flush=True)
+    train, held_out = training_scenes(args), scenes(args, args.probe_scenes, 2)
     folder = args.out / CHECKPOINT if resumed else base_model(args, train)
     processor = AutoProcessor.from_pretrained(folder)
     model = AutoModelForImageTextToText.from_pretrained(folder).to(args.device)

@@ -28,14 +28,16 @@ def test_probe_points_are_written_and_a_saved_model_starts_the_next_run(tmp_path
     assert [p["step"] for p in points] == [1, 2]
     for point in points:
         assert 0.0 <= point["valid"] <= 1.0 and 0.0 <= point["box_iou"] <= 1.0
-        assert 0.0 <= point["centre_inside"] <= 1.0 and 0 <= point["distinct"] <= 2 and point["loss"] > 0
+        assert 0.0 <= point["centre_inside"] <= point["centre_on_lesion"] <= 1.0
+        assert 0 <= point["distinct"] <= 2 and point["loss"] > 0
     config = json.loads((tmp_path / "bare" / "model" / "config.json").read_text())
     assert config["vision_config"]["patch_size"] == 8
 
     full = run("--task", "full", "--steps", "1", "--probe-every", "1", "--init", str(tmp_path / "bare" / "model"),
-               "--out", str(tmp_path / "full"))
+               "--bare-share", "0.5", "--out", str(tmp_path / "full"))
     assert full.returncode == 0, full.stderr[-2000:]
     assert len((tmp_path / "full" / "probe.jsonl").read_text().splitlines()) == 1
+    assert "drawing 4 + 2 full scenes (50% of the training ones bare)" in full.stdout
     assert not (tmp_path / "full" / "base").exists()  # started from the saved model, built nothing
 
 
