@@ -253,8 +253,10 @@ def load_checkpoint(out: Path, args: argparse.Namespace) -> dict[str, Any] | Non
     if not path.is_file():
         return None
     state = torch.load(path, weights_only=False)
-    wanted = run_settings(args)
-    changed = sorted(k for k in set(wanted) | set(state["settings"]) if wanted.get(k) != state["settings"].get(k))
+    wanted, stored = run_settings(args), state["settings"]
+    # an option added to this script after the checkpoint was made counts as left at its default
+    defaults = run_settings(parse_args(["--out", str(out)]))
+    changed = sorted(k for k in set(wanted) | set(stored) if wanted.get(k) != stored.get(k, defaults.get(k)))
     if changed:
         raise SystemExit(f"{out / CHECKPOINT} was made with other settings ({', '.join(changed)} differ); "
                          "use the same options to resume it, or another --out")
