@@ -95,14 +95,15 @@ def training_scenes(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The --task scenes, with a --bare-share of them replaced by bare scenes (their own seed, so the
     task's scenes are the first ones of a run without the mixture)."""
     bare = round(args.train_scenes * args.bare_share)
-    mixed = scenes(args, args.train_scenes - bare, 1)
+    mixed = scenes(args, args.train_scenes - bare, 1, scored=False)
     if bare:
-        mixed += scenes(argparse.Namespace(**{**vars(args), "task": "bare"}), bare, 3)
+        mixed += scenes(argparse.Namespace(**{**vars(args), "task": "bare"}), bare, 3, scored=False)
     return mixed
 
 
-def scenes(args: argparse.Namespace, count: int, seed: int) -> list[dict[str, Any]]:
-    """``count`` one-turn SFT rows (messages + view) with what the probe needs to score a reply."""
+def scenes(args: argparse.Namespace, count: int, seed: int, scored: bool = True) -> list[dict[str, Any]]:
+    """``count`` one-turn SFT rows (messages + view); ``scored``: with what the probe needs to score a
+    reply (masks: left out of training rows, so that tens of thousands of scenes fit in memory)."""
     from PIL import Image
 
     from medseg_agent.data.synthetic import SyntheticConfig, generate_image
@@ -134,9 +135,10 @@ def scenes(args: argparse.Namespace, count: int, seed: int) -> list[dict[str, An
         if args.text_first:
             messages = [{**m, "content": sorted(m["content"], key=lambda part: part["type"] != "text")}
                         for m in messages]
-        rows.append({"messages": messages, "images": [Image.fromarray(i) for i in images], "mask": scene.mask,
-                     "lesions": lesion_map(scene),
-                     "truth": truth, "target": scene.target, "frame": frame})
+        row = {"messages": messages, "images": [Image.fromarray(i) for i in images], "target": scene.target}
+        if scored:
+            row.update(mask=scene.mask, lesions=lesion_map(scene), truth=truth, frame=frame)
+        rows.append(row)
     return rows
 
 
