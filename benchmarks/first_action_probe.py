@@ -178,18 +178,11 @@ def lesion_map(scene: Any) -> np.ndarray:
     return found
 
 
-def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def probe(model: Any, processor: Any, rows: list[dict[str, Any]]) -> dict[str, float]:
     """Greedy first actions on ``rows``, scored against each target."""
     import torch
 
+    from medseg_agent.metrics import box_iou
     from medseg_agent.protocols import get_protocol
     from medseg_agent.vocabulary.actions import AddBox
 

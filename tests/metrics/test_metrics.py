@@ -385,3 +385,13 @@ def test_rejects_bad_spacing(spacing) -> None:
 def test_rejects_bad_tolerance(tolerance: float) -> None:
     with pytest.raises(ValueError, match="tolerance"):
         normalized_surface_dice(_pixel(1, 1), _pixel(2, 2), tolerance)
+
+
+def test_box_iou_values_and_the_empty_convention():
+    from medseg_agent.metrics import box_iou
+
+    assert box_iou((0, 0, 10, 10), (0, 0, 10, 10)) == 1.0
+    assert box_iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(50 / 150)
+    assert box_iou((0, 0, 10, 10), (20, 20, 30, 30)) == 0.0
+    assert box_iou((3, 3, 3, 3), (3, 3, 3, 3)) == 1.0  # two boxes without area: the same box
+    assert box_iou((3, 3, 3, 3), (0, 0, 10, 10)) == 0.0

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy.typing as npt
 
-from medseg_agent.metrics.overlap import as_mask_pair, dice, iou
+from medseg_agent.metrics.overlap import as_mask_pair, box_iou, dice, iou
 from medseg_agent.metrics.surface import (
     SpacingLike,
     SurfaceDistances,
@@ -34,6 +34,7 @@ __all__ = [
     "SpacingLike",
     "SurfaceDistances",
     "as_mask_pair",
+    "box_iou",
     "dice",
     "hd95",
     "image_diagonal",

@@ -90,3 +90,13 @@ def iou(pred: npt.ArrayLike, gt: npt.ArrayLike) -> float:
     Both empty -> 1.0; exactly one empty -> 0.0 (see module docstring).
     """
     return _iou_from_counts(*_overlap_counts(*as_mask_pair(pred, gt)))
+
+
+def box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    """IoU of two boxes ``(x1, y1, x2, y2)``; two boxes without area are the same box (1.0), like
+    two empty masks."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return 1.0 if union <= 0 else inter / union

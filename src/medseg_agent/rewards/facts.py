@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from medseg_agent.environment.record import TrajectoryRecord, final_mask, gt_mask, turn_masks
-from medseg_agent.metrics import dice, iou, normalized_surface_dice
+from medseg_agent.metrics import box_iou, dice, iou, normalized_surface_dice
 from medseg_agent.vocabulary.actions import Action, AddBox, AddPoint, Stop
 from medseg_agent.vocabulary.errors import ActionError
 from medseg_agent.vocabulary.stop import StopReason
@@ -114,14 +114,6 @@ def _step_kind(action: Action | None, error: ActionError | None) -> str:
     return STOP if isinstance(action, Stop) else NONE
 
 
-def _box_iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return 1.0 if union <= 0 else inter / union
-
-
 def episode_facts(
     record: TrajectoryRecord,
     base: Path | None = None,
@@ -168,7 +160,7 @@ def episode_facts(
             elif isinstance(pixels, AddBox):
                 box = (pixels.x1, pixels.y1, pixels.x2, pixels.y2)
                 step.box_xyxy = box
-                step.repeated_box = last_box is not None and _box_iou(last_box, box) >= repeated_box_iou
+                step.repeated_box = last_box is not None and box_iou(last_box, box) >= repeated_box_iou
                 last_box = box
             step.changed_mask = not np.array_equal(after, current)
             current = after
