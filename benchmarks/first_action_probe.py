@@ -137,7 +137,7 @@ def scenes(args: argparse.Namespace, count: int, seed: int, scored: bool = True)
                         for m in messages]
         row = {"messages": messages, "images": [Image.fromarray(i) for i in images], "target": scene.target}
         if scored:
-            row.update(mask=scene.mask, lesions=lesion_map(scene), truth=truth, frame=frame)
+            row.update(mask=scene.mask, lesions=scene.labels > 0, truth=truth, frame=frame)
         rows.append(row)
     return rows
 
@@ -162,20 +162,6 @@ def base_model(args: argparse.Namespace, train: list[dict[str, Any]]) -> Path:
                               tokenizer_texts=prompt_texts(row["target"] for row in train), phrase_tokens=True,
                               chat_template=qwen_vl_tool_template(list_tools=False, tool_replies="user"),
                               patch_size=args.patch_size)
-
-
-def lesion_map(scene: Any) -> np.ndarray:
-    """Where any lesion of the scene is (target or look-alike): a box centred on a look-alike has found
-    a lesion without reading the text."""
-    height, width = scene.mask.shape
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    found = scene.mask.copy()
-    for lesion in scene.lesions:
-        (x, y), (a, b), theta = lesion.center, lesion.axes, np.radians(lesion.angle)
-        u = (xx - x) * np.cos(theta) + (yy - y) * np.sin(theta)
-        v = -(xx - x) * np.sin(theta) + (yy - y) * np.cos(theta)
-        found |= (u / a) ** 2 + (v / b) ** 2 <= 1.0
-    return found
 
 
 def probe(model: Any, processor: Any, rows: list[dict[str, Any]]) -> dict[str, float]:

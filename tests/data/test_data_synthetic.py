@@ -106,3 +106,12 @@ def test_a_bare_scene_is_one_lesion_named_lesion_and_extras_need_lookalikes():
         SyntheticConfig(lookalikes=(0, 1), extras=(0, 1))
     with pytest.raises(ValueError, match=r"within \[0, 3\]"):
         SyntheticConfig(lookalikes=(2, 4))
+
+
+def test_a_scene_keeps_its_label_map_one_label_per_lesion_the_target_first():
+    scene = generate_image(256, SyntheticConfig(), np.random.default_rng(7))
+    assert sorted(np.unique(scene.labels)) == list(range(len(scene.lesions) + 1))
+    assert np.array_equal(scene.labels == 1, scene.mask)
+    for index, lesion in enumerate(scene.lesions, start=1):  # each label sits on its lesion's centre
+        x, y = (int(round(v)) for v in lesion.center)
+        assert scene.labels[y, x] == index

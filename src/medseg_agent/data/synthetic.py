@@ -204,6 +204,7 @@ class SyntheticImage:
     mask: np.ndarray  # bool, the target
     target: str
     named: list[str]  # the attributes the text names (those a look-alike differs in)
+    labels: np.ndarray  # int label map as rendered: 0 background, i + 1 where lesions[i] is
     lesions: list[Lesion] = field(default_factory=list)
     target_index: int = 0
 
@@ -220,7 +221,7 @@ def generate_image(size: int, config: SyntheticConfig, rng: np.random.Generator)
             continue
         gray, labels = rendered
         image = np.repeat(gray[:, :, None], 3, axis=2)
-        return SyntheticImage(image, labels == 1, describe(lesions[0], set(named)), named, lesions, 0)
+        return SyntheticImage(image, labels == 1, describe(lesions[0], set(named)), named, labels, lesions, 0)
     raise RuntimeError(f"could not place the lesions of a scene in {size}x{size} px after 100 tries")
 
 
