@@ -3,11 +3,13 @@ writes one probe point per ``--probe-every`` steps, saves a model that a second 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "first_action_probe.py"
@@ -57,13 +59,16 @@ def test_a_stopped_run_resumes_where_it_stopped_and_refuses_other_settings(tmp_p
     done = run(*common, "--steps", "4", "--out", str(straight))
     assert done.returncode == 0, done.stderr[-2000:]
 
+    # the second run builds its batches in worker processes that run ahead of training: the
+    # checkpoint must still hold the sampler's state after the step it saves
     halves = tmp_path / "halves"
-    first = run(*common, "--steps", "4", "--minutes", "1e-6", "--out", str(halves))  # out of time after step 1
+    first = run(*common, "--steps", "4", "--minutes", "1e-6", "--loader-workers", "2",
+                "--out", str(halves))  # out of time after step 1
     assert first.returncode == 0, first.stderr[-2000:]
     assert "stopped at step 1" in first.stdout
     with (halves / "probe.jsonl").open("a") as handle:  # a point measured after the checkpoint: dropped
         handle.write(json.dumps({"step": 3, "loss": 9.9}) + "\n")
-    second = run(*common, "--steps", "4", "--out", str(halves))
+    second = run(*common, "--steps", "4", "--loader-workers", "2", "--out", str(halves))
     assert second.returncode == 0, second.stderr[-2000:]
     assert "resuming" in second.stdout and "after step 1" in second.stdout
     # same batches, same optimizer state: the same run (plus the point where the first part stopped)
@@ -73,3 +78,31 @@ def test_a_stopped_run_resumes_where_it_stopped_and_refuses_other_settings(tmp_p
     other = run(*common, "--steps", "6", "--lr", "0.01", "--out", str(halves))
     assert other.returncode != 0 and "lr differ" in other.stderr
     assert len(losses(halves)) == 3  # nothing lost
+
+
+def load_probe_module(monkeypatch):
+    """The script as a module, registered so that worker processes can find its functions."""
+    spec = importlib.util.spec_from_file_location("first_action_probe", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "first_action_probe", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_scenes_are_the_same_whoever_draws_them(monkeypatch, tmp_path):
+    probe = load_probe_module(monkeypatch)
+    monkeypatch.setattr(probe, "SCENES_PER_STREAM", 3)
+    options = ["--out", str(tmp_path), "--image-size", "64", "--view", "32"]
+    one = probe.scenes(probe.parse_args(options), 7, seed=1)
+    three = probe.scenes(probe.parse_args([*options, "--draw-workers", "3"]), 7, seed=1)
+    first_stream = probe.scenes(probe.parse_args(options), 3, seed=1)
+
+    def pixels(rows):
+        return [np.asarray(row["images"][0]) for row in rows]
+
+    assert len(one) == len(three) == 7
+    assert all(np.array_equal(a, b) for a, b in zip(pixels(one), pixels(three), strict=True))
+    assert [r["truth"] for r in one] == [r["truth"] for r in three]
+    # the first stream is the seed's own: a shorter run's scenes are the first scenes of a longer one
+    assert all(np.array_equal(a, b) for a, b in zip(pixels(one[:3]), pixels(first_stream), strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(pixels(one[:3]), pixels(one[3:6]), strict=True))
