@@ -54,7 +54,8 @@ SYSTEM_ROLE = "system"
 CHECKPOINT = "checkpoint"
 STATE_FILE = "state.pt"
 # options that may differ between a run and its resumption (the rest must match the checkpoint)
-RESUMABLE_CHANGES = {"steps", "threads", "save", "device", "minutes", "draw_workers", "loader_workers"}
+# (``out`` among them: a run folder may be moved or copied to another machine and resumed there)
+RESUMABLE_CHANGES = {"out", "steps", "threads", "save", "device", "minutes", "draw_workers", "loader_workers"}
 # scenes drawn from one random stream (the first: the seed's own, the k-th: [seed, k])
 SCENES_PER_STREAM = 2000
 
@@ -264,8 +265,9 @@ def load_checkpoint(out: Path, args: argparse.Namespace) -> dict[str, Any] | Non
     path = out / CHECKPOINT / STATE_FILE
     if not path.is_file():
         return None
-    state = torch.load(path, weights_only=False)
-    wanted, stored = run_settings(args), state["settings"]
+    state = torch.load(path, weights_only=False, map_location="cpu")  # a GPU run resumes on a CPU too
+    wanted = run_settings(args)
+    stored = {k: v for k, v in state["settings"].items() if k not in RESUMABLE_CHANGES}
     # an option added to this script after the checkpoint was made counts as left at its default
     defaults = run_settings(parse_args(["--out", str(out)]))
     changed = sorted(k for k in set(wanted) | set(stored) if wanted.get(k) != stored.get(k, defaults.get(k)))

@@ -68,6 +68,7 @@ def test_a_stopped_run_resumes_where_it_stopped_and_refuses_other_settings(tmp_p
     assert "stopped at step 1" in first.stdout
     with (halves / "probe.jsonl").open("a") as handle:  # a point measured after the checkpoint: dropped
         handle.write(json.dumps({"step": 3, "loss": 9.9}) + "\n")
+    halves = halves.rename(tmp_path / "moved")  # a run folder resumes wherever it is
     second = run(*common, "--steps", "4", "--loader-workers", "2", "--out", str(halves))
     assert second.returncode == 0, second.stderr[-2000:]
     assert "resuming" in second.stdout and "after step 1" in second.stdout
