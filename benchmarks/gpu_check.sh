@@ -11,7 +11,8 @@
 #    against the calls after it, the profiler's pieces (prompts, model, upsample, runs, rows) on the
 #    host and the device, a Chrome trace of the largest batch.
 # 2. rollout_server.py, the default workload at 1024^2 (8 images x 8 sessions x 5 actions), warm
-#    (one unmeasured round first), server + ideal, 8 client processes: the second run's row, again;
+#    (one unmeasured round first), server + ideal, 8 client processes: the second run's row, again,
+#    now with the model thread's time per decode batch and busy share;
 # 3. the same with 14 client processes: does more client CPU raise the throughput (client-bound)?
 # 4. the same in fp32 instead of bf16 autocast.
 # Every step has its own time limit, so one slow step still leaves the others' results.

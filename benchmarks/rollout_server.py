@@ -30,7 +30,9 @@ Measured per side, so that a slow client cannot hide a slow server: wall time an
 whole workload; client-observed latency per action (p50/p95); the server process tree's CPU time
 per action and per session creation; the server's own time per action (from its request-duration
 histogram); the client's CPU per action (HTTP, RLE decoding and the click rule); encodes, cache hit
-rate and decode batches; peak memory. Each side's row is written to ``--out`` (JSON, atomically) as
+rate and decode batches; the model thread's time per decode batch and its busy share of the action
+phase (near 1: the model thread is the limit; well below 1 with long server times: requests wait
+elsewhere); peak memory. Each side's row is written to ``--out`` (JSON, atomically) as
 soon as it finishes; a rerun with the same settings skips finished sides (``--fresh`` redoes them).
 
     python benchmarks/rollout_server.py --sides server,ideal --device cuda            # on a GPU
@@ -447,8 +449,12 @@ def run_http_side(args: argparse.Namespace, side: str, images: list[tuple[np.nda
     if "hits" in after:
         hits, misses = after["hits"] - before["hits"], after["misses"] - before["misses"]
         hit_rate = hits / (hits + misses) if hits + misses else 0.0
-        extra.update(decode_batches=after["decode_batches"] - before["decode_batches"],
-                     largest_batch=after["largest_batch"])
+        batches = after["decode_batches"] - before["decode_batches"]
+        decoding = after["decode_seconds"] - before["decode_seconds"]
+        extra.update(decode_batches=batches, largest_batch=after["largest_batch"])
+        if batches:  # the model thread's time inside decode calls: busy there, or waiting elsewhere?
+            extra.update(model_ms_per_decode_batch=round(1000 * decoding / batches, 2),
+                         model_busy_share=round(decoding / run["action_wall_s"], 3))
     if "action_seconds" in after:
         served = after["action_count"] - before["action_count"]
         if served:
@@ -473,7 +479,7 @@ def server_counters(http: httpx.Client, side: str) -> dict[str, float]:
         model, cache = health["model"], health["cache"]
         counters.update(encodes=model["encodes"], decodes=model["decoded_prompts"],
                         decode_batches=model["decode_batches"], largest_batch=model["largest_batch"],
-                        hits=cache["hits"], misses=cache["misses"])
+                        decode_seconds=model["decode_seconds"], hits=cache["hits"], misses=cache["misses"])
         metrics = http.get("/metrics")
         if metrics.status_code == 200:
             counters.update(action_durations(metrics.text))
@@ -851,6 +857,7 @@ COLUMNS = [("wall_s", "wall (s)"), ("actions_per_s", "actions/s"), ("encodes", "
            ("cache_hit_rate", "cache hits"), ("latency_p50_ms", "p50 (ms)"), ("latency_p95_ms", "p95 (ms)"),
            ("server_cpu_ms_per_action", "server CPU/action (ms)"),
            ("server_time_ms_per_action", "server time/action (ms)"),
+           ("model_ms_per_decode_batch", "model ms/decode batch"), ("model_busy_share", "model busy"),
            ("client_cpu_ms_per_action", "client CPU/action (ms)"), ("peak_rss_mb", "peak RSS (MB)")]
 
 

@@ -33,6 +33,8 @@ def test_benchmark_counts_encodes_per_side_and_resumes(tmp_path):
     server = sides["server"]
     assert server["server_cpu_ms_per_action"] > 0 and server["client_cpu_ms_per_action"] > 0
     assert server["server_time_ms_per_action"] > 0 and server["decode_batches"] >= 1
+    # the model thread's time in decode calls lies within the action phase
+    assert server["model_ms_per_decode_batch"] > 0 and 0 < server["model_busy_share"] <= 1.01
     assert server["client_processes"] == reference["client_processes"] == 2
     assert sides["ideal"]["client_work_ms_per_action"] > 0  # the same click rule runs there too
     assert "GRPO rollout workload" in first.stdout and "extrapolated" in first.stdout
