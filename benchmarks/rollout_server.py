@@ -175,6 +175,7 @@ def tool_options(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if args.tool == "zero-cost":
         options["mask_runs"] = args.mask_runs
+        options["mask"] = args.zero_cost_mask
     if args.tool == "sam2":
         options["config"] = SAM2_CONFIG
         if args.model_size:
@@ -810,7 +811,8 @@ def summarise(side: str, run: dict[str, Any], encodes: int, decodes: int, hit_ra
 
 # -- reporting ---------------------------------------------------------------------------------------------
 def model_args(args: argparse.Namespace) -> list[str]:
-    out = ["--tool", args.tool, "--device", args.device, "--mask-runs", args.mask_runs]
+    out = ["--tool", args.tool, "--device", args.device, "--mask-runs", args.mask_runs,
+           "--zero-cost-mask", args.zero_cost_mask]
     if args.model_size:
         out += ["--model-size", str(args.model_size)]
     if args.precision:
@@ -830,6 +832,7 @@ def workload_args(args: argparse.Namespace) -> list[str]:
 def settings_of(args: argparse.Namespace) -> dict[str, Any]:
     return {"tool": args.tool, "config": SAM2_CONFIG if args.tool == "sam2" else None, "device": args.device,
             "mask_runs": args.mask_runs if args.tool == "zero-cost" else None,
+            "zero_cost_mask": args.zero_cost_mask if args.tool == "zero-cost" else None,
             "precision": args.precision, "bucket_batches": args.bucket_batches, "model_size": args.model_size,
             "images": args.images,
             "sessions": args.sessions, "actions": args.actions, "image_size": args.image_size,
@@ -902,6 +905,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="zero-cost tool: where mask runs are found; device: as sam/sam2 on a GPU (free, "
                              "the host only builds the RLE string), host: as a CPU backend (a full-mask pass "
                              "per action on the server's CPU)")
+    parser.add_argument("--zero-cost-mask", default="ellipse", choices=["ellipse", "noisy"],
+                        help="zero-cost tool: the mask every prompt gets; ellipse: a trained model's (a few hundred "
+                             "runs), noisy: the random-weight sam2 checkpoint's (~33,000 runs at 1024^2)")
     parser.add_argument("--device", default="cpu", help="torch device of the model on every side (cpu, cuda)")
     parser.add_argument("--precision", default=None, choices=["fp32", "tf32", "bf16"],
                         help="sam2 precision (default: the tool's own, bf16 on CUDA, fp32 on CPU)")

@@ -12,6 +12,14 @@ only (``benchmarks/rollout_server.py --tool zero-cost``); it is not part of meds
   host turns them into the RLE string and the area, per prediction, as it does for a real GPU tool.
 * ``host``: what a CPU backend does: the full mask comes back and the server finds its runs on the
   CPU (:meth:`SegmentationTool.decode_encoded`'s default), one pass over the 1024^2 mask per action.
+
+``mask`` says which mask every prompt gets:
+
+* ``ellipse`` (default): an organ-sized ellipse, a few hundred runs: what a trained model returns.
+* ``noisy``: what the random-weight MedSAM2 checkpoint of the GPU benchmark returns: about 93 % of
+  the image set, with holes in 4x4 blocks, ~33,000 runs and ~35 kB of RLE at 1024^2 (the random-weight
+  masks: a median of 32,124 runs covering 93 %, docs/serving.md). With it the CPU proxy measures
+  what such masks cost the server per action, apart from the model.
 """
 
 from __future__ import annotations
@@ -40,14 +48,24 @@ def _fixed_mask(height: int, width: int) -> np.ndarray:
     return mask
 
 
-@lru_cache(maxsize=8)
-def _fixed_boundaries(height: int, width: int) -> np.ndarray:
-    """What a device hands the host for :func:`_fixed_mask`: its run boundaries."""
-    found = run_boundaries(_fixed_mask(height, width))
+@lru_cache(maxsize=16)
+def _fixed_boundaries(kind: str, height: int, width: int) -> np.ndarray:
+    """What a device hands the host for the ``kind`` mask: its run boundaries."""
+    found = run_boundaries(MASKS[kind](height, width))
     found.setflags(write=False)
     return found
 
 
+@lru_cache(maxsize=8)
+def _noisy_mask(height: int, width: int) -> np.ndarray:
+    """A leak over the whole image with holes, like a random-weight SAM 2's masks (fixed seed)."""
+    blocks = np.random.default_rng(0).random((-(-height // 4), -(-width // 4))) > 0.07
+    mask = np.ascontiguousarray(blocks.repeat(4, axis=0).repeat(4, axis=1)[:height, :width])
+    mask.setflags(write=False)
+    return mask
+
+
+MASKS = {"ellipse": _fixed_mask, "noisy": _noisy_mask}
 MASK_RUNS = ("device", "host")
 _LOGITS = np.zeros((1, *LOW_RES), np.float32)
 _LOGITS.setflags(write=False)
@@ -59,11 +77,13 @@ class ZeroCostTool(SegmentationTool):
     name = NAME
     supports_batch_decode = True
 
-    def __init__(self, mask_runs: str = "device") -> None:
+    def __init__(self, mask_runs: str = "device", mask: str = "ellipse") -> None:
         super().__init__()
         if mask_runs not in MASK_RUNS:
             raise ValueError(f"mask_runs must be one of {', '.join(MASK_RUNS)}, got {mask_runs!r}")
-        self.mask_runs = mask_runs
+        if mask not in MASKS:
+            raise ValueError(f"mask must be one of {', '.join(MASKS)}, got {mask!r}")
+        self.mask_runs, self.mask = mask_runs, mask
 
     def decode_encoded(self, requests: Sequence[DecodeRequest]) -> list[EncodedPrediction]:
         if self.mask_runs == "host":
@@ -74,7 +94,7 @@ class ZeroCostTool(SegmentationTool):
             if prompt.is_empty:
                 raise ToolError(f"prompt {i}: a prediction needs a box or at least one point")
             size = embedding.image_size
-            answers.append(EncodedPrediction.from_boundaries(_fixed_boundaries(*size), size, _LOGITS, 1.0))
+            answers.append(EncodedPrediction.from_boundaries(_fixed_boundaries(self.mask, *size), size, _LOGITS, 1.0))
         self.count_decodes(len(requests), time.perf_counter() - start)
         return answers
 
@@ -82,14 +102,14 @@ class ZeroCostTool(SegmentationTool):
         return ImageEmbedding(data=None, image_size=(int(image.shape[0]), int(image.shape[1])), nbytes=1024)
 
     def _decode(self, embedding: ImageEmbedding, prompt: Prompt) -> Prediction:
-        return Prediction(mask=_fixed_mask(*embedding.image_size), logits=_LOGITS, score=1.0)
+        return Prediction(mask=MASKS[self.mask](*embedding.image_size), logits=_LOGITS, score=1.0)
 
 
 def build_zero_cost_tool(checkpoint: object = None, device: str = "cpu", mask_runs: str = "device",
-                         **options: object) -> ZeroCostTool:
+                         mask: str = "ellipse", **options: object) -> ZeroCostTool:
     if options:
-        raise ValueError(f"the zero-cost tool takes only mask_runs, got {sorted(options)}")
-    return ZeroCostTool(mask_runs)
+        raise ValueError(f"the zero-cost tool takes only mask_runs and mask, got {sorted(options)}")
+    return ZeroCostTool(mask_runs, mask)
 
 
 def register() -> None:
