@@ -236,8 +236,13 @@ def probe(model: Any, processor: Any, rows: list[dict[str, Any]]) -> dict[str, f
 
 def run_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The options a checkpoint was made with (those that must match to resume it)."""
-    return {k: str(v) if isinstance(v, Path) else v for k, v in sorted(vars(args).items())
-            if k not in RESUMABLE_CHANGES}
+    return fixed_settings({k: str(v) if isinstance(v, Path) else v for k, v in sorted(vars(args).items())})
+
+
+def fixed_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` without the options a resumption may change (a checkpoint made before an option
+    joined :data:`RESUMABLE_CHANGES` still stores it)."""
+    return {k: v for k, v in settings.items() if k not in RESUMABLE_CHANGES}
 
 
 def save_checkpoint(out: Path, model: Any, processor: Any, state: dict[str, Any]) -> None:
@@ -267,7 +272,7 @@ def load_checkpoint(out: Path, args: argparse.Namespace) -> dict[str, Any] | Non
         return None
     state = torch.load(path, weights_only=False, map_location="cpu")  # a GPU run resumes on a CPU too
     wanted = run_settings(args)
-    stored = {k: v for k, v in state["settings"].items() if k not in RESUMABLE_CHANGES}
+    stored = fixed_settings(state["settings"])
     # an option added to this script after the checkpoint was made counts as left at its default
     defaults = run_settings(parse_args(["--out", str(out)]))
     changed = sorted(k for k in set(wanted) | set(stored) if wanted.get(k) != stored.get(k, defaults.get(k)))

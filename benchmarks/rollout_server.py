@@ -907,7 +907,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "per action on the server's CPU)")
     parser.add_argument("--zero-cost-mask", default="ellipse", choices=["ellipse", "noisy"],
                         help="zero-cost tool: the mask every prompt gets; ellipse: a trained model's (a few hundred "
-                             "runs), noisy: the random-weight sam2 checkpoint's (~33,000 runs at 1024^2)")
+                             "runs), noisy: like the random-weight sam2 checkpoint's (~34,000 runs at 1024^2)")
     parser.add_argument("--device", default="cpu", help="torch device of the model on every side (cpu, cuda)")
     parser.add_argument("--precision", default=None, choices=["fp32", "tf32", "bf16"],
                         help="sam2 precision (default: the tool's own, bf16 on CUDA, fp32 on CPU)")

@@ -17,8 +17,8 @@ only (``benchmarks/rollout_server.py --tool zero-cost``); it is not part of meds
 
 * ``ellipse`` (default): an organ-sized ellipse, a few hundred runs: what a trained model returns.
 * ``noisy``: what the random-weight MedSAM2 checkpoint of the GPU benchmark returns: about 93 % of
-  the image set, with holes in 4x4 blocks, ~33,000 runs and ~35 kB of RLE at 1024^2 (the random-weight
-  masks: a median of 32,124 runs covering 93 %, docs/serving.md). With it the CPU proxy measures
+  the image set, with holes in 4x4 blocks, ~34,000 runs and ~47 kB of RLE at 1024^2 (the random-weight
+  masks: a median of 32,124 runs covering 93 %, about 35 kB of RLE, docs/serving.md). With it the CPU proxy measures
   what such masks cost the server per action, apart from the model.
 """
 
