@@ -76,6 +76,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hidden", type=int, default=DemoModel.hidden_size, help="language model width (the demo's)")
     parser.add_argument("--layers", type=int, default=DemoModel.num_layers,
                         help="language model layers (the demo's)")
+    parser.add_argument("--vision-hidden", type=int, default=DemoModel.vision_hidden_size,
+                        help="vision tower width (the demo's; a multiple of 32)")
+    parser.add_argument("--vision-depth", type=int, default=DemoModel.vision_depth,
+                        help="vision tower blocks (the demo's)")
     parser.add_argument("--system-prompt", action="store_true",
                         help="keep the protocol's system prompt (off: ~125 fewer tokens per row)")
     parser.add_argument("--bare-share", type=float, default=0.0,
@@ -84,6 +88,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--text-first", action="store_true",
                         help="the target text before the image in the user turn (default: after it, the protocol's "
                              "layout), so that image tokens can attend to the text")
+    parser.add_argument("--whole-numbers", type=int, default=0,
+                        help="one token per integer 0..N (1000: every coordinate one token; 0: digit by digit, "
+                             "as in Qwen's tokenizers)")
+    parser.add_argument("--sinusoidal", action="store_true",
+                        help="number tokens and the vision position table start as sinusoids of the same "
+                             "frequencies (needs --whole-numbers)")
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -106,6 +116,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--bare-share must be within [0, 1], got {args.bare_share}")
     if min(args.steps, args.batch, args.probe_every, args.train_scenes, args.probe_scenes, args.draw_workers) < 1:
         parser.error("--steps, --batch, --probe-every, --train-scenes, --probe-scenes and --draw-workers must be >= 1")
+    if args.sinusoidal and not args.whole_numbers:
+        parser.error("--sinusoidal needs --whole-numbers (1000 for the 0-1000 coordinates)")
     if args.loader_workers < 0:
         parser.error(f"--loader-workers must be >= 0, got {args.loader_workers}")
     return args
@@ -189,11 +201,12 @@ def base_model(args: argparse.Namespace, train: list[dict[str, Any]]) -> Path:
     model = DemoModel()
     return build_tiny_qwen_vl(folder, model.arch, hidden_size=args.hidden, num_layers=args.layers,  # type: ignore[arg-type]
                               vocab_size=model.vocab_size, max_pixels=args.view * args.view, seed=args.seed,
-                              mlp_ratio=model.mlp_ratio, vision_depth=model.vision_depth,
-                              vision_hidden_size=model.vision_hidden_size,
+                              mlp_ratio=model.mlp_ratio, vision_depth=args.vision_depth,
+                              vision_hidden_size=args.vision_hidden,
                               tokenizer_texts=prompt_texts(row["target"] for row in train), phrase_tokens=True,
                               chat_template=qwen_vl_tool_template(list_tools=False, tool_replies="user"),
-                              patch_size=args.patch_size)
+                              patch_size=args.patch_size, whole_numbers=args.whole_numbers,
+                              sinusoidal_positions=args.sinusoidal)
 
 
 def probe(model: Any, processor: Any, rows: list[dict[str, Any]]) -> dict[str, float]:

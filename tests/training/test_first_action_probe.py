@@ -24,6 +24,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_probe_points_are_written_and_a_saved_model_starts_the_next_run(tmp_path):
     bare = run("--task", "bare", "--steps", "2", "--probe-every", "1", "--patch-size", "8", "--save",
+               "--vision-hidden", "32", "--vision-depth", "1", "--whole-numbers", "1000", "--sinusoidal",
                "--out", str(tmp_path / "bare"))
     assert bare.returncode == 0, bare.stderr[-2000:]
     points = [json.loads(line) for line in (tmp_path / "bare" / "probe.jsonl").read_text().splitlines()]
@@ -34,6 +35,11 @@ def test_probe_points_are_written_and_a_saved_model_starts_the_next_run(tmp_path
         assert 0 <= point["distinct"] <= 2 and point["loss"] > 0
     config = json.loads((tmp_path / "bare" / "model" / "config.json").read_text())
     assert config["vision_config"]["patch_size"] == 8
+    assert (config["vision_config"]["hidden_size"], config["vision_config"]["depth"]) == (32, 1)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "bare" / "model")
+    assert tokenizer.tokenize("[613, 1000]") == ["[", "613", ",Ġ", "1000", "]"]  # --whole-numbers 1000
 
     full = run("--task", "full", "--steps", "1", "--probe-every", "1", "--init", str(tmp_path / "bare" / "model"),
                "--bare-share", "0.5", "--out", str(tmp_path / "full"))
@@ -46,6 +52,8 @@ def test_probe_points_are_written_and_a_saved_model_starts_the_next_run(tmp_path
 def test_bad_counts_are_refused(tmp_path):
     done = run("--steps", "0", "--out", str(tmp_path))
     assert done.returncode == 2 and "--steps" in done.stderr
+    done = run("--sinusoidal", "--out", str(tmp_path))
+    assert done.returncode == 2 and "--sinusoidal needs --whole-numbers" in done.stderr
 
 
 def losses(out: Path) -> list[tuple[int, float]]:

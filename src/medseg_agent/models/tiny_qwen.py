@@ -65,13 +65,18 @@ def _corpus() -> Iterator[str]:
     yield "The quick brown fox jumps over the lazy dog. Segment the tumor, liver, lesion, nucleus, cell."
 
 
-def build_tokenizer(vocab_size: int = 600, *, texts: Iterable[str] = (), phrases: bool = False) -> Any:
+def build_tokenizer(
+    vocab_size: int = 600, *, texts: Iterable[str] = (), phrases: bool = False, whole_numbers: int = 0
+) -> Any:
     """A byte-level BPE tokenizer with the Qwen special tokens, trained in memory (no download).
 
     ``texts`` are learnt from besides the protocol's texts (e.g. a dataset's target descriptions).
     ``phrases``: merges may span words (whole prompt phrases become single tokens, so the fixed
     system prompt costs ~100 tokens instead of ~600) while every digit stays one token, as in Qwen's
     tokenizers; coordinates are then written digit by digit.
+    ``whole_numbers`` (N > 0): every integer 0..N is one token instead (as 0..999 are in Llama 3's
+    tokenizer), so a coordinate is one choice among N + 1 rather than a chain of digits whose
+    meaning depends on their count and place: far easier for a model trained from scratch.
     """
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -103,6 +108,8 @@ def build_tokenizer(vocab_size: int = 600, *, texts: Iterable[str] = (), phrases
         model_max_length=32768,
     )
     tokenizer.add_tokens(list(MARKUP_TOKENS), special_tokens=False)
+    if whole_numbers > 0:
+        tokenizer.add_tokens([str(value) for value in range(whole_numbers + 1)], special_tokens=False)
     tokenizer.chat_template = QWEN_VL_TOOL_TEMPLATE
     return tokenizer
 
@@ -205,6 +212,41 @@ def _processor(arch: str, tokenizer: Any, max_pixels: int, template: str, patch:
     return Qwen2VLProcessor(image_processor, tokenizer, video, chat_template=template)
 
 
+def sinusoids(positions: Any, dim: int) -> Any:
+    """``dim`` features (sin, cos pairs) of ``positions`` in [0, 1], periods from 2 down to ~1/100:
+    the coarse ones tell far apart, the fine ones tell neighbours apart."""
+    import torch
+
+    pairs = dim // 2
+    frequencies = 0.5 * 200.0 ** (torch.arange(pairs, dtype=torch.float32) / max(1, pairs - 1))
+    angles = 2 * torch.pi * positions.float()[:, None] * frequencies[None, :]
+    features = torch.zeros(len(positions), dim)
+    features[:, 0 : 2 * pairs : 2], features[:, 1 : 2 * pairs : 2] = torch.sin(angles), torch.cos(angles)
+    return features
+
+
+def _sinusoidal_init(model: Any, tokenizer: Any, whole_numbers: int, vision_width: int) -> None:
+    """Number tokens 0..N and the vision position grid as sinusoids, at the model's init scale."""
+    import torch
+
+    scale = 0.02 * 2**0.5  # the Qwen-VL configs' initializer_range; a sinusoid's RMS is 1 / sqrt(2)
+    ids = torch.tensor(tokenizer.convert_tokens_to_ids([str(v) for v in range(whole_numbers + 1)]))
+    values = torch.arange(whole_numbers + 1) / whole_numbers
+    # the frequencies of one axis of the vision grid, repeated over the text width
+    axis = vision_width // 2
+    with torch.no_grad():
+        for table in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
+            reps = -(-table.shape[1] // axis)
+            table[ids] = scale * sinusoids(values, axis).repeat(1, reps)[:, : table.shape[1]]
+        grid = getattr(model.model.visual, "pos_embed", None)  # Qwen3-VL: a side x side table, row-major
+        if grid is not None:
+            side, width = model.model.visual.num_grid_per_side, grid.weight.shape[1]
+            centres = (torch.arange(side) + 0.5) / side
+            rows, cols = sinusoids(centres, axis), sinusoids(centres, width - axis)
+            table = torch.cat([cols[None, :, :].expand(side, -1, -1), rows[:, None, :].expand(-1, side, -1)], -1)
+            grid.weight.copy_(scale * table.reshape(side * side, width))
+
+
 def build_tiny_qwen_vl(
     out_dir: str | Path,
     arch: Arch = "qwen3_vl",
@@ -221,6 +263,8 @@ def build_tiny_qwen_vl(
     phrase_tokens: bool = False,
     chat_template: str = QWEN_VL_TOOL_TEMPLATE,
     patch_size: int | None = None,
+    whole_numbers: int = 0,
+    sinusoidal_positions: bool = False,
 ) -> Path:
     """Write a small random Qwen-VL checkpoint (model, tokenizer, processor, chat template) to ``out_dir``.
 
@@ -247,13 +291,17 @@ def build_tiny_qwen_vl(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(vocab_size, texts=tokenizer_texts, phrases=phrase_tokens)
+    if sinusoidal_positions and not whole_numbers:
+        raise ValueError("sinusoidal_positions needs whole_numbers (one token per coordinate value)")
+    tokenizer = build_tokenizer(vocab_size, texts=tokenizer_texts, phrases=phrase_tokens, whole_numbers=whole_numbers)
     tokenizer.chat_template = chat_template
     token_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     vision = {"depth": vision_depth, "hidden_size": vision_hidden_size, "heads": vision_hidden_size // 16}
     config = _model_config(arch, len(tokenizer), token_ids, hidden_size, num_layers, mlp_ratio, vision, patch)
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_config(config)
+    if sinusoidal_positions:
+        _sinusoidal_init(model, tokenizer, whole_numbers, vision_hidden_size)
     model.generation_config.eos_token_id = [token_ids["<|im_end|>"], token_ids["<|endoftext|>"]]
     model.generation_config.pad_token_id = token_ids["<|endoftext|>"]
     model.save_pretrained(out)
