@@ -88,12 +88,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--text-first", action="store_true",
                         help="the target text before the image in the user turn (default: after it, the protocol's "
                              "layout), so that image tokens can attend to the text")
-    parser.add_argument("--whole-numbers", type=int, default=0,
-                        help="one token per integer 0..N (1000: every coordinate one token; 0: digit by digit, "
-                             "as in Qwen's tokenizers)")
-    parser.add_argument("--sinusoidal", action="store_true",
-                        help="number tokens and the vision position table start as sinusoids of the same "
-                             "frequencies (needs --whole-numbers)")
+    numbers = parser.add_argument_group("coordinate tokens (default: digit by digit, as in Qwen's tokenizers)")
+    numbers.add_argument("--whole-numbers", type=int, default=0, metavar="N",
+                         help="one token per integer 0..N (1000: every coordinate one token)")
+    numbers.add_argument("--sinusoidal", action="store_true",
+                         help="number tokens and vision position table start as sinusoids (needs --whole-numbers)")
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
