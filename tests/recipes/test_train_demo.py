@@ -89,6 +89,23 @@ def test_every_stage_runs_resumes_and_reruns_stage_two_with_another_reward(tmp_p
     assert stage["settings"]["reward"] == "medsam_agent" and stage["settings"]["model"] == str(seed / "sft" / "final")
     assert not (sandbox / "seed-0" / "sft").exists()  # stage 1 did not run again
 
+    # stage 1 from a given checkpoint (here the SFT model above stands for a pretrained one)
+    pretrained = seed / "sft" / "final"
+    result = runner.invoke(
+        cli(),
+        ["train", "demo", "--size", "smoke", "--out", str(tmp_path / "from-base"), "--stages", "expert,sft",
+         "--base-model", str(pretrained), "--no-references", "-q"],
+        env={"COLUMNS": "200"},
+    )
+    assert result.exit_code == 0, result.output
+    started = tmp_path / "from-base" / "seed-0"
+    assert not (started / "base").exists()  # nothing built from the config
+    assert json.loads((started / "sft" / "stage.json").read_text())["settings"]["model"] == str(pretrained)
+    demo = json.loads((started / "demo.json").read_text())
+    assert demo["models"]["base"] == str(pretrained) and [r["row"] for r in demo["rows"]] == ["base", "sft"]
+    # the base row is the given model's own: it was trained, so it is not the untrained model's
+    assert demo["rows"][0] == {**next(r for r in table["rows"] if r["row"] == "sft"), "row": "base"}
+
 
 def test_bad_settings_are_named():
     with pytest.raises(ValueError, match="unknown demo setting 'sft_rate'"):
@@ -107,6 +124,14 @@ def test_cli_refuses_bad_options(tmp_path):
     result = runner.invoke(cli(), ["train", "demo", "--size", "smoke", "--stages", "rl", "--from", str(tmp_path),
                                    "--out", str(tmp_path / "x"), "-q"])
     assert result.exit_code != 0 and "no model there" in " ".join(result.output.split())
+    result = runner.invoke(cli(), ["train", "demo", "--size", "smoke", "--base-model", str(tmp_path),
+                                   "--out", str(tmp_path / "y"), "-q"])
+    assert result.exit_code != 0 and "--base-model" in result.output and "no config.json" in result.output
+    (tmp_path / "llama").mkdir()
+    (tmp_path / "llama" / "config.json").write_text('{"model_type": "llama"}')
+    result = runner.invoke(cli(), ["train", "demo", "--size", "smoke", "--base-model", str(tmp_path / "llama"),
+                                   "--out", str(tmp_path / "z"), "-q"])
+    assert result.exit_code != 0 and "'llama' is not a Qwen-VL" in " ".join(result.output.split())
 
 
 def test_tool_workers_do_not_change_the_expert_data(tmp_path):

@@ -347,6 +347,10 @@ class DemoRunOptions:
     from_model: Annotated[Path | None, typer.Option(
         "--from", help="Start stage 2 from this SFT model (a checkpoint, an sft/ or seed-N/ folder).",
         rich_help_panel=PANEL_DEMO)] = None
+    base_model: Annotated[Path | None, typer.Option(
+        "--base-model", help="Start stage 1 from this local Qwen-VL checkpoint (a pretrained one, e.g. "
+        "Qwen2.5-VL-3B-Instruct with --device cuda) instead of the small model built from the config.",
+        rich_help_panel=PANEL_DEMO)] = None
     reward: Annotated[str, typer.Option(
         "--reward", "-r", help="Reward preset or YAML for GRPO and the table.", rich_help_panel=PANEL_DEMO)] = "medseg"
     reward_set: Annotated[list[str] | None, typer.Option(

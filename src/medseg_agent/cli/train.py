@@ -239,6 +239,8 @@ def demo(run: DemoRunOptions) -> None:
       medseg-agent train demo --seeds 0,1,2                     # the learning claim: mean ± spread
 
       medseg-agent train demo --stages rl --from runs/train-demo/seed-0/sft -r my_reward.yaml -o runs/my-reward
+
+      medseg-agent train demo --base-model /models/Qwen2.5-VL-3B-Instruct --device cuda -o runs/demo-3b
     """
     import torch
 
@@ -264,6 +266,7 @@ def demo(run: DemoRunOptions) -> None:
             settings=settings_with(PRESETS[run.size], parse_settings(run.settings)),
             stages=run.stage_names(),
             from_model=run.from_model,
+            base_model=run.base_model,
             reward=run.reward,
             reward_overrides=list(run.reward_set or []),
             device=run.device,

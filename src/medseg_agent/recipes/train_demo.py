@@ -36,6 +36,7 @@ from typing import Any
 
 from medseg_agent.environment.episode import EpisodeConfig
 from medseg_agent.io.atomic import atomic_write_json
+from medseg_agent.models.tiny_qwen import ARCHS
 from medseg_agent.vocabulary.sample import Sample
 
 STAGES = ("expert", "sft", "rl")
@@ -140,6 +141,7 @@ class DemoOptions:
     seed: int = 0
     stages: tuple[str, ...] = STAGES
     from_model: Path | None = None  # the SFT model stage 2 starts from (reward sandbox); default: this run's
+    base_model: Path | None = None  # the model stage 1 starts from; default: built from ``settings.model``
     reward: str = "medseg"
     reward_overrides: list[str] = field(default_factory=list)
     device: str = "cpu"
@@ -422,6 +424,21 @@ def _reward_description(reward: str) -> Any:
     return spec_to_dict(resolve_reward(reward))
 
 
+def resolve_base(path: Path) -> Path:
+    """The checkpoint ``--base-model`` names: a Qwen-VL that loads like a real one (config, processor)."""
+    path = Path(path)
+    config = path / "config.json"
+    if not config.is_file():
+        raise DemoError(f"--base-model {path}: no model there (no config.json)")
+    model_type = json.loads(config.read_text()).get("model_type", "")
+    if model_type not in ARCHS:
+        raise DemoError(f"--base-model {path}: model_type {model_type!r} is not a Qwen-VL; expected one of "
+                        f"{', '.join(ARCHS)}")
+    if not any((path / name).is_file() for name in ("preprocessor_config.json", "processor_config.json")):
+        raise DemoError(f"--base-model {path}: no image processor saved with the model (preprocessor_config.json)")
+    return path
+
+
 def resolve_from(path: Path) -> Path:
     """A model folder from ``--from``: a checkpoint, a stage folder with ``final/`` or a seed folder."""
     path = Path(path)
@@ -524,6 +541,8 @@ def run_demo(options: DemoOptions) -> DemoResult:
     models: dict[str, Path] = {}
     if start_model is not None:  # the reward sandbox: stage 2 from a given SFT model
         models["sft"] = start_model
+    elif options.base_model is not None:
+        models["base"] = resolve_base(options.base_model)
     else:
         models["base"] = timed(
             "base", lambda: build_base_model(folder / "base", data, settings, options.seed, options.log)
