@@ -104,7 +104,9 @@ def test_every_stage_runs_resumes_and_reruns_stage_two_with_another_reward(tmp_p
     demo = json.loads((started / "demo.json").read_text())
     assert demo["models"]["base"] == str(pretrained) and [r["row"] for r in demo["rows"]] == ["base", "sft"]
     # the base row is the given model's own: it was trained, so it is not the untrained model's
-    assert demo["rows"][0] == {**next(r for r in table["rows"] if r["row"] == "sft"), "row": "base"}
+    sft_row = next(r for r in table["rows"] if r["row"] == "sft")
+    assert demo["rows"][0] == {**sft_row, "row": "base", "title": "base (given: final)"}
+    assert "base (given: final)" in result.output and "untrained" not in result.output
 
 
 def test_bad_settings_are_named():

@@ -296,7 +296,7 @@ def _print_demo_table(rows: list[dict[str, Any]], title: str, spread: bool) -> N
     table.add_column("n", justify="right")
     for row in rows:
         cells = [format_value(row[key], row.get(f"{key}_std") if spread else None) for key, _ in COLUMNS]
-        table.add_row(row_title(row["row"]), *cells, str(row["n"]))
+        table.add_row(row_title(row), *cells, str(row["n"]))
     console.print(table)
 
 

@@ -570,6 +570,8 @@ def run_demo(options: DemoOptions) -> DemoResult:
                 lambda name=name: evaluate_policy(name, folder / "eval" / name, test, settings, options, models[name]),
             )
             rows.append(row_metrics(name, records, options.reward))
+            if name == "base" and options.base_model is not None:
+                rows[-1]["title"] = f"base (given: {Path(options.base_model).name})"
     if options.references:
         for name in REFERENCE_ROWS:
             records = timed(

@@ -90,8 +90,9 @@ def format_value(value: float | None, spread: float | None = None) -> str:
     return f"{value:.3f}" if spread is None else f"{value:.3f} ± {spread:.3f}"
 
 
-def row_title(name: str) -> str:
-    return ROW_TITLES.get(name, name)
+def row_title(row: dict[str, Any]) -> str:
+    """A row's own ``title`` (a base model given with ``--base-model`` is not untrained), else its name's."""
+    return row.get("title") or ROW_TITLES.get(row["row"], row["row"])
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], spread: bool = False) -> str:
@@ -100,7 +101,7 @@ def markdown_table(rows: Sequence[dict[str, Any]], spread: bool = False) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [format_value(row[key], row.get(f"{key}_std") if spread else None) for key, _ in COLUMNS]
-        lines.append(f"| {row_title(row['row'])} | " + " | ".join(cells) + f" | {row['n']} |")
+        lines.append(f"| {row_title(row)} | " + " | ".join(cells) + f" | {row['n']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -134,6 +135,8 @@ def seed_rows(per_seed: dict[int, Sequence[dict[str, Any]]]) -> list[dict[str, A
     for name in names:
         members = [r for rows in per_seed.values() for r in rows if r["row"] == name]
         row: dict[str, Any] = {"row": name, "n": members[0]["n"], "seeds": len(members)}
+        if "title" in members[0]:
+            row["title"] = members[0]["title"]
         for key, _ in COLUMNS:
             values = [m[key] for m in members if m[key] is not None]
             row[key] = float(np.mean(values)) if values else None
