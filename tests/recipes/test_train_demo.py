@@ -115,6 +115,14 @@ def test_bad_settings_are_named():
     with pytest.raises(ValueError, match="unknown model setting 'model.width'"):
         settings_with(PRESETS["demo"], {"model.width": 1})
     assert settings_with(PRESETS["demo"], {"model.hidden_size": 256}).model.hidden_size == 256
+    # a value of the wrong type is named here, not left to fail inside the optimizer
+    with pytest.raises(ValueError, match=r"setting sft_lr: expected float \(like 0.001\), got '3e-4' \(str\)"):
+        settings_with(PRESETS["demo"], {"sft_lr": "3e-4"})
+    with pytest.raises(ValueError, match="setting rl_steps: expected int"):
+        settings_with(PRESETS["demo"], {"rl_steps": 2.5})
+    with pytest.raises(ValueError, match="setting model.vocab_size: expected int"):
+        settings_with(PRESETS["demo"], {"model.vocab_size": True})
+    assert settings_with(PRESETS["demo"], {"sft_epochs": 20}).sft_epochs == 20.0  # an int for a float is fine
 
 
 def test_cli_refuses_bad_options(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -110,6 +111,9 @@ def parse_key_values(items: list[str] | None, what: str = "--policy-option") -> 
     return out
 
 
+SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def parse_settings(items: list[str] | None, flag: str = "--set") -> dict[str, Any]:
     """``--set key=value`` pairs (YAML values, so 1e-4, true and [1, 2] keep their types) for trainer
     and recipe configs; a pair without ``=`` is a clean exit naming it."""
@@ -120,7 +124,10 @@ def parse_settings(items: list[str] | None, flag: str = "--set") -> dict[str, An
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             fail(f"{flag} {item!r}: expected KEY=VALUE, e.g. {flag} warmup_steps=10")
-        out[key.strip()] = yaml.safe_load(raw)
+        value = yaml.safe_load(raw)
+        if isinstance(value, str) and SCIENTIFIC.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
+        out[key.strip()] = value
     return out
 
 

@@ -126,12 +126,28 @@ def settings_with(base: DemoSettings, overrides: dict[str, Any]) -> DemoSettings
             if name not in model_names:
                 choices = ", ".join(f"model.{n}" for n in sorted(model_names))
                 raise ValueError(f"unknown model setting {key!r}; choose from {choices}")
-            model[name] = value
+            model[name] = _typed(key, value, getattr(base.model, name))
         elif key in names and key != "model":
-            top[key] = value
+            top[key] = _typed(key, value, getattr(base, key))
         else:
             raise ValueError(f"unknown demo setting {key!r}; choose from {', '.join(sorted(names - {'model'}))}")
     return replace(base, **top, model=replace(base.model, **model))
+
+
+def _typed(key: str, value: Any, current: Any) -> Any:
+    """``value`` as the type of the setting it replaces (an int for a float setting is fine); a wrong
+    type is an error naming the setting, not a failure deep inside the trainer."""
+    if isinstance(current, bool) or isinstance(value, bool):
+        if isinstance(current, bool) and isinstance(value, bool):
+            return value
+    elif isinstance(current, float) and isinstance(value, int | float):
+        return float(value)
+    elif isinstance(current, int) and isinstance(value, int) or isinstance(current, str) and isinstance(value, str):
+        return value
+    elif isinstance(current, tuple) and isinstance(value, list | tuple):
+        return tuple(value)
+    raise ValueError(f"setting {key}: expected {type(current).__name__} (like {current!r}), "
+                     f"got {value!r} ({type(value).__name__})")
 
 
 @dataclass
