@@ -76,7 +76,8 @@ def build_tokenizer(
     tokenizers; coordinates are then written digit by digit.
     ``whole_numbers`` (N > 0): every integer 0..N is one token instead (as 0..999 are in Llama 3's
     tokenizer), so a coordinate is one choice among N + 1 rather than a chain of digits whose
-    meaning depends on their count and place: far easier for a model trained from scratch.
+    meaning depends on their count and place. Alone this learns slower than digits (neighbouring
+    values share nothing); see ``sinusoidal_positions`` of :func:`build_tiny_qwen_vl`.
     """
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
