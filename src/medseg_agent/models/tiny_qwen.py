@@ -235,10 +235,10 @@ def _sinusoidal_init(model: Any, tokenizer: Any, whole_numbers: int, vision_widt
     values = torch.arange(whole_numbers + 1) / whole_numbers
     # the frequencies of one axis of the vision grid, repeated over the text width
     axis = vision_width // 2
+    numbers = scale * sinusoids(values, axis)
     with torch.no_grad():
         for table in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
-            reps = -(-table.shape[1] // axis)
-            table[ids] = scale * sinusoids(values, axis).repeat(1, reps)[:, : table.shape[1]]
+            table[ids] = numbers.repeat(1, -(-table.shape[1] // axis))[:, : table.shape[1]]
         grid = getattr(model.model.visual, "pos_embed", None)  # Qwen3-VL: a side x side table, row-major
         if grid is not None:
             side, width = model.model.visual.num_grid_per_side, grid.weight.shape[1]

@@ -135,19 +135,16 @@ def settings_with(base: DemoSettings, overrides: dict[str, Any]) -> DemoSettings
 
 
 def _typed(key: str, value: Any, current: Any) -> Any:
-    """``value`` as the type of the setting it replaces (an int for a float setting is fine); a wrong
-    type is an error naming the setting, not a failure deep inside the trainer."""
-    if isinstance(current, bool) or isinstance(value, bool):
-        if isinstance(current, bool) and isinstance(value, bool):
-            return value
-    elif isinstance(current, float) and isinstance(value, int | float):
-        return float(value)
-    elif isinstance(current, int) and isinstance(value, int) or isinstance(current, str) and isinstance(value, str):
-        return value
-    elif isinstance(current, tuple) and isinstance(value, list | tuple):
-        return tuple(value)
-    raise ValueError(f"setting {key}: expected {type(current).__name__} (like {current!r}), "
-                     f"got {value!r} ({type(value).__name__})")
+    """``value`` as the type of the setting it replaces, validated strictly by pydantic (an int for a
+    float setting is fine); a wrong type is an error naming the setting, not a failure deep inside
+    the trainer."""
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        return TypeAdapter(type(current)).validate_python(value, strict=True)
+    except ValidationError:
+        raise ValueError(f"setting {key}: expected {type(current).__name__} (like {current!r}), "
+                         f"got {value!r} ({type(value).__name__})") from None
 
 
 @dataclass
