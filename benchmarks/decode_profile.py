@@ -10,26 +10,37 @@ server can be told apart from a slow model, a slow host path or a slow client:
   a box, one click and the previous logits (step 2), the rows taken from all ``--images`` images
   in turn (one embedding per row, as the server batches them);
 * per batch size and structure: the **first** call at that shape (a device may build kernels or
-  plans per shape) and the median of ``--repeats`` more: wall time and this thread's CPU time per
+  plans per shape), all first calls timed in a pass of their own before anything is profiled (a
+  profile leaves thousands of Python objects for the collector), and the median of ``--repeats``
+  more: wall time and this thread's CPU time per
   batch (on a GPU a synchronisation spins, so waiting counts as CPU), then one call under
   ``torch.profiler``: CPU and device time of each piece (the ``medseg.decode.*`` ranges of
   :data:`medseg_agent.tools.sam.DECODE_RANGES`: prompts, model, upsample, runs, rows) and the
   number of operator calls (kernel launches, on a GPU);
+* with ``--contend F``, the same calls again while another thread runs pure Python for a share F
+  of every 2 ms, as the server's event loop does beside its model thread: a forward bound by
+  launching operators needs the interpreter lock between them, so this shows what the event loop's
+  work costs the model thread;
 * per row: runs in the mask, characters of its RLE; the client's work per action (RLE decoding
   and the click rule), for these masks and for the zero-cost tool's;
 * the ``ideal`` side's call: ``tool.decode`` of one prompt, the whole mask copied to the host.
 
     python benchmarks/decode_profile.py --device cuda                    # on a GPU (the issue-12 check)
     python benchmarks/decode_profile.py --images 2 --batches 1,8,32 --repeats 1   # on a CPU
+    python benchmarks/decode_profile.py --device cuda --contend 0.5               # the event loop's share
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import statistics
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +71,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--precision", default=None, choices=["fp32", "tf32", "bf16"],
                         help="sam2 precision (default: the tool's own, bf16 on CUDA, fp32 on CPU)")
     parser.add_argument("--model-size", type=int, default=None, help="sam2 input size override (MedSAM2: 512)")
+    parser.add_argument("--tool-max-batch", type=int, default=None,
+                        help="rows per decoder call (default: the tool's own, 32 on CUDA, 16 on CPU)")
+    parser.add_argument("--contend", type=float, default=0.0,
+                        help="also time the calls beside a thread running pure Python this share (0-1) of "
+                             "every 2 ms (default 0: not measured)")
     parser.add_argument("--trace", type=Path, default=None,
                         help="also write a Chrome trace of one call of the largest batch to this file")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results")
@@ -70,13 +86,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--batches must be comma-separated integers, got {args.batches!r}")
     if args.batch_sizes[0] < 1 or args.images < 1 or args.repeats < 1:
         parser.error("--batches, --images and --repeats must be >= 1")
+    if not 0.0 <= args.contend < 1.0:
+        parser.error(f"--contend is a share of the time in [0, 1), got {args.contend}")
     return args
 
 
 def model_args(args: argparse.Namespace) -> argparse.Namespace:
     """The rollout benchmark's options for its sam2 model, so both load the same checkpoint."""
     return argparse.Namespace(tool="sam2", device=args.device, precision=args.precision,
-                              model_size=args.model_size, mask_runs="device",
+                              model_size=args.model_size, mask_runs="device", tool_max_batch=args.tool_max_batch,
                               bucket_batches="off")  # every batch size as asked, unpadded
 
 
@@ -131,27 +149,61 @@ def profiled(call: Any, device: str, trace: Path | None) -> dict[str, Any]:
     return {"ranges": ranges, "aten_calls": operators}
 
 
+@contextlib.contextmanager
+def python_load(share: float, period_s: float = 0.002) -> Iterator[None]:
+    """A thread holding the interpreter in pure Python for ``share`` of every ``period_s``, as an
+    event loop answering requests does beside the model thread; nothing with ``share`` 0."""
+    if share <= 0:
+        yield
+        return
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            until = time.perf_counter() + share * period_s
+            while time.perf_counter() < until:
+                pass
+            time.sleep((1 - share) * period_s)
+
+    thread = threading.Thread(target=spin, name="python-load", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def median_call(call: Any, repeats: int) -> tuple[float, float]:
+    """Median wall and thread-CPU seconds of ``repeats`` calls."""
+    times = [timed(call)[:2] for _ in range(repeats)]
+    return statistics.median(w for w, _ in times), statistics.median(c for _, c in times)
+
+
 def measure_batches(tool: SegmentationTool, prompts: dict[str, list[Any]], args: argparse.Namespace) -> list[dict]:
+    shapes = [(structure, size) for structure in STRUCTURES for size in args.batch_sizes]
+    calls = {shape: (lambda r=prompts[shape[0]][: shape[1]]: tool.decode_encoded(r)) for shape in shapes}
+    firsts = {}
+    for shape in shapes:
+        gc.collect()
+        firsts[shape] = timed(calls[shape])[:2]
     rows = []
-    largest = args.batch_sizes[-1]
-    for structure in STRUCTURES:
-        for size in args.batch_sizes:
-            requests = prompts[structure][:size]
-            first_wall, first_cpu, _ = timed(lambda r=requests: tool.decode_encoded(r))
-            walls, cpus = [], []
-            for _ in range(args.repeats):
-                wall, cpu, _ = timed(lambda r=requests: tool.decode_encoded(r))
-                walls.append(wall)
-                cpus.append(cpu)
-            trace = args.trace if args.trace and size == largest and structure == STRUCTURES[-1] else None
-            profile = profiled(lambda r=requests: tool.decode_encoded(r), args.device, trace)
-            wall, cpu = statistics.median(walls), statistics.median(cpus)
-            rows.append({"structure": structure, "rows": size, "first_call_ms": round(1000 * first_wall, 2),
-                         "first_call_cpu_ms": round(1000 * first_cpu, 2), "batch_ms": round(1000 * wall, 2),
-                         "batch_cpu_ms": round(1000 * cpu, 2), "ms_per_row": round(1000 * wall / size, 3),
-                         "cpu_ms_per_row": round(1000 * cpu / size, 3), **profile})
-            print(f"{structure:17s} x{size:3d}: first {1000 * first_wall:8.1f} ms, then {1000 * wall:8.1f} ms "
-                  f"({1000 * wall / size:.2f} ms/row, CPU {1000 * cpu / size:.2f} ms/row)", file=sys.stderr)
+    for structure, size in shapes:
+        call = calls[structure, size]
+        wall, cpu = median_call(call, args.repeats)
+        first_wall, first_cpu = firsts[structure, size]
+        row = {"structure": structure, "rows": size, "first_call_ms": round(1000 * first_wall, 2),
+               "first_call_cpu_ms": round(1000 * first_cpu, 2), "batch_ms": round(1000 * wall, 2),
+               "batch_cpu_ms": round(1000 * cpu, 2), "ms_per_row": round(1000 * wall / size, 3),
+               "cpu_ms_per_row": round(1000 * cpu / size, 3)}
+        if args.contend:
+            with python_load(args.contend):
+                row["contended_batch_ms"] = round(1000 * median_call(call, args.repeats)[0], 2)
+        trace = args.trace if args.trace and size == args.batch_sizes[-1] and structure == STRUCTURES[-1] else None
+        rows.append({**row, **profiled(call, args.device, trace)})
+        contended = f", beside Python load {row['contended_batch_ms']:.1f} ms" if args.contend else ""
+        print(f"{structure:17s} x{size:3d}: first {1000 * first_wall:8.1f} ms, then {1000 * wall:8.1f} ms "
+              f"({1000 * wall / size:.2f} ms/row, CPU {1000 * cpu / size:.2f} ms/row){contended}", file=sys.stderr)
     return rows
 
 
@@ -219,13 +271,18 @@ def print_table(result: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table(title="Sam2Tool.decode_encoded, piece by piece (ms per batch; profiled call)")
-    for title in ("rows", "structure", "first call", "batch", "CPU", "per row", *DECODE_RANGES, "aten calls"):
+    contended = any("contended_batch_ms" in row for row in result["batches"])
+    titles = ("rows", "structure", "first call", "batch", "CPU", "per row", *(("beside load",) if contended else ()),
+              *DECODE_RANGES, "aten calls")
+    for title in titles:
         table.add_column(title.replace("medseg.decode.", ""), justify="right")
     for row in result["batches"]:
         pieces = [f"{row['ranges'].get(name, {}).get('cpu_ms', 0):.1f} / "
                   f"{row['ranges'].get(name, {}).get('device_ms', 0):.1f}" for name in DECODE_RANGES]
+        loaded = (f"{row['contended_batch_ms']:.1f}",) if contended else ()
         table.add_row(str(row["rows"]), row["structure"], f"{row['first_call_ms']:.1f}", f"{row['batch_ms']:.1f}",
-                      f"{row['batch_cpu_ms']:.1f}", f"{row['ms_per_row']:.2f}", *pieces, str(row["aten_calls"]))
+                      f"{row['batch_cpu_ms']:.1f}", f"{row['ms_per_row']:.2f}", *loaded, *pieces,
+                      str(row["aten_calls"]))
     console = Console(width=220)
     console.print(table)
     console.print("pieces: CPU ms / device ms inside each range (device time is 0 on a CPU)")

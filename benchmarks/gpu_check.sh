@@ -4,17 +4,18 @@
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]         # results: OUT_DIR (default $OUT, else runs/benchmarks/gpu-check)
 #
-# The second H100 run (docs/serving.md) measured 98.7 actions/s at 1024^2 with 8 client processes:
-# ~147 ms per decode batch of ~20 rows against 8-9 ms for one serial decode, and client processes
-# ~85 % busy. So:
-# 1. decode_profile.py: Sam2Tool.decode_encoded per batch size and structure, first call at a shape
-#    against the calls after it, the profiler's pieces (prompts, model, upsample, runs, rows) on the
-#    host and the device, a Chrome trace of the largest batch.
-# 2. rollout_server.py, the default workload at 1024^2 (8 images x 8 sessions x 5 actions), warm
-#    (one unmeasured round first), server + ideal, 8 client processes: the second run's row, again,
-#    now with the model thread's time per decode batch and busy share;
-# 3. the same with 14 client processes: does more client CPU raise the throughput (client-bound)?
-# 4. the same in fp32 instead of bf16 autocast.
+# The third H100 run (docs/serving.md) measured 86.8 actions/s at 1024^2 with 8 client processes, the
+# model thread busy 94 % of the action phase at ~142 ms per decode batch, where the same batches take
+# 56-70 ms outside the server (two forwards of 16 rows; each forward bound by launching ~1,700
+# operators, ~20 ms whatever its rows). The server's process used 6.9 ms of CPU per action: one
+# interpreter for the model thread and the event loop. So:
+# 1. decode_profile.py --contend 0.4: the same calls beside a thread of pure Python 40 % of the time
+#    (the event loop's share): how much the interpreter lock costs a launch-bound forward; first
+#    calls timed in a pass of their own (the third run's were taken after profiled calls);
+# 2. rollout_server.py, the default workload at 1024^2, warm, 8 client processes, with the tool's
+#    new default of 32 rows per decoder call on CUDA (one forward per server batch);
+# 3. the same with --tool-max-batch 16 (the third run's setting): the baseline on the same machine;
+# 4. the same with 14 client processes: does more client CPU raise the throughput (client-bound)?
 # Every step has its own time limit, so one slow step still leaves the others' results.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -36,12 +37,12 @@ step() {  # step NAME SECONDS COMMAND...
     tail -n 25 "$out/$name.log" | grep -v '━'
 }
 
-step decode-profile 150 "$python" benchmarks/decode_profile.py --device cuda --trace "$out/decode-trace.json" \
-    --out "$out/decode-profile.json"
+step decode-profile 150 "$python" benchmarks/decode_profile.py --device cuda --contend 0.4 \
+    --trace "$out/decode-trace.json" --out "$out/decode-profile.json"
 step rollout-8-processes 100 "$python" benchmarks/rollout_server.py --device cuda --sides server,ideal \
     --client-processes 8 --warmup-rounds 1 --out "$out/rollout-8-processes.json"
+step rollout-max-batch-16 90 "$python" benchmarks/rollout_server.py --device cuda --sides server --tool-max-batch 16 \
+    --client-processes 8 --warmup-rounds 1 --out "$out/rollout-max-batch-16.json"
 step rollout-14-processes 90 "$python" benchmarks/rollout_server.py --device cuda --sides server \
     --client-processes 14 --warmup-rounds 1 --out "$out/rollout-14-processes.json"
-step rollout-fp32 90 "$python" benchmarks/rollout_server.py --device cuda --sides server --precision fp32 \
-    --client-processes 8 --warmup-rounds 1 --out "$out/rollout-fp32.json"
 echo "== done $(date +%T); results in $out"

@@ -184,6 +184,8 @@ def tool_options(args: argparse.Namespace) -> dict[str, Any]:
             options["precision"] = args.precision
         if args.bucket_batches != "auto":
             options["bucket_batches"] = args.bucket_batches == "on"
+        if args.tool_max_batch:
+            options["max_batch"] = args.tool_max_batch
     return options
 
 
@@ -818,6 +820,8 @@ def model_args(args: argparse.Namespace) -> list[str]:
     if args.precision:
         out += ["--precision", args.precision]
     out += ["--bucket-batches", args.bucket_batches]
+    if args.tool_max_batch:
+        out += ["--tool-max-batch", str(args.tool_max_batch)]
     if args.reference_server:
         out += ["--reference-server", str(args.reference_server)]
     out += ["--replicas", str(args.replicas), "--cpus-per-replica", str(args.cpus_per_replica)]
@@ -915,6 +919,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bucket-batches", default="auto", choices=["auto", "on", "off"],
                         help="sam2 decoder calls padded to power-of-two row counts (auto: the tool's default, "
                              "on with --device cuda)")
+    parser.add_argument("--tool-max-batch", type=int, default=None,
+                        help="sam2 rows per decoder call (default: the tool's own, 32 with --device cuda, 16 on CPU)")
     parser.add_argument("--sides", default="server,ideal,reimplemented",
                         help=f"comma-separated subset of {', '.join(SIDES)}")
     parser.add_argument("--reference-server", type=Path, default=None,

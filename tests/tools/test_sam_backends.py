@@ -32,7 +32,10 @@ from medseg_agent.vocabulary.prompts import Prompt
 pytest.importorskip("segment_anything")
 pytest.importorskip("sam2")
 
+from medseg_agent.serving.config import ServerConfig  # noqa: E402
 from medseg_agent.tools.sam import (  # noqa: E402  (after the importorskip guards)
+    CUDA_MAX_BATCH,
+    DEFAULT_MAX_BATCH,
     MEDSAM,
     SquareResize,
     batch_bucket,
@@ -40,6 +43,7 @@ from medseg_agent.tools.sam import (  # noqa: E402  (after the importorskip guar
     build_sam_tool,
     medsam_preprocess,
     resolve_bucketing,
+    resolve_max_batch,
 )
 from medseg_agent.tools.sam2 import build_sam2_tool  # noqa: E402
 
@@ -241,6 +245,16 @@ def test_batch_buckets_are_powers_of_two_up_to_the_largest_call():
     assert resolve_bucketing(None, torch.device("cpu")) is False
     assert resolve_bucketing(None, torch.device("cuda")) is True
     assert resolve_bucketing(False, torch.device("cuda")) is False
+
+
+def test_decoder_calls_take_the_server_batch_on_a_gpu_and_less_on_a_cpu():
+    """On a GPU a forward costs its operator launches whatever its rows: the server's batch of 32
+    goes in one call there; on a CPU rows cost compute and 16 bounds the upsampling's memory."""
+    assert resolve_max_batch(None, torch.device("cuda")) == CUDA_MAX_BATCH == ServerConfig().max_batch
+    assert resolve_max_batch(None, torch.device("cpu")) == DEFAULT_MAX_BATCH < CUDA_MAX_BATCH
+    assert resolve_max_batch(4, torch.device("cuda")) == 4
+    with pytest.raises(ToolError, match="max_batch must be >= 1, got 0"):
+        resolve_max_batch(0, torch.device("cpu"))
 
 
 @pytest.mark.slow

@@ -43,8 +43,13 @@ SAM_MODEL_TYPES: tuple[str, ...] = ("vit_b", "vit_l", "vit_h")
 #: Side of the square the image encoder sees.
 ENCODER_SIZE = 1024
 #: Largest number of prompts sent through the mask decoder at once by :meth:`SamTool.decode_batch`
-#: (bounds the memory of the full-resolution upsampling).
+#: (bounds the memory of the full-resolution upsampling), on a CPU, where a row costs its full
+#: compute whatever the call.
 DEFAULT_MAX_BATCH = 16
+#: The same on a CUDA device, the tool server's own batch (``ServerConfig.max_batch``): there a
+#: forward is bound by launching its ~1,700 operators, not by rows (one H100: 20 ms per call for 1
+#: to 16 rows, device time no longer than host time), so the server's batch goes in one call.
+CUDA_MAX_BATCH = 32
 #: ``auto``: bf16 autocast on a CUDA device that has it (what SAM 2's own examples do), fp32
 #: elsewhere; ``tf32``: fp32 weights with TF32 matmuls and convolutions on Ampere or newer GPUs;
 #: ``bf16``: bf16 autocast (TF32 for what stays fp32); ``fp32``: exact float32 everywhere.
@@ -162,21 +167,19 @@ class SamTool(SegmentationTool):
         *,
         model_type: str = "vit_b",
         checkpoint: Path | None = None,
-        max_batch: int = DEFAULT_MAX_BATCH,
+        max_batch: int | None = None,
         precision: str = "auto",
         bucket_batches: bool | None = None,
     ) -> None:
         from segment_anything import SamPredictor
 
         super().__init__()
-        if max_batch < 1:
-            raise ToolError(f"max_batch must be >= 1, got {max_batch}")
+        self.max_batch = resolve_max_batch(max_batch, model_device(model))
         self.precision = resolve_precision(precision, model_device(model))
         self.name = variant.name
         self.variant = variant
         self.model_type = model_type
         self.checkpoint = checkpoint
-        self.max_batch = max_batch
         #: Decoder calls padded to power-of-two row counts (see :func:`batch_bucket`); default: on CUDA.
         self.bucket_batches = resolve_bucketing(bucket_batches, model_device(model))
         self.model = model
@@ -327,6 +330,16 @@ def batch_bucket(rows: int, max_batch: int) -> int:
     prompt structure, and pay that first-call cost each time. Padding costs at most twice the rows
     of a call that is cheap on a GPU."""
     return min(1 << max(rows - 1, 0).bit_length(), max(max_batch, rows))
+
+
+def resolve_max_batch(max_batch: int | None, device: torch.device) -> int:
+    """``None`` (the default): :data:`CUDA_MAX_BATCH` rows per decoder call on a CUDA device,
+    :data:`DEFAULT_MAX_BATCH` elsewhere."""
+    if max_batch is None:
+        return CUDA_MAX_BATCH if device.type == "cuda" else DEFAULT_MAX_BATCH
+    if max_batch < 1:
+        raise ToolError(f"max_batch must be >= 1, got {max_batch}")
+    return int(max_batch)
 
 
 def resolve_bucketing(bucket_batches: bool | None, device: torch.device) -> bool:
@@ -519,7 +532,7 @@ def build_sam_tool(
     *,
     model_type: str = "vit_b",
     allow_random_weights: bool = False,
-    max_batch: int = DEFAULT_MAX_BATCH,
+    max_batch: int | None = None,
     precision: str = "auto",
     bucket_batches: bool | None = None,
 ) -> SamTool:
@@ -540,7 +553,7 @@ def build_medsam_tool(
     device: str = "cpu",
     *,
     allow_random_weights: bool = False,
-    max_batch: int = DEFAULT_MAX_BATCH,
+    max_batch: int | None = None,
     precision: str = "auto",
     bucket_batches: bool | None = None,
 ) -> SamTool:

@@ -40,7 +40,6 @@ from torch.profiler import record_function
 from medseg_agent.tools.base import DecodeRequest, EncodedPrediction, ImageEmbedding, SegmentationTool
 from medseg_agent.tools.checkpoints import build_model
 from medseg_agent.tools.sam import (
-    DEFAULT_MAX_BATCH,
     MODEL_RANGE,
     PROMPTS_RANGE,
     UPSAMPLE_RANGE,
@@ -53,6 +52,7 @@ from medseg_agent.tools.sam import (
     model_device,
     predictions_from_tensors,
     resolve_bucketing,
+    resolve_max_batch,
     resolve_precision,
     to_device,
 )
@@ -114,20 +114,18 @@ class Sam2Tool(SegmentationTool):
         *,
         config: str = DEFAULT_CONFIG,
         checkpoint: Path | None = None,
-        max_batch: int = DEFAULT_MAX_BATCH,
+        max_batch: int | None = None,
         precision: str = "auto",
         bucket_batches: bool | None = None,
     ) -> None:
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
         super().__init__()
-        if max_batch < 1:
-            raise ToolError(f"max_batch must be >= 1, got {max_batch}")
         self.config = config
         self.checkpoint = checkpoint
-        self.max_batch = max_batch
         self.model = model
         self.device = model_device(model)
+        self.max_batch = resolve_max_batch(max_batch, self.device)
         self.precision = resolve_precision(precision, self.device)
         #: Decoder calls padded to power-of-two row counts (see ``batch_bucket``); default: on CUDA.
         self.bucket_batches = resolve_bucketing(bucket_batches, self.device)
@@ -282,7 +280,7 @@ def build_sam2_tool(
     config: str = DEFAULT_CONFIG,
     image_size: int | None = None,
     allow_random_weights: bool = False,
-    max_batch: int = DEFAULT_MAX_BATCH,
+    max_batch: int | None = None,
     precision: str = "auto",
     bucket_batches: bool | None = None,
 ) -> Sam2Tool:
