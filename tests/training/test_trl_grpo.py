@@ -11,7 +11,14 @@ from medseg_agent.environment.episode import EpisodeConfig
 from medseg_agent.protocols import get_protocol
 from medseg_agent.rewards import get_preset, score_record
 from medseg_agent.tools.registry import build_tool
-from medseg_agent.training.trl_grpo import GRPOOptions, SegmentationEnvironment, grpo_rows, run_grpo
+from medseg_agent.training.trl_grpo import (
+    GRPOOptions,
+    SegmentationEnvironment,
+    generation_settings,
+    grpo_rows,
+    run_grpo,
+    vision_token_ids,
+)
 from medseg_agent.vocabulary.actions import AddBox, AddPoint, Stop
 from medseg_agent.vocabulary.sample import Sample
 from medseg_agent.vocabulary.stop import StopReason
@@ -77,6 +84,13 @@ def test_trls_parser_turns_protocol_replies_into_environment_calls(tiny_qwen):
 @pytest.mark.slow
 def test_grpo_step_on_cpu_with_the_tiny_model(tiny_qwen, tmp_path):
     import datasets
+    from transformers import AutoConfig, TrainerCallback
+
+    seen = {}
+
+    class Spy(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):  # noqa: ANN001 - transformers' signature
+            seen["generation_kwargs"] = args.generation_kwargs
 
     rows = grpo_rows([disc(), disc(centre=(30, 25), radius=10)], view_longest_side=64)
     result = run_grpo(
@@ -93,10 +107,25 @@ def test_grpo_step_on_cpu_with_the_tiny_model(tiny_qwen, tmp_path):
             learning_rate=1e-4,
         ),
         datasets.Dataset.from_list(rows),
+        callbacks=[Spy()],
     )
     assert result.steps == 1
+    vision = vision_token_ids(AutoConfig.from_pretrained(tiny_qwen))
+    assert len(vision) == 4 and seen["generation_kwargs"]["suppress_tokens"] == vision  # never sampled
     assert len(result.rewards) == 1 and 0.0 <= result.rewards[0] <= 1.0  # the environment's get_reward ran
     assert (result.output_dir / "model.safetensors").is_file()
+
+
+def test_vision_tokens_join_the_callers_suppressed_tokens_and_leave_vllm_alone():
+    class Config:
+        image_token_id, video_token_id, vision_start_token_id, vision_end_token_id = 12, 13, 9, 10
+
+    assert vision_token_ids(Config()) == [9, 10, 12, 13]
+    mine = {"generation_kwargs": {"suppress_tokens": [3, 12], "top_k": 5}, "beta": 0.1}
+    merged = generation_settings(mine, Config())
+    assert merged == {"generation_kwargs": {"suppress_tokens": [3, 9, 10, 12, 13], "top_k": 5}, "beta": 0.1}
+    assert mine["generation_kwargs"]["suppress_tokens"] == [3, 12]  # the caller's settings are not changed
+    assert generation_settings({"use_vllm": True}, Config()) == {"use_vllm": True}
 
 
 @pytest.mark.slow

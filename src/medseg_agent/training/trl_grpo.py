@@ -212,6 +212,32 @@ def ensure_tool_call_parser(processor: Any) -> None:
         tokenizer.response_schema = qwen3_schema
 
 
+#: A Qwen-VL config's image and video placeholder tokens and the marks around them.
+VISION_TOKEN_FIELDS = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+
+
+def vision_token_ids(config: Any) -> list[int]:
+    """The ids of a Qwen-VL model's vision placeholder tokens, suppressed when GRPO samples.
+
+    Sampled into a completion, such a token has no image behind it: TRL's loss forward marks a
+    ``<|video_pad|>`` as video and the model's position indexing fails ("'NoneType' object is not an
+    iterator"), an ``<|image_pad|>`` claims an image that is not there. A small policy sampled at
+    temperature 1 does write them: the demo's 60-step GRPO run of seed 1 ended that way.
+    """
+    found = (getattr(config, name, None) for name in VISION_TOKEN_FIELDS)
+    return sorted({int(token) for token in found if token is not None})
+
+
+def generation_settings(extra: dict[str, Any], config: Any) -> dict[str, Any]:
+    """``extra`` (GRPOConfig fields) with the vision tokens added to ``generation_kwargs``'
+    ``suppress_tokens`` (transformers generation; vLLM's sampling has no such field)."""
+    if extra.get("use_vllm"):
+        return extra
+    generation = dict(extra.get("generation_kwargs") or {})
+    generation["suppress_tokens"] = sorted({*generation.get("suppress_tokens", []), *vision_token_ids(config)})
+    return {**extra, "generation_kwargs": generation}
+
+
 def run_grpo(options: GRPOOptions, dataset: Any, callbacks: list[Any] | None = None) -> GRPOResult:
     """Train with TRL's GRPOTrainer on ``dataset`` (rows of :func:`grpo_rows`); save to ``output_dir/final``.
 
@@ -273,7 +299,7 @@ def run_grpo(options: GRPOOptions, dataset: Any, callbacks: list[Any] | None = N
         seed=options.seed,
         report_to=options.report_to,
         reward_weights=[0.0, 0.0],  # final_dice, valid_action_rate: logged only; TRL adds get_reward (1)
-        **options.extra,
+        **generation_settings(options.extra, model.config),
     )
     trainer = GRPOTrainer(
         model=model,
