@@ -174,14 +174,15 @@ class SamTool(SegmentationTool):
         from segment_anything import SamPredictor
 
         super().__init__()
-        self.max_batch = resolve_max_batch(max_batch, model_device(model))
-        self.precision = resolve_precision(precision, model_device(model))
+        device = model_device(model)
+        self.max_batch = resolve_max_batch(max_batch, device)
+        self.precision = resolve_precision(precision, device)
         self.name = variant.name
         self.variant = variant
         self.model_type = model_type
         self.checkpoint = checkpoint
         #: Decoder calls padded to power-of-two row counts (see :func:`batch_bucket`); default: on CUDA.
-        self.bucket_batches = resolve_bucketing(bucket_batches, model_device(model))
+        self.bucket_batches = resolve_bucketing(bucket_batches, device)
         self.model = model
         #: Template only: calls work on shallow copies (see :meth:`_fresh_predictor`).
         self.predictor = SamPredictor(model)
