@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 12, the check to run next on a GPU machine (about 7 minutes on one H100): where a batched
+# Issue 12, the check to run next on a GPU machine (about 9 minutes on one H100): where a batched
 # decode's time goes, and whether the client or the server limits the rollout benchmark there.
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]         # results: OUT_DIR (default $OUT, else runs/benchmarks/gpu-check)
@@ -15,7 +15,9 @@
 # 2. rollout_server.py, the default workload at 1024^2, warm, 8 client processes, with the tool's
 #    new default of 32 rows per decoder call on CUDA (one forward per server batch);
 # 3. the same with --tool-max-batch 16 (the third run's setting): the baseline on the same machine;
-# 4. the same with 14 client processes: does more client CPU raise the throughput (client-bound)?
+# 4. the same with --model-process: the model in a process of its own (its own interpreter lock;
+#    arrays cross through shared memory): does the server's batch time fall to the outside one's?
+# 5. the same with 14 client processes: does more client CPU raise the throughput (client-bound)?
 # Every step has its own time limit, so one slow step still leaves the others' results.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +45,8 @@ step rollout-8-processes 100 "$python" benchmarks/rollout_server.py --device cud
     --client-processes 8 --warmup-rounds 1 --out "$out/rollout-8-processes.json"
 step rollout-max-batch-16 90 "$python" benchmarks/rollout_server.py --device cuda --sides server --tool-max-batch 16 \
     --client-processes 8 --warmup-rounds 1 --out "$out/rollout-max-batch-16.json"
+step rollout-model-process 100 "$python" benchmarks/rollout_server.py --device cuda --sides server --model-process \
+    --client-processes 8 --warmup-rounds 1 --out "$out/rollout-model-process.json"
 step rollout-14-processes 90 "$python" benchmarks/rollout_server.py --device cuda --sides server \
     --client-processes 14 --warmup-rounds 1 --out "$out/rollout-14-processes.json"
 echo "== done $(date +%T); results in $out"

@@ -77,6 +77,7 @@ from medseg_agent.io.masks import decode_rle, encode_rle  # noqa: E402
 from medseg_agent.policies.clicks import next_click  # noqa: E402
 from medseg_agent.runs.parallel import progress_bar  # noqa: E402
 from medseg_agent.tools.base import SegmentationTool  # noqa: E402
+from medseg_agent.tools.spec import ToolSpec  # noqa: E402
 from medseg_agent.vocabulary.prompts import PromptState  # noqa: E402
 
 SIDES = ("server", "replicas", "ideal", "reimplemented", "reference")
@@ -171,11 +172,25 @@ def build_model(args: argparse.Namespace) -> SegmentationTool:
     return build_tool(args.tool, checkpoint=weights_file(args), device=args.device, **tool_options(args))
 
 
+def tool_spec(args: argparse.Namespace) -> ToolSpec:
+    """The server's tool, for another process to build (a replica, a model process)."""
+    return ToolSpec(args.tool, checkpoint=weights_file(args), device=args.device, options=tool_options(args),
+                    preload=("zero_cost_tool",) if args.tool == "zero-cost" else ())
+
+
+def model_process(args: argparse.Namespace) -> SegmentationTool:
+    """``--model-process``: the server's model in a process of its own (``serve --model-process``)."""
+    from medseg_agent.tools.process import ProcessTool
+
+    return ProcessTool(tool_spec(args))
+
+
 def tool_options(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if args.tool == "zero-cost":
         options["mask_runs"] = args.mask_runs
         options["mask"] = args.zero_cost_mask
+        options["launch_ms"] = args.zero_cost_launch_ms
     if args.tool == "sam2":
         options["config"] = SAM2_CONFIG
         if args.model_size:
@@ -325,19 +340,13 @@ def serve_role(args: argparse.Namespace) -> None:
     elif args.role == "serve-replicas":
         from medseg_agent.serving.cluster import ClusterSpec, run_cluster
 
-        if args.tool == "zero-cost":
-            import zero_cost_tool
-
-            zero_cost_tool.register()
-        spec = ClusterSpec(tool=args.tool, checkpoint=weights_file(args), device=args.device,
-                           tool_options=tool_options(args), replicas=args.replicas,
-                           cpus_per_replica=args.cpus_per_replica,
+        spec = ClusterSpec(tool=tool_spec(args), replicas=args.replicas, cpus_per_replica=args.cpus_per_replica,
                            gpus_per_replica=1.0 if args.device.startswith("cuda") else 0.0,
-                           preload=("zero_cost_tool",) if args.tool == "zero-cost" else ())
+                           model_process=args.model_process)
         run_cluster(spec, host="127.0.0.1", port=args.port, log_level="warning")
         return
     else:
-        tool = build_model(args)
+        tool = model_process(args) if args.model_process and args.role == "serve-server" else build_model(args)
         if args.role == "serve-server":
             from medseg_agent.serving.app import create_app
 
@@ -814,7 +823,7 @@ def summarise(side: str, run: dict[str, Any], encodes: int, decodes: int, hit_ra
 # -- reporting ---------------------------------------------------------------------------------------------
 def model_args(args: argparse.Namespace) -> list[str]:
     out = ["--tool", args.tool, "--device", args.device, "--mask-runs", args.mask_runs,
-           "--zero-cost-mask", args.zero_cost_mask]
+           "--zero-cost-mask", args.zero_cost_mask, "--zero-cost-launch-ms", str(args.zero_cost_launch_ms)]
     if args.model_size:
         out += ["--model-size", str(args.model_size)]
     if args.precision:
@@ -822,6 +831,8 @@ def model_args(args: argparse.Namespace) -> list[str]:
     out += ["--bucket-batches", args.bucket_batches]
     if args.tool_max_batch:
         out += ["--tool-max-batch", str(args.tool_max_batch)]
+    if args.model_process:
+        out += ["--model-process"]
     if args.reference_server:
         out += ["--reference-server", str(args.reference_server)]
     out += ["--replicas", str(args.replicas), "--cpus-per-replica", str(args.cpus_per_replica)]
@@ -837,8 +848,9 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
     return {"tool": args.tool, "config": SAM2_CONFIG if args.tool == "sam2" else None, "device": args.device,
             "mask_runs": args.mask_runs if args.tool == "zero-cost" else None,
             "zero_cost_mask": args.zero_cost_mask if args.tool == "zero-cost" else None,
+            "zero_cost_launch_ms": args.zero_cost_launch_ms if args.tool == "zero-cost" else None,
             "precision": args.precision, "bucket_batches": args.bucket_batches, "model_size": args.model_size,
-            "images": args.images,
+            "model_process": args.model_process, "images": args.images,
             "sessions": args.sessions, "actions": args.actions, "image_size": args.image_size,
             "concurrency": args.concurrency, "client_processes": args.client_processes,
             "warmup_rounds": args.warmup_rounds}
@@ -912,6 +924,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--zero-cost-mask", default="ellipse", choices=["ellipse", "noisy"],
                         help="zero-cost tool: the mask every prompt gets; ellipse: a trained model's (a few hundred "
                              "runs), noisy: like the random-weight sam2 checkpoint's (~34,000 runs at 1024^2)")
+    parser.add_argument("--zero-cost-launch-ms", type=float, default=0.0,
+                        help="zero-cost tool: milliseconds each decoder call holds the interpreter lock, as a "
+                             "launch-bound GPU forward does (~20 on one H100 for sam2.1 hiera-t); 0: none")
     parser.add_argument("--device", default="cpu", help="torch device of the model on every side (cpu, cuda)")
     parser.add_argument("--precision", default=None, choices=["fp32", "tf32", "bf16"],
                         help="sam2 precision (default: the tool's own, bf16 on CUDA, fp32 on CPU)")
@@ -921,6 +936,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "on with --device cuda)")
     parser.add_argument("--tool-max-batch", type=int, default=None,
                         help="sam2 rows per decoder call (default: the tool's own, 32 with --device cuda, 16 on CPU)")
+    parser.add_argument("--model-process", action="store_true",
+                        help="the server (and each replica) runs its model in a process of its own, as "
+                             "'medseg-agent serve --model-process' does: the model's operator launches and the "
+                             "event loop no longer share one interpreter lock")
     parser.add_argument("--sides", default="server,ideal,reimplemented",
                         help=f"comma-separated subset of {', '.join(SIDES)}")
     parser.add_argument("--reference-server", type=Path, default=None,

@@ -20,6 +20,12 @@ only (``benchmarks/rollout_server.py --tool zero-cost``); it is not part of meds
   the image set, with holes in 4x4 blocks, ~34,000 runs and ~47 kB of RLE at 1024^2 (the random-weight
   masks: a median of 32,124 runs covering 93 %, about 35 kB of RLE, docs/serving.md). With it the CPU proxy measures
   what such masks cost the server per action, apart from the model.
+
+``launch_ms`` (default 0) makes every decoder call hold the interpreter lock for that long, in pure
+Python, as a forward that is bound by launching its operators does (on one H100 a SAM 2 decoder
+forward was ~1,700 operator calls, ~20 ms of host time whatever its rows; docs/serving.md). With it
+the CPU proxy shows what the model thread's hold on the lock costs the server's event loop, and what
+a model process (``--model-process``) gives back, without a GPU.
 """
 
 from __future__ import annotations
@@ -77,39 +83,56 @@ class ZeroCostTool(SegmentationTool):
     name = NAME
     supports_batch_decode = True
 
-    def __init__(self, mask_runs: str = "device", mask: str = "ellipse") -> None:
+    def __init__(self, mask_runs: str = "device", mask: str = "ellipse", launch_ms: float = 0.0) -> None:
         super().__init__()
         if mask_runs not in MASK_RUNS:
             raise ValueError(f"mask_runs must be one of {', '.join(MASK_RUNS)}, got {mask_runs!r}")
         if mask not in MASKS:
             raise ValueError(f"mask must be one of {', '.join(MASKS)}, got {mask!r}")
-        self.mask_runs, self.mask = mask_runs, mask
+        if launch_ms < 0:
+            raise ValueError(f"launch_ms must be >= 0, got {launch_ms}")
+        self.mask_runs, self.mask, self.launch_ms = mask_runs, mask, float(launch_ms)
+        self.launches = 0  # decoder calls
+
+    def decode_many(self, requests: Sequence[DecodeRequest]) -> list[Prediction]:
+        self._launch()
+        return super().decode_many(requests)
 
     def decode_encoded(self, requests: Sequence[DecodeRequest]) -> list[EncodedPrediction]:
         if self.mask_runs == "host":
-            return super().decode_encoded(requests)
+            return super().decode_encoded(requests)  # through decode_many: one launch
         start = time.perf_counter()
+        self._launch()
         answers = []
         for i, (embedding, prompt) in enumerate(requests):
             if prompt.is_empty:
                 raise ToolError(f"prompt {i}: a prediction needs a box or at least one point")
             size = embedding.image_size
-            answers.append(EncodedPrediction.from_boundaries(_fixed_boundaries(self.mask, *size), size, _LOGITS, 1.0))
+            answers.append(EncodedPrediction.from_boundaries(_fixed_boundaries(self.mask, *size), size,
+                                                             _LOGITS.copy(), 1.0))
         self.count_decodes(len(requests), time.perf_counter() - start)
         return answers
+
+    def _launch(self) -> None:
+        """Hold the interpreter for ``launch_ms`` (Python bytecode, which keeps the lock, as the
+        dispatch of a forward's operators does)."""
+        self.launches += 1
+        deadline = time.perf_counter() + self.launch_ms / 1000
+        while time.perf_counter() < deadline:
+            pass
 
     def _encode(self, image: np.ndarray) -> ImageEmbedding:
         return ImageEmbedding(data=None, image_size=(int(image.shape[0]), int(image.shape[1])), nbytes=1024)
 
     def _decode(self, embedding: ImageEmbedding, prompt: Prompt) -> Prediction:
-        return Prediction(mask=MASKS[self.mask](*embedding.image_size), logits=_LOGITS, score=1.0)
+        return Prediction(mask=MASKS[self.mask](*embedding.image_size), logits=_LOGITS.copy(), score=1.0)
 
 
 def build_zero_cost_tool(checkpoint: object = None, device: str = "cpu", mask_runs: str = "device",
-                         mask: str = "ellipse", **options: object) -> ZeroCostTool:
+                         mask: str = "ellipse", launch_ms: float = 0.0, **options: object) -> ZeroCostTool:
     if options:
-        raise ValueError(f"the zero-cost tool takes only mask_runs and mask, got {sorted(options)}")
-    return ZeroCostTool(mask_runs, mask)
+        raise ValueError(f"the zero-cost tool takes only mask_runs, mask and launch_ms, got {sorted(options)}")
+    return ZeroCostTool(mask_runs, mask, launch_ms)
 
 
 def register() -> None:

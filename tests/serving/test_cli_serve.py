@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import psutil
 import pytest
 from serving_helpers import free_port, wait_until_healthy
 from typer.testing import CliRunner
@@ -22,7 +23,7 @@ def test_serve_help_explains_the_options():
     result = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200", "NO_COLOR": "1"})
     assert result.exit_code == 0
     for option in ("--tool", "--token", "--cache-mb", "--session-ttl", "--max-body-mb", "--random-weights",
-                   "--tool-option"):
+                   "--tool-option", "--model-process"):
         assert option in result.output
 
 
@@ -40,18 +41,23 @@ def test_serve_refuses_a_url_as_the_tool():
 
 
 @pytest.mark.slow
-def test_serve_command_runs_a_server_and_stops_on_sigterm(monkeypatch):
+@pytest.mark.parametrize("model_process", [False, True], ids=["one-process", "model-process"])
+def test_serve_command_runs_a_server_and_stops_on_sigterm(monkeypatch, model_process):
     port = free_port()
     monkeypatch.setenv("MEDSEG_AGENT_TOKEN", "cli-secret")  # read by both the server and the client
     env = dict(os.environ)
     process = subprocess.Popen(
         [sys.executable, "-m", "medseg_agent.cli.app", "serve", "--tool", "classic", "--port", str(port),
-         "--log-level", "info"],
+         "--log-level", "info", *(["--model-process"] if model_process else [])],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     url = f"http://127.0.0.1:{port}"
+    children: list[psutil.Process] = []
     try:
         wait_until_healthy(url, process)
+        children = psutil.Process(process.pid).children(recursive=True)
+        model = [c for c in children if "multiprocessing.spawn" in " ".join(c.cmdline())]
+        assert len(model) == (1 if model_process else 0), [c.cmdline() for c in children]
         with pytest.raises(ServerError, match="401"):
             ToolServerClient(url, token="wrong").create_session(np.zeros((8, 8), np.uint8))
         tool = build_tool(url)  # the token comes from $MEDSEG_AGENT_TOKEN, like the server's
@@ -65,6 +71,8 @@ def test_serve_command_runs_a_server_and_stops_on_sigterm(monkeypatch):
     assert process.returncode in (0, -signal.SIGTERM), output
     assert f"serving classic on {url}" in output and "Application shutdown complete" in output
     assert "Traceback" not in output
+    gone, alive = psutil.wait_procs(children, timeout=15)  # the model process ends with the server
+    assert not alive, [c.cmdline() for c in alive]
 
 
 def test_serve_replicas_hands_the_tool_options_to_the_cluster(monkeypatch):
@@ -78,6 +86,7 @@ def test_serve_replicas_hands_the_tool_options_to_the_cluster(monkeypatch):
     result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     spec = seen["spec"]
-    assert spec.tool == "sam2" and spec.replicas == 2 and spec.gpus_per_replica == 1.0
-    assert spec.tool_options == {"image_size": 512, "config": "configs/sam2.1/sam2.1_hiera_t.yaml"}
+    assert spec.tool.name == "sam2" and spec.tool.device == "cuda"
+    assert spec.replicas == 2 and spec.gpus_per_replica == 1.0 and not spec.model_process
+    assert spec.tool.options == {"image_size": 512, "config": "configs/sam2.1/sam2.1_hiera_t.yaml"}
     assert seen["port"] == 9100 and seen["ray_address"] is None

@@ -26,6 +26,7 @@ from medseg_agent.serving.cluster import (  # noqa: E402  (after the importorski
 )
 from medseg_agent.serving.config import ServerConfig  # noqa: E402
 from medseg_agent.tools.registry import build_tool  # noqa: E402
+from medseg_agent.tools.spec import ToolSpec  # noqa: E402
 from medseg_agent.vocabulary.prompts import Prompt  # noqa: E402
 
 KEY = "ab" * 32
@@ -57,15 +58,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def cluster_url():
+@pytest.fixture(scope="module", params=[False, True], ids=["replicas", "replicas-with-model-processes"])
+def cluster_url(request):
     import ray
     from ray import serve
 
     from medseg_agent.serving.cluster import run_cluster
 
     port = free_port()
-    spec = ClusterSpec(tool="classic", replicas=2, cpus_per_replica=0.5, config=ServerConfig())
+    spec = ClusterSpec(tool=ToolSpec("classic"), replicas=2, cpus_per_replica=0.5, config=ServerConfig(),
+                       model_process=request.param)
     run_cluster(spec, host="127.0.0.1", port=port, blocking=False)
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()

@@ -40,3 +40,20 @@ def test_benchmark_counts_encodes_per_side_and_resumes(tmp_path):
     assert "GRPO rollout workload" in first.stdout and "extrapolated" in first.stdout
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and again.stderr.count("already measured") == 3
+
+
+@pytest.mark.slow
+def test_benchmark_serves_from_a_model_process_with_a_launch_bound_test_double(tmp_path):
+    """--model-process with the zero-cost tool holding the interpreter per decoder call: the server's
+    model runs in a child process (its CPU counted with the server's), and the counts are unchanged."""
+    out = tmp_path / "bench.json"
+    command = [sys.executable, str(SCRIPT), "--tool", "zero-cost", "--zero-cost-launch-ms", "5", "--model-process",
+               "--sides", "server", "--images", "2", "--sessions", "3", "--actions", "2", "--image-size", "64",
+               "--client-processes", "1", "--out", str(out)]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    result = json.loads(out.read_text())
+    server = result["sides"]["server"]
+    assert (server["encodes"], server["decodes"], server["actions"]) == (2, 12, 12)
+    assert result["settings"]["model_process"] and result["settings"]["zero_cost_launch_ms"] == 5
+    assert server["model_ms_per_decode_batch"] >= 5  # every decoder call held the interpreter 5 ms

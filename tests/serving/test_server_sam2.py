@@ -114,3 +114,46 @@ def test_one_bad_prompt_in_a_batch_fails_alone(sam2_server, client, make_sample)
     assert good.status_code == 200 and good.json()["predictions"][0]["logits"]["shape"] == [1, 64, 64]
     assert bad.status_code == 422 and "mask_input" in bad.json()["detail"], bad.text
     assert stats.batch_sizes.get(2, 0) == pairs_before + 1
+
+
+def test_a_server_on_a_model_process_answers_like_the_model_in_this_process(sam2_tool, make_sample, tmp_path):
+    """serve --model-process: the same checkpoint in a process of its own gives the same masks, batches
+    concurrent decodes, and a bad prompt's error still comes back as that prompt's 422."""
+    import torch
+
+    from medseg_agent.tools.process import ProcessTool
+    from medseg_agent.tools.spec import ToolSpec
+
+    checkpoint = tmp_path / "sam2-random.pt"
+    torch.save({"model": sam2_tool.model.state_dict()}, checkpoint)
+    tool = ProcessTool(ToolSpec("sam2", checkpoint=checkpoint, options={"image_size": 256}))
+    server = start_server(tool)
+    try:
+        sample = make_sample(seed=24)
+        masks = []
+        for segmenter in (build_tool(server.url), sam2_tool):
+            env = SegmentationEnv(segmenter, EpisodeConfig(max_turns=3))
+            env.reset(sample)
+            masks.append([env.step(AddBox(200, 150, 800, 850)).mask, env.step(AddPoint(500, 500, False)).mask,
+                          env.step(AddPoint(300, 400, True)).mask])
+        for remote_mask, local_mask in zip(*masks, strict=True):
+            assert (remote_mask == local_mask).mean() > 0.999
+
+        client = ToolServerClient(server.url)
+        image_id = client.upload(sample.image)["image_id"]
+        with ThreadPoolExecutor(8) as pool:
+            areas = list(pool.map(lambda i: client.create_session(image_id=image_id, coordinate_space="norm1000")
+                                  .add_box([200 + 10 * i, 150, 800, 850])["mask_area"], range(8)))
+        assert len(areas) == 8 and all(area > 0 for area in areas)
+        health = client.health()
+        assert health["model"]["encodes"] == 1 and health["model"]["largest_batch"] >= 2
+        wrong = np.zeros((1, 10, 10), "<f4")
+        bad = {"box": [10, 10, 60, 60],
+               "mask_input": {"shape": [1, 10, 10], "data": base64.b64encode(wrong.tobytes()).decode()}}
+        answer = httpx.post(f"{server.url}/v1/predict", json={"image_id": image_id, "prompts": [bad]}, timeout=60)
+        assert answer.status_code == 422 and "mask_input" in answer.json()["detail"], answer.text
+        client.close()
+    finally:
+        server.stop()
+        tool.close()
+    assert not tool.is_alive()

@@ -46,5 +46,20 @@ def test_the_noisy_mask_has_the_random_weight_masks_statistics():
 def test_unknown_options_are_refused():
     with pytest.raises(ValueError, match="mask must be one of"):
         zero_cost_tool.build_zero_cost_tool(mask="blob")
-    with pytest.raises(ValueError, match="takes only mask_runs and mask"):
+    with pytest.raises(ValueError, match="takes only mask_runs, mask and launch_ms"):
         zero_cost_tool.build_zero_cost_tool(size=3)
+    with pytest.raises(ValueError, match="launch_ms must be >= 0"):
+        zero_cost_tool.build_zero_cost_tool(launch_ms=-1)
+
+
+@pytest.mark.parametrize("runs", ["device", "host"])
+def test_launch_ms_holds_the_interpreter_once_per_decoder_call(runs):
+    """Like a launch-bound forward: the time is per call, not per row."""
+    import time
+
+    tool = zero_cost_tool.build_zero_cost_tool(mask_runs=runs, launch_ms=50)
+    embedding = tool.encode(np.zeros((64, 64), np.uint8))
+    start = time.perf_counter()
+    answers = tool.decode_encoded([(embedding, Prompt(box=(1.0, 1.0, 30.0, 30.0)))] * 8)
+    assert time.perf_counter() - start >= 0.05 and tool.launches == 1 and len(answers) == 8
+    assert answers[0].logits is not answers[1].logits  # every row its own logits, as a real model's

@@ -508,6 +508,10 @@ class ServedToolOptions:
     model_type: ModelTypeOption = None
     random_weights: RandomWeightsOption = False
     tool_option: ToolExtraOption = None
+    model_process: Annotated[bool, typer.Option(
+        "--model-process/--no-model-process",
+        help="Run the model in a process of its own, so that the server's request handling and the model's "
+             "operator launches do not take turns on one interpreter lock (for a GPU server).")] = False
 
     def extra(self) -> dict[str, Any]:
         """The --tool-option pairs (a server URL or a bad pair: a clean exit)."""
@@ -519,9 +523,30 @@ class ServedToolOptions:
             fail(str(exc))
             raise  # unreachable
 
+    def spec(self) -> Any:
+        """The tool as a ToolSpec, for another process to build (a model process, Ray Serve replicas)."""
+        from medseg_agent.tools.spec import ToolSpec
+
+        options = self.extra()
+        if self.model_type:
+            options["config" if self.tool == "sam2" else "model_type"] = self.model_type
+        return ToolSpec(self.tool, checkpoint=Path(self.checkpoint) if self.checkpoint else None, device=self.device,
+                        options=options, random_weights=self.random_weights)
+
     def build(self) -> Any:
-        """The tool, built the way every command builds it (errors: a clean exit)."""
-        return make_tool(self.tool, self.checkpoint, self.device, self.model_type, self.random_weights, self.extra())
+        """The tool, built the way every command builds it (errors: a clean exit); with
+        --model-process, a handle on it running in its own process."""
+        if not self.model_process:
+            return make_tool(self.tool, self.checkpoint, self.device, self.model_type, self.random_weights,
+                             self.extra())
+        from medseg_agent.tools.process import ProcessTool
+        from medseg_agent.vocabulary.errors import ToolError
+
+        try:
+            return ProcessTool(self.spec())
+        except ToolError as exc:
+            fail(str(exc))
+            raise  # unreachable
 
 
 @dataclasses.dataclass(frozen=True)

@@ -100,18 +100,12 @@ def serve(
 def _serve_replicas(served: ServedToolOptions, config: Any, replicas: int, ray_address: str | None,
                     gpus: float | None, cpus: float, host: str, port: int, log_level: str) -> None:
     """``--replicas``: the same app on Ray Serve (each replica builds the tool like ``make_tool``)."""
-    from pathlib import Path
-
     from medseg_agent.serving.cluster import ClusterSpec, run_cluster
 
-    options = served.extra()
-    if served.model_type:
-        options["config" if served.tool == "sam2" else "model_type"] = served.model_type
     if gpus is None:
         gpus = 1.0 if served.device.startswith("cuda") else 0.0
-    spec = ClusterSpec(tool=served.tool, checkpoint=Path(served.checkpoint) if served.checkpoint else None,
-                       device=served.device, tool_options=options, random_weights=served.random_weights,
-                       config=config, replicas=replicas, cpus_per_replica=cpus, gpus_per_replica=gpus)
+    spec = ClusterSpec(tool=served.spec(), config=config, replicas=replicas, cpus_per_replica=cpus,
+                       gpus_per_replica=gpus, model_process=served.model_process)
     warn_if_open(host, config)
     err_console.print(f"serving {served.tool} as {replicas} Ray Serve replicas on http://{host}:{port} (every node)")
     run_cluster(spec, host=host, port=port, ray_address=ray_address, log_level=log_level)

@@ -40,6 +40,7 @@ from starlette.responses import JSONResponse, Response
 
 from medseg_agent.serving.config import ServerConfig
 from medseg_agent.serving.images import ImageRejected, image_key, is_image_id, upload_digest
+from medseg_agent.tools.spec import ToolSpec
 
 log = logging.getLogger(__name__)
 
@@ -57,17 +58,13 @@ _IMAGE_PATH = re.compile(r"^/v1/images/([0-9a-f]{64})(/|$)")
 class ClusterSpec:
     """What every replica builds, and how many there are."""
 
-    tool: str
-    checkpoint: Path | None = None
-    device: str = "cpu"
-    tool_options: dict[str, Any] = field(default_factory=dict)
-    random_weights: bool = False
+    tool: ToolSpec
     config: ServerConfig = field(default_factory=ServerConfig)
     replicas: int = 2
     cpus_per_replica: float = 1.0
     gpus_per_replica: float = 0.0
-    #: modules each replica imports and calls ``register()`` of before building the tool (plugins)
-    preload: tuple[str, ...] = ()
+    #: each replica runs its model in a process of its own (:class:`~medseg_agent.tools.process.ProcessTool`)
+    model_process: bool = False
 
 
 # -- routing keys ---------------------------------------------------------------------------------
@@ -180,17 +177,10 @@ class ToolReplica:
     """One model and one server app; requests arrive already routed, as (method, path, ...)."""
 
     def __init__(self, spec: ClusterSpec) -> None:
-        import importlib
-
         from medseg_agent.serving.app import create_app
-        from medseg_agent.tools.registry import build_tool
+        from medseg_agent.tools.process import ProcessTool
 
-        for module in spec.preload:
-            importlib.import_module(module).register()
-        options = dict(spec.tool_options)
-        if spec.random_weights:
-            options["allow_random_weights"] = True
-        tool = build_tool(spec.tool, checkpoint=spec.checkpoint, device=spec.device, **options)
+        tool = ProcessTool(spec.tool) if spec.model_process else spec.tool.build()
         self.app = create_app(tool, spec.config)
         self.replica_id = _replica_id()
         self._lifespan = self.app.router.lifespan_context(self.app)
