@@ -38,7 +38,9 @@ order, and a checkpoint stores the sampler's state after the last step trained.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import math
 import os
 import random
 import shutil
@@ -55,7 +57,8 @@ CHECKPOINT = "checkpoint"
 STATE_FILE = "state.pt"
 # options that may differ between a run and its resumption (the rest must match the checkpoint)
 # (``out`` among them: a run folder may be moved or copied to another machine and resumed there)
-RESUMABLE_CHANGES = {"out", "steps", "threads", "save", "device", "minutes", "draw_workers", "loader_workers"}
+RESUMABLE_CHANGES = {"out", "steps", "threads", "save", "device", "minutes", "draw_workers", "loader_workers",
+                     "anneal_from", "anneal_to", "probe_every"}
 # scenes drawn from one random stream (the first: the seed's own, the k-th: [seed, k])
 SCENES_PER_STREAM = 2000
 
@@ -96,6 +99,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--anneal-from", type=int, default=0, metavar="STEP",
+                        help="from this step to --steps the learning rate falls along a cosine from --lr to "
+                             "--lr x --anneal-to (0: constant after the warm-up); may be set when resuming")
+    parser.add_argument("--anneal-to", type=float, default=0.1,
+                        help="the learning rate's share of --lr at --steps, with --anneal-from")
     parser.add_argument("--probe-every", type=int, default=100)
     parser.add_argument("--init", type=Path, default=None, help="start from this saved model (its tokenizer too)")
     parser.add_argument("--save", action="store_true", help="save the trained model to OUT/model")
@@ -117,6 +125,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--steps, --batch, --probe-every, --train-scenes, --probe-scenes and --draw-workers must be >= 1")
     if args.sinusoidal and not args.whole_numbers:
         parser.error("--sinusoidal needs --whole-numbers (1000 for the 0-1000 coordinates)")
+    if args.anneal_from and not 0 < args.anneal_from < args.steps:
+        parser.error(f"--anneal-from must be between 1 and --steps ({args.steps}), got {args.anneal_from}")
+    if not 0.0 <= args.anneal_to <= 1.0:
+        parser.error(f"--anneal-to must be within [0, 1], got {args.anneal_to}")
     if args.loader_workers < 0:
         parser.error(f"--loader-workers must be >= 0, got {args.loader_workers}")
     return args
@@ -246,6 +258,16 @@ def probe(model: Any, processor: Any, rows: list[dict[str, Any]]) -> dict[str, f
             "centre_inside": round(inside / n, 3), "centre_on_lesion": round(on_lesion / n, 3), "distinct": len(boxes)}
 
 
+def lr_share(args: argparse.Namespace, step: int) -> float:
+    """The learning rate's share of ``--lr`` after ``step`` optimizer steps: a 30-step warm-up, then
+    constant, or from ``--anneal-from`` a cosine down to ``--anneal-to`` at ``--steps``."""
+    warm = min(1.0, (step + 1) / 30)
+    if not args.anneal_from or step < args.anneal_from:
+        return warm
+    progress = min(1.0, (step - args.anneal_from) / (args.steps - args.anneal_from))
+    return warm * (args.anneal_to + (1.0 - args.anneal_to) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
 def run_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The options a checkpoint was made with (those that must match to resume it)."""
     return fixed_settings({k: str(v) if isinstance(v, Path) else v for k, v in sorted(vars(args).items())})
@@ -343,7 +365,7 @@ def main(argv: list[str] | None = None) -> None:
     model = AutoModelForImageTextToText.from_pretrained(folder).to(args.device)
     collate = AssistantOnlyCollator(processor, None, True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
-    warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / 30))
+    warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(lr_share, args))
     log = args.out / "probe.jsonl"
     losses: list[float] = []
     first, spent_wall, spent_cpu = 1, 0.0, 0.0
@@ -378,6 +400,7 @@ def main(argv: list[str] | None = None) -> None:
         out_of_time = time.perf_counter() >= deadline
         if step % args.probe_every == 0 or step == args.steps or out_of_time:
             point = {"step": step, "loss": round(float(np.mean(losses[-args.probe_every:])), 4),
+                     "lr": float(f"{optimizer.param_groups[0]['lr']:.3g}"),
                      **probe(model, processor, held_out), "wall_s": round(time.perf_counter() - start, 1),
                      "cpu_s": round(time.process_time() - cpu, 1)}
             with log.open("a") as handle:

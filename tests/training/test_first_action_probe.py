@@ -115,3 +115,19 @@ def test_scenes_are_the_same_whoever_draws_them(monkeypatch, tmp_path):
     # the first stream is the seed's own: a shorter run's scenes are the first scenes of a longer one
     assert all(np.array_equal(a, b) for a, b in zip(pixels(one[:3]), pixels(first_stream), strict=True))
     assert not all(np.array_equal(a, b) for a, b in zip(pixels(one[:3]), pixels(one[3:6]), strict=True))
+
+
+def test_the_annealing_schedule_warms_up_holds_then_falls_to_its_floor(monkeypatch, tmp_path, capsys):
+    probe = load_probe_module(monkeypatch)
+    args = probe.parse_args(["--out", str(tmp_path), "--steps", "1000", "--anneal-from", "600", "--anneal-to", "0.1"])
+    shares = [probe.lr_share(args, step) for step in range(1100)]
+    assert shares[0] == pytest.approx(1 / 30) and shares[29] == shares[599] == 1.0
+    assert all(a >= b for a, b in zip(shares[600:], shares[601:], strict=False))  # never rises once falling
+    assert shares[800] == pytest.approx(0.55) and shares[1000] == shares[1099] == pytest.approx(0.1)
+    constant = probe.parse_args(["--out", str(tmp_path), "--steps", "1000"])
+    assert probe.lr_share(constant, 999) == 1.0
+    for bad, message in ((["--anneal-from", "1000"], "--anneal-from must be between"),
+                         (["--anneal-from", "10", "--anneal-to", "1.5"], "--anneal-to must be within")):
+        with pytest.raises(SystemExit):
+            probe.parse_args(["--out", str(tmp_path), "--steps", "1000", *bad])
+        assert message in capsys.readouterr().err
