@@ -15,7 +15,7 @@ from medseg_agent.io.masks import decode_rle
 from medseg_agent.tools.process import ProcessTool
 from medseg_agent.tools.registry import build_tool
 from medseg_agent.tools.spec import ToolSpec
-from medseg_agent.vocabulary.errors import ToolError
+from medseg_agent.vocabulary.errors import ModelUnavailable, ToolError
 from medseg_agent.vocabulary.prompts import Prompt
 
 
@@ -97,16 +97,45 @@ def test_a_tool_that_cannot_be_built_fails_at_construction_with_the_reason():
         ProcessTool(ToolSpec("classic", checkpoint="weights.pt"))
 
 
-def test_a_dead_model_process_is_reported_on_every_later_call():
+def test_a_dead_model_process_is_reported_on_every_later_call_and_by_the_server():
+    """Not a ToolError (the request's fault, 422) but ModelUnavailable: the server answers 503, its
+    /health too, so that an orchestrator restarts it."""
+    import httpx
+
+    from medseg_agent.serving.app import create_app
+    from medseg_agent.serving.server import BackgroundServer
+
     tool = ProcessTool(ToolSpec("classic"))
     embedding = tool.encode(_image(0))
-    os.kill(tool.pid, signal.SIGKILL)
-    with pytest.raises(ToolError, match=r"model process of 'classic' exited \(exit code -9\)"):
-        tool.decode(embedding, PROMPTS[0])
-    with pytest.raises(ToolError, match="was closed"):
-        tool.encode(_image(1))
+    server = BackgroundServer(create_app(tool)).start()
+    try:
+        session = httpx.post(f"{server.url}/v1/sessions", json={"image_base64": _png_base64(_image(1))}, timeout=30)
+        session_id = session.json()["session_id"]
+        assert httpx.get(f"{server.url}/health").status_code == 200
+        os.kill(tool.pid, signal.SIGKILL)
+        with pytest.raises(ModelUnavailable, match=r"model process of 'classic' exited \(exit code -9\)"):
+            tool.decode(embedding, PROMPTS[0])
+        with pytest.raises(ModelUnavailable, match="was closed"):
+            tool.encode(_image(1))
+        box = httpx.post(f"{server.url}/v1/sessions/{session_id}/box", json={"bbox_2d": [10, 10, 60, 60]})
+        assert box.status_code == 503 and "model process" in box.json()["detail"]
+        health = httpx.get(f"{server.url}/health")
+        assert health.status_code == 503 and "restart the server" in health.json()["detail"]
+    finally:
+        server.stop()
     tool.close()  # closing a dead one is harmless
     assert not tool.is_alive()
+
+
+def _png_base64(image: np.ndarray) -> str:
+    import base64
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
 
 
 def test_large_arrays_cross_through_shared_memory_exactly():

@@ -35,6 +35,7 @@ from medseg_agent.serving.schemas import BoxAction, PointAction, validation_erro
 from medseg_agent.serving.sessions import SessionNotFound
 from medseg_agent.serving.state import ServerState
 from medseg_agent.vocabulary.actions import ADD_BBOX, ADD_POINT
+from medseg_agent.vocabulary.errors import ModelUnavailable
 
 PREFIX = "/v1/sessions/"
 #: path suffix -> (action name, body model, route template)
@@ -86,6 +87,8 @@ class LeanActionRoutes:
             return 404, {"detail": exc.detail}
         except HTTPException as exc:
             return exc.status_code, {"detail": exc.detail}
+        except ModelUnavailable as exc:
+            return 503, {"detail": str(exc)}
         return 200, session_answer(self.state, session, include_mask)
 
 

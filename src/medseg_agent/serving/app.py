@@ -33,6 +33,8 @@ from medseg_agent.serving.schemas import validation_error_body
 from medseg_agent.serving.sessions import SessionLimit, SessionNotFound
 from medseg_agent.serving.state import ServerState, get_state, require_token
 from medseg_agent.tools.base import SegmentationTool
+from medseg_agent.tools.process import ProcessTool
+from medseg_agent.vocabulary.errors import ModelUnavailable
 
 API_DESCRIPTION = """\
 Promptable medical image segmentation for agents and RL rollouts.
@@ -92,6 +94,8 @@ def create_app(tool: SegmentationTool, config: ServerConfig | None = None) -> Fa
 
     @app.get("/health", response_model=Health, tags=["operations"], summary="Liveness and load (no token)")
     async def health(state: ServerState = Depends(get_state)) -> Health:
+        if isinstance(state.tool, ProcessTool) and not state.tool.is_alive():
+            raise ModelUnavailable(f"the {state.tool.name} model process exited; restart the server")
         cache = state.cache.stats()
         work = state.worker.stats
         return Health(
@@ -178,6 +182,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SessionLimit)
     async def session_limit(request: Request, exc: SessionLimit) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(ModelUnavailable)
+    async def model_unavailable(request: Request, exc: ModelUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
 
     @app.exception_handler(ImageRejected)
     async def image_rejected(request: Request, exc: ImageRejected) -> JSONResponse:

@@ -39,7 +39,7 @@ from medseg_agent.tools.base import (
     SegmentationTool,
 )
 from medseg_agent.tools.spec import ToolSpec
-from medseg_agent.vocabulary.errors import ToolError
+from medseg_agent.vocabulary.errors import ModelUnavailable, ToolError
 from medseg_agent.vocabulary.prompts import Prediction, Prompt
 
 #: arrays at least this large cross through shared memory instead of the pipe (logits: 256 KiB a row)
@@ -144,7 +144,8 @@ class ProcessTool(SegmentationTool):
     Build errors (a missing checkpoint, an unknown tool) are raised here, from the constructor, as
     :class:`ToolError` with the model process's message. Errors of a call are raised with their own
     type (a bad prompt stays a :class:`ToolError`). If the model process dies, every later call raises
-    a :class:`ToolError` saying so. :meth:`close` stops it; so does exiting or garbage collection.
+    :class:`ModelUnavailable` (a server answers 503). :meth:`close` stops it; so does exiting or
+    garbage collection.
     """
 
     def __init__(self, spec: ToolSpec, *, start_timeout_s: float = 900.0) -> None:
@@ -226,7 +227,7 @@ class ProcessTool(SegmentationTool):
     def _call(self, op: str, *args: Any) -> Any:
         with self._lock:
             if self._closed:
-                raise ToolError(f"the {self.name} model process was closed")
+                raise ModelUnavailable(f"the {self.name} model process was closed")
             released = []
             while self._released:
                 released.append(self._released.popleft())
@@ -245,10 +246,10 @@ class ProcessTool(SegmentationTool):
         except (EOFError, OSError) as exc:
             raise self._gone() from exc
 
-    def _gone(self) -> ToolError:
+    def _gone(self) -> ModelUnavailable:
         self._process.join(timeout=5)
         self._closed = True
-        return ToolError(f"the model process of {self.spec.name!r} exited (exit code {self._process.exitcode}); "
+        return ModelUnavailable(f"the model process of {self.spec.name!r} exited (exit code {self._process.exitcode}); "
                          "restart the server (its log says why it ended)")
 
 

@@ -32,3 +32,8 @@ class ActionError:
 
 class ToolError(RuntimeError):
     """A tool could not be built or could not run (bad checkpoint, bad image, ...)."""
+
+
+class ModelUnavailable(RuntimeError):
+    """The model behind a tool can no longer answer (its process exited): the server's fault, not the
+    request's, so a server answers 503 rather than 422."""
