@@ -163,13 +163,7 @@ def ensure_weights(args: argparse.Namespace) -> None:
 
 
 def build_model(args: argparse.Namespace) -> SegmentationTool:
-    from medseg_agent.tools.registry import build_tool
-
-    if args.tool == "zero-cost":
-        import zero_cost_tool
-
-        zero_cost_tool.register()
-    return build_tool(args.tool, checkpoint=weights_file(args), device=args.device, **tool_options(args))
+    return tool_spec(args).build()
 
 
 def tool_spec(args: argparse.Namespace) -> ToolSpec:

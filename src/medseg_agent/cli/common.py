@@ -55,6 +55,24 @@ RandomWeightsOption = Annotated[
 ]
 
 
+def tool_spec(
+    tool: str,
+    checkpoint: Path | str | None = None,
+    device: str = "cpu",
+    model_type: str | None = None,
+    random_weights: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> Any:
+    """The ToolSpec that CLI options describe (``--model-type`` is sam2's config, the others' model type)."""
+    from medseg_agent.tools.spec import ToolSpec
+
+    options: dict[str, Any] = dict(extra or {})
+    if model_type:
+        options["config" if tool == "sam2" else "model_type"] = model_type
+    return ToolSpec(tool, checkpoint=Path(checkpoint) if checkpoint else None, device=device, options=options,
+                    random_weights=random_weights)
+
+
 def make_tool(
     tool: str,
     checkpoint: Path | None = None,
@@ -65,16 +83,10 @@ def make_tool(
 ) -> SegmentationTool:
     """Build a tool from CLI options (``extra``: further tool keywords, e.g. from --tool-option),
     turning ToolError into a clean exit with the message."""
-    from medseg_agent.tools.registry import build_tool
     from medseg_agent.vocabulary.errors import ToolError
 
-    options: dict[str, Any] = dict(extra or {})
-    if model_type:
-        options["config" if tool == "sam2" else "model_type"] = model_type
-    if random_weights:
-        options["allow_random_weights"] = True
     try:
-        return build_tool(tool, checkpoint=checkpoint, device=device, **options)
+        return tool_spec(tool, checkpoint, device, model_type, random_weights, extra).build()
     except ToolError as exc:
         fail(str(exc))
         raise  # unreachable

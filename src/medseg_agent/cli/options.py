@@ -37,6 +37,7 @@ from medseg_agent.cli.common import (
     parse_key_values,
     parse_settings,
     server_config,
+    tool_spec,
 )
 from medseg_agent.experts import defaults
 from medseg_agent.vocabulary.actions import CoordinateSpace
@@ -525,13 +526,7 @@ class ServedToolOptions:
 
     def spec(self) -> Any:
         """The tool as a ToolSpec, for another process to build (a model process, Ray Serve replicas)."""
-        from medseg_agent.tools.spec import ToolSpec
-
-        options = self.extra()
-        if self.model_type:
-            options["config" if self.tool == "sam2" else "model_type"] = self.model_type
-        return ToolSpec(self.tool, checkpoint=Path(self.checkpoint) if self.checkpoint else None, device=self.device,
-                        options=options, random_weights=self.random_weights)
+        return tool_spec(self.tool, self.checkpoint, self.device, self.model_type, self.random_weights, self.extra())
 
     def build(self) -> Any:
         """The tool, built the way every command builds it (errors: a clean exit); with

@@ -233,7 +233,7 @@ class ProcessTool(SegmentationTool):
                 released.append(self._released.popleft())
             try:
                 self._channel.send((op, args, released))
-            except (OSError, ValueError) as exc:
+            except OSError as exc:  # the pipe is closed or broken (an argument that does not pickle is raised as is)
                 raise self._gone() from exc
             ok, value = self._receive()
         if not ok:
@@ -249,8 +249,8 @@ class ProcessTool(SegmentationTool):
     def _gone(self) -> ModelUnavailable:
         self._process.join(timeout=5)
         self._closed = True
-        return ModelUnavailable(f"the model process of {self.spec.name!r} exited (exit code {self._process.exitcode}); "
-                         "restart the server (its log says why it ended)")
+        return ModelUnavailable(f"the model process of {self.spec.name!r} exited (exit code "
+                                f"{self._process.exitcode}); restart the server (its log says why it ended)")
 
 
 def _stop_process(channel: Channel, process: multiprocessing.process.BaseProcess) -> None:
