@@ -127,3 +127,27 @@ def test_the_client_tool_works_unchanged_against_the_cluster(cluster_url, make_s
     prompt = Prompt(box=np.array([30, 20, 100, 80]))
     assert np.array_equal(remote.decode(embedding, prompt).mask, local.set_image(sample.image).predict(prompt).mask)
     assert remote.server_stats()["cache"]["misses"] >= 1
+
+
+def test_a_replica_whose_model_process_died_fails_ray_serves_health_check():
+    """Ray Serve calls ``check_health`` on every replica periodically and replaces one that raises: a
+    replica that lost its model process is restarted instead of answering 503 until someone notices."""
+    import os
+    import signal
+    import time
+
+    from medseg_agent.serving.cluster import ToolReplica
+    from medseg_agent.vocabulary.errors import ModelUnavailable
+
+    replica = ToolReplica(ClusterSpec(tool=ToolSpec("classic"), model_process=True))
+    try:
+        replica.check_health()  # a live model process: healthy
+        os.kill(replica.tool.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while replica.tool.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with pytest.raises(ModelUnavailable, match="model process exited"):
+            replica.check_health()
+    finally:
+        replica.tool.close()
+    ToolReplica(ClusterSpec(tool=ToolSpec("classic"))).check_health()  # a model in the replica itself

@@ -33,7 +33,6 @@ from medseg_agent.serving.schemas import validation_error_body
 from medseg_agent.serving.sessions import SessionLimit, SessionNotFound
 from medseg_agent.serving.state import ServerState, get_state, require_token
 from medseg_agent.tools.base import SegmentationTool
-from medseg_agent.tools.process import ProcessTool
 from medseg_agent.vocabulary.errors import ModelUnavailable
 
 API_DESCRIPTION = """\
@@ -94,8 +93,7 @@ def create_app(tool: SegmentationTool, config: ServerConfig | None = None) -> Fa
 
     @app.get("/health", response_model=Health, tags=["operations"], summary="Liveness and load (no token)")
     async def health(state: ServerState = Depends(get_state)) -> Health:
-        if isinstance(state.tool, ProcessTool) and not state.tool.is_alive():
-            raise ModelUnavailable(f"the {state.tool.name} model process exited; restart the server")
+        state.tool.check_available()
         cache = state.cache.stats()
         work = state.worker.stats
         return Health(

@@ -180,11 +180,16 @@ class ToolReplica:
         from medseg_agent.serving.app import create_app
         from medseg_agent.tools.process import ProcessTool
 
-        tool = ProcessTool(spec.tool) if spec.model_process else spec.tool.build()
-        self.app = create_app(tool, spec.config)
+        self.tool = ProcessTool(spec.tool) if spec.model_process else spec.tool.build()
+        self.app = create_app(self.tool, spec.config)
         self.replica_id = _replica_id()
         self._lifespan = self.app.router.lifespan_context(self.app)
         self._started: asyncio.Task[Any] | None = None
+
+    def check_health(self) -> None:
+        """Ray Serve's periodic health check: a replica whose model process died raises here, and
+        Ray Serve replaces it (a new replica, a new model process) instead of answering 503 forever."""
+        self.tool.check_available()
 
     async def forward(self, route: str, method: str, path: str, query: bytes, headers: list[tuple[bytes, bytes]],
                       body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -319,10 +324,11 @@ def _decode_to_key(data: bytes | str, max_side: int) -> str:
 
 def _replica_id() -> str:
     from ray import serve
+    from ray.serve.exceptions import RayServeException
 
     try:
         return serve.get_replica_context().replica_id.unique_id
-    except RuntimeError:  # not inside a replica (tests building the class directly)
+    except RayServeException:  # not inside a replica (tests building the class directly)
         return "local"
 
 

@@ -141,6 +141,12 @@ class SegmentationTool(ABC):
             self.decode_count += count
             self.decode_seconds += seconds
 
+    def check_available(self) -> None:
+        """Raise :class:`~medseg_agent.vocabulary.errors.ModelUnavailable` when this tool can no
+        longer answer any call (a model process that died), so that health checks report it and an
+        orchestrator restarts the server. A tool in this process lives as long as the process."""
+        return None
+
     def stats(self) -> dict[str, float]:
         with self._stats_lock:
             return {

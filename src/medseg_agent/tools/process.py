@@ -178,6 +178,10 @@ class ProcessTool(SegmentationTool):
     def is_alive(self) -> bool:
         return self._process.is_alive()
 
+    def check_available(self) -> None:
+        if self._closed or not self.is_alive():
+            raise ModelUnavailable(f"the {self.name} model process exited; restart the server")
+
     def close(self) -> None:
         """Stop the model process (waits briefly for it to exit)."""
         self._closed = True
