@@ -68,17 +68,12 @@ def cluster_url(request):
     port = free_port()
     spec = ClusterSpec(tool=ToolSpec("classic"), replicas=2, cpus_per_replica=0.5, config=ServerConfig(),
                        model_process=request.param)
-    # Ray Serve gives its HTTP proxy 5 s to report ready: too short on a loaded 2-core machine, where it
-    # then kills the proxy. Read by the Ray processes this starts.
-    patience = pytest.MonkeyPatch()
-    patience.setenv("RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S", "60")
     try:
         run_cluster(spec, host="127.0.0.1", port=port, blocking=False)
         yield f"http://127.0.0.1:{port}"
     finally:  # also when the cluster did not come up, so that the next one starts clean
         serve.shutdown()
         ray.shutdown()
-        patience.undo()
 
 
 def png_base64(image: np.ndarray) -> str:

@@ -24,6 +24,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import random
 import re
 import secrets
@@ -352,6 +353,11 @@ def build_application(spec: ClusterSpec) -> Any:
     return ingress.bind(spec, replica.bind(spec))
 
 
+#: Ray Serve's setting for how long an HTTP proxy may take to report ready, and ours (Ray's: 5 s)
+PROXY_READY_TIMEOUT = "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"
+PROXY_READY_TIMEOUT_S = "60"
+
+
 def run_cluster(spec: ClusterSpec, host: str = "127.0.0.1", port: int = 8265, ray_address: str | None = None,
                 log_level: str = "warning", blocking: bool = True) -> None:
     """Start (or join, with ``ray_address``) a Ray cluster and serve the application on
@@ -360,7 +366,12 @@ def run_cluster(spec: ClusterSpec, host: str = "127.0.0.1", port: int = 8265, ra
     from ray import serve
 
     paths = [p for p in sys.path if p and Path(p).is_dir() and "site-packages" not in p]
-    runtime_env = {"env_vars": {"PYTHONPATH": ":".join(paths)}}  # this checkout's code in every worker
+    # Ray Serve gives each node's HTTP proxy 5 s to report ready and kills it otherwise: too short on a
+    # loaded node (a busy 2-core machine missed it). Read by the Ray processes started here, and by
+    # this job's workers on a cluster joined with ray_address; an explicit setting wins.
+    patience = os.environ.setdefault(PROXY_READY_TIMEOUT, PROXY_READY_TIMEOUT_S)
+    runtime_env = {"env_vars": {"PYTHONPATH": ":".join(paths),  # this checkout's code in every worker
+                                PROXY_READY_TIMEOUT: patience}}
     if not ray.is_initialized():
         ray.init(address=ray_address, include_dashboard=False, runtime_env=runtime_env,
                  logging_level=log_level.upper(), log_to_driver=log_level == "debug")
