@@ -17,6 +17,7 @@ from medseg_agent.training.trl_grpo import (
     generation_settings,
     grpo_rows,
     run_grpo,
+    valid_action_rate,
     vision_token_ids,
 )
 from medseg_agent.vocabulary.actions import AddBox, AddPoint, Stop
@@ -48,6 +49,24 @@ def test_environment_tools_return_overlays_and_reward_scores_the_record():
     record = env.episode_record
     assert record.stop_reason is StopReason.STOP_ACTION and record.final_metrics["iou"] > 0.4
     assert env.get_reward() == pytest.approx(score_record(record, "medsam_agent").total)
+
+
+def test_a_rollout_that_ends_without_stop_action_counts_its_last_reply_as_invalid():
+    """TRL ends a rollout when a reply calls no tool; evaluation parses that reply and finds it invalid.
+    Training must see it the same way, or GRPO loses nothing when the policy drops ``stop_action``."""
+    row = grpo_rows([disc()], view_longest_side=64)[0]
+    stopped, ended = (SegmentationEnvironment(build_tool("classic"), EpisodeConfig(max_turns=3), get_preset("medseg"))
+                      for _ in range(2))
+    for env in (stopped, ended):
+        env.reset(**row)
+        env.add_bbox([300, 230, 700, 780])
+    stopped.stop_action()
+    assert ended.episode_record.stop_reason is StopReason.POLICY_ENDED
+    assert stopped.episode_record.num_replies == ended.episode_record.num_replies == 2
+    assert valid_action_rate([stopped, ended]) == [1.0, 0.5]
+    kept, dropped = score_record(stopped.episode_record, "medseg"), score_record(ended.episode_record, "medseg")
+    assert kept.terms["format_valid"] == 1.0 and dropped.terms["format_valid"] == 0.5
+    assert stopped.get_reward() - ended.get_reward() == pytest.approx(0.1 * 0.5)  # the same mask otherwise
 
 
 def test_trl_sees_exactly_the_three_actions_as_tools():

@@ -124,6 +124,17 @@ class TrajectoryRecord(BaseModel):
     def stopped(self) -> bool:
         return self.stop_reason is StopReason.STOP_ACTION
 
+    @property
+    def num_replies(self) -> int:
+        """The policy's replies, the one that ended a rollout without calling a tool included.
+
+        A training engine (TRL, verl) closes the episode from outside when a reply calls no tool
+        (:attr:`StopReason.POLICY_ENDED`), so that reply has no turn here; in evaluation the same reply
+        is parsed and is an invalid one. Counting it keeps a policy that drops ``stop_action`` from
+        looking as valid in training as one that stops properly.
+        """
+        return len(self.turns) + (self.stop_reason is StopReason.POLICY_ENDED)
+
 
 class RecordError(ValueError):
     """A record file that cannot be used, with the file and the field named."""

@@ -81,6 +81,9 @@ class EpisodeFacts:
     final_iou: float = 0.0
     final_dice: float = 0.0
     final_nsd: float = 0.0
+    #: the policy's replies: ``steps`` and, when a training engine ended the episode because a reply
+    #: called no tool, that reply (see :attr:`TrajectoryRecord.num_replies`)
+    replies: int = 0
 
     @property
     def stopped(self) -> bool:
@@ -175,6 +178,7 @@ def episode_facts(
         stop_reason=record.stop_reason,
         has_ground_truth=gt is not None,
         steps=steps,
+        replies=record.num_replies,
     )
     if gt is not None:
         metrics = record.final_metrics or {}

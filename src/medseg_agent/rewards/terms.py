@@ -65,9 +65,9 @@ def term(name: str, description: str, needs_ground_truth: bool = True) -> Callab
 # -- format ------------------------------------------------------------------------------------
 @term("format_valid", "share of replies that parsed and were accepted (1 = no invalid reply)", False)
 def format_valid(facts: EpisodeFacts, params: RewardParams) -> float:
-    if not facts.steps:
+    if not facts.replies:
         return 0.0
-    return sum(s.valid for s in facts.steps) / len(facts.steps)
+    return sum(s.valid for s in facts.steps) / facts.replies
 
 
 @term(

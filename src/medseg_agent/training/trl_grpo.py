@@ -104,7 +104,8 @@ def valid_action_rate(environments: list[SegmentationEnvironment], **_: Any) -> 
     rates = []
     for env in environments:
         record = env.episode_record
-        rates.append(1.0 - record.num_errors / len(record.turns) if record.turns else 0.0)
+        replies = record.num_replies
+        rates.append((len(record.turns) - record.num_errors) / replies if replies else 0.0)
     return rates
 
 
