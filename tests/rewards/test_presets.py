@@ -7,6 +7,7 @@ from reward_cases import build_record, gt_rect, rect
 
 from medseg_agent.rewards import RewardParams, episode_facts, score_record
 from medseg_agent.rewards.terms import evaluate_terms
+from medseg_agent.vocabulary.stop import StopReason
 
 
 def medsam_expected(fmt: float, iou: float, dice: float, overshoot: float, turns: int, gains: float) -> float:
@@ -97,6 +98,24 @@ def test_ibis_agent_five_term_mean_over_steps():
     assert b.terms["ibis_click"] == pytest.approx(-1 / 7)
     assert b.terms["ibis_pseg"] == pytest.approx(2 / 7)
     assert b.terms["ibis_len"] == pytest.approx(4.4 / 7)
+
+
+def test_ibis_agent_counts_a_rollout_ended_without_a_tool_call_as_one_more_invalid_reply():
+    """A training engine ends the rollout when a reply calls no tool; that reply has no turn in the
+    record, and scores what an invalid reply scores, as under ``format_valid``."""
+    steps = ibis_episode().turns[:-1]  # the episode above without its stop
+    ended = ibis_episode()
+    ended.turns, ended.stop_reason = steps, StopReason.POLICY_ENDED
+    b = score_record(ended, "ibis_agent")
+    # six steps + the unrecorded reply (0 on all but len, which is -0.4 at step 7)
+    assert b.terms["ibis_fmt"] == pytest.approx(4 / 7)
+    assert b.terms["ibis_ans"] == pytest.approx(13 / 7)
+    assert b.terms["ibis_click"] == pytest.approx(-1 / 7)
+    assert b.terms["ibis_pseg"] == pytest.approx(2 / 7)
+    assert b.terms["ibis_len"] == pytest.approx(4.4 / 7)
+    truncated = ibis_episode()
+    truncated.turns, truncated.stop_reason = steps, StopReason.TURN_LIMIT
+    assert score_record(truncated, "ibis_agent").terms["ibis_fmt"] == pytest.approx(4 / 6)
 
 
 def test_ibis_answer_levels_are_strict_thresholds():

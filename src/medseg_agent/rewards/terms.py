@@ -190,16 +190,27 @@ def ibis_step_terms(step: StepFacts, facts: EpisodeFacts, params: RewardParams) 
         ans = 3.0 if value > 0.8 else 2.0 if value > 0.7 else 1.0 if value > 0.5 else 0.0
     click = 0.0 if step.click_correct is None else (1.0 if step.click_correct else -1.0)
     pseg = 1.0 if step.kind in (BOX, POINT) and (step.gain or 0.0) > 0 else 0.0
-    n = step.turn
-    length = 1.0 if n <= params.ibis_optimal_steps else -params.ibis_length_gamma * (n - params.ibis_optimal_steps)
-    return {"fmt": float(fmt), "ans": ans, "click": click, "pseg": pseg, "len": length}
+    return {"fmt": float(fmt), "ans": ans, "click": click, "pseg": pseg, "len": _ibis_length(step.turn, params)}
+
+
+def _ibis_length(turn: int, params: RewardParams) -> float:
+    if turn <= params.ibis_optimal_steps:
+        return 1.0
+    return -params.ibis_length_gamma * (turn - params.ibis_optimal_steps)
 
 
 def _ibis_mean(key: str) -> TermFn:
+    """The mean over every reply, the one that ended a training rollout without a tool call included:
+    it has no step, and scores what an invalid reply scores (0, its ``len`` by position)."""
+
     def fn(facts: EpisodeFacts, params: RewardParams) -> float:
-        if not facts.steps:
+        replies = max(facts.replies, len(facts.steps))
+        if not replies:
             return 0.0
-        return sum(ibis_step_terms(s, facts, params)[key] for s in facts.steps) / len(facts.steps)
+        total = sum(ibis_step_terms(s, facts, params)[key] for s in facts.steps)
+        if key == "len":
+            total += sum(_ibis_length(turn, params) for turn in range(len(facts.steps) + 1, replies + 1))
+        return total / replies
 
     return fn
 
