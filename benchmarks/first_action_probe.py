@@ -61,6 +61,10 @@ RESUMABLE_CHANGES = {"out", "steps", "threads", "save", "device", "minutes", "dr
                      "anneal_from", "anneal_to", "probe_every"}
 # scenes drawn from one random stream (the first: the seed's own, the k-th: [seed, k])
 SCENES_PER_STREAM = 2000
+# the scenes' seeds, whatever --seed: the learning demo's own data (``train demo``, data seed 0:
+# streams [0, split]) is none of them, so a probe model given to the demo as --base-model has never
+# seen its train, validation or test images (tests/training/test_first_action_probe.py checks it)
+TRAIN_SEED, HELD_OUT_SEED, BARE_SEED = 1, 2, 3
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -71,8 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--out", type=Path, required=True, help="folder for the base model and probe.jsonl")
     parser.add_argument("--task", choices=["full", "bare"], default="full", help="the scenes (see above)")
-    parser.add_argument("--train-scenes", type=int, default=2000, help="training scenes (drawn once, seed 1)")
-    parser.add_argument("--probe-scenes", type=int, default=48, help="held-out scenes (seed 2)")
+    parser.add_argument("--train-scenes", type=int, default=2000, help="training scenes (drawn once, their own seed)")
+    parser.add_argument("--probe-scenes", type=int, default=48, help="held-out scenes (their own seed)")
     parser.add_argument("--image-size", type=int, default=256, help="side of the scenes (pixels)")
     parser.add_argument("--view", type=int, default=demo.view, help="side of the image the model sees (the demo's)")
     parser.add_argument("--patch-size", type=int, default=16, help="vision patch (16: 16 image tokens at 128 px)")
@@ -138,9 +142,9 @@ def training_scenes(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The --task scenes, with a --bare-share of them replaced by bare scenes (their own seed, so the
     task's scenes are the first ones of a run without the mixture)."""
     bare = round(args.train_scenes * args.bare_share)
-    mixed = scenes(args, args.train_scenes - bare, 1, scored=False)
+    mixed = scenes(args, args.train_scenes - bare, TRAIN_SEED, scored=False)
     if bare:
-        mixed += scenes(argparse.Namespace(**{**vars(args), "task": "bare"}), bare, 3, scored=False)
+        mixed += scenes(argparse.Namespace(**{**vars(args), "task": "bare"}), bare, BARE_SEED, scored=False)
     return mixed
 
 
@@ -148,13 +152,19 @@ def scenes(args: argparse.Namespace, count: int, seed: int, scored: bool = True)
     """``count`` one-turn SFT rows (messages + view); ``scored``: with what the probe needs to score a
     reply (masks: left out of training rows, so that tens of thousands of scenes fit in memory).
     Drawn in streams of ``SCENES_PER_STREAM``, over ``--draw-workers`` processes when there are several."""
-    streams = [(args, min(SCENES_PER_STREAM, count - start), seed if start == 0 else [seed, start // SCENES_PER_STREAM],
-                scored) for start in range(0, count, SCENES_PER_STREAM)]
+    starts = range(0, count, SCENES_PER_STREAM)
+    streams = [(args, min(SCENES_PER_STREAM, count - start), stream_seed, scored)
+               for start, stream_seed in zip(starts, stream_seeds(count, seed), strict=True)]
     workers = min(args.draw_workers, len(streams))
     if workers <= 1:
         return [row for stream in streams for row in scene_stream(*stream)]
     with ProcessPoolExecutor(workers) as pool:
         return [row for part in pool.map(scene_stream, *zip(*streams, strict=True)) for row in part]
+
+
+def stream_seeds(count: int, seed: int) -> list[int | list[int]]:
+    """The random seed of each stream of ``count`` scenes: ``seed``, then ``[seed, k]``."""
+    return [seed if k == 0 else [seed, k] for k in range(math.ceil(count / SCENES_PER_STREAM))]
 
 
 def scene_stream(args: argparse.Namespace, count: int, seed: int | list[int], scored: bool) -> list[dict[str, Any]]:
@@ -359,7 +369,7 @@ def main(argv: list[str] | None = None) -> None:
     resumed = load_checkpoint(args.out, args)
     mixture = f" ({args.bare_share:.0%} of the training ones bare)" if args.bare_share else ""
     print(f"drawing {args.train_scenes} + {args.probe_scenes} {args.task} scenes{mixture}", flush=True)
-    train, held_out = training_scenes(args), scenes(args, args.probe_scenes, 2)
+    train, held_out = training_scenes(args), scenes(args, args.probe_scenes, HELD_OUT_SEED)
     folder = args.out / CHECKPOINT if resumed else base_model(args, train)
     processor = AutoProcessor.from_pretrained(folder)
     model = AutoModelForImageTextToText.from_pretrained(folder).to(args.device)

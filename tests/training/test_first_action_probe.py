@@ -131,3 +131,30 @@ def test_the_annealing_schedule_warms_up_holds_then_falls_to_its_floor(monkeypat
         with pytest.raises(SystemExit):
             probe.parse_args(["--out", str(tmp_path), "--steps", "1000", *bad])
         assert message in capsys.readouterr().err
+
+
+def test_no_probe_scene_is_one_of_the_learning_demos_images(monkeypatch, tmp_path):
+    """A probe model is the demo's --base-model: had the probe drawn the demo's train, validation or
+    test images, the demo would score its SFT agent on scenes the base was trained on."""
+    from PIL import Image
+
+    from medseg_agent.data.synthetic import SyntheticConfig, build_synthetic_dataset, generate_image
+    from medseg_agent.recipes.train_demo import DemoSettings
+
+    probe = load_probe_module(monkeypatch)
+    demo = DemoSettings()
+    data = build_synthetic_dataset(tmp_path / "demo", SyntheticConfig(train=1, val=1, test=1, seed=demo.data_seed))
+    firsts = [np.asarray(Image.open(path)) for path in sorted((data / "images").glob("*-00000.png"))]
+    assert len(firsts) == 3
+
+    def first_scene(seed):
+        return generate_image(SyntheticConfig().image_size, SyntheticConfig(), np.random.default_rng(seed)).image
+
+    # the comparison can fail: a stream seeded like the demo's data opens with its first train image
+    assert any(np.array_equal(first_scene(demo.data_seed), image) for image in firsts)
+    args = probe.parse_args(["--out", str(tmp_path / "probe")])
+    seeds = [*probe.stream_seeds(100_000, probe.TRAIN_SEED), *probe.stream_seeds(100_000, probe.BARE_SEED),
+             *probe.stream_seeds(args.probe_scenes, probe.HELD_OUT_SEED)]
+    for seed in seeds:  # a stream that opened differently is a different stream throughout
+        scene = first_scene(seed)
+        assert not any(np.array_equal(scene, image) for image in firsts), f"probe stream {seed} is a demo split"
