@@ -45,16 +45,19 @@ train-demo: $(STAMP_DEV)
 	$(VENV)/bin/medseg-agent train demo --out $(TRAIN_DEMO_OUT)
 
 # The same recipe from a grounding-pretrained base, all on this machine: the first-action probe trains
-# the demo's model on first boxes (4,900 steps of 64, ~1.5 h on 2 CPU cores), then train demo starts
-# stage 1 from it, over 3 seeds one after the other. Both steps resume where a rerun finds them stopped.
+# the demo's model on first boxes (4,900 steps of 64, the rate falling from step 4,400; then 1,500 more
+# steps, back at the full rate and falling again from step 5,900: ~2.3 h on 2 CPU cores), then train
+# demo starts stage 1 from it over 3 seeds, GRPO with 8 prompts per step. Every step resumes where a
+# rerun finds it stopped.
 GROUNDING_OUT ?= runs/grounding
 THREADS ?= $(shell nproc)
+GROUNDING_PROBE = $(PY) benchmarks/first_action_probe.py --task full --patch-size 8 --threads $(THREADS) \
+	--train-scenes 24000 --draw-workers $(THREADS) --loader-workers 1 --batch 64 --probe-every 250 --out $(GROUNDING_OUT)
 train-demo-grounded: $(STAMP_DEV)
-	$(PY) benchmarks/first_action_probe.py --task full --patch-size 8 --threads $(THREADS) \
-		--train-scenes 24000 --draw-workers $(THREADS) --loader-workers 1 --batch 64 --probe-every 250 \
-		--steps 4900 --anneal-from 4400 --anneal-to 0.1 --out $(GROUNDING_OUT)
+	$(GROUNDING_PROBE) --steps 4900 --anneal-from 4400 --anneal-to 0.1
+	$(GROUNDING_PROBE) --steps 6400 --anneal-from 5900 --anneal-to 0.1
 	$(VENV)/bin/medseg-agent train demo --base-model $(GROUNDING_OUT)/checkpoint --seeds 0,1,2 --no-references \
-		--out $(TRAIN_DEMO_OUT)-grounded
+		--set rl_prompts=8 --out $(TRAIN_DEMO_OUT)-grounded
 
 test: $(STAMP_DEV) browser
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -367,6 +367,12 @@ def main(argv: list[str] | None = None) -> None:
     order = random.Random(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     resumed = load_checkpoint(args.out, args)
+    log = args.out / "probe.jsonl"
+    if resumed and resumed["step"] >= args.steps and not args.save:  # a finished part of a longer run
+        print(f"{args.out / CHECKPOINT} is at step {resumed['step']} already (--steps {args.steps}): nothing to train",
+              flush=True)
+        print(f"probe points: {log}", flush=True)
+        return
     mixture = f" ({args.bare_share:.0%} of the training ones bare)" if args.bare_share else ""
     print(f"drawing {args.train_scenes} + {args.probe_scenes} {args.task} scenes{mixture}", flush=True)
     train, held_out = training_scenes(args), scenes(args, args.probe_scenes, HELD_OUT_SEED)
@@ -376,7 +382,6 @@ def main(argv: list[str] | None = None) -> None:
     collate = AssistantOnlyCollator(processor, None, True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.0)
     warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, functools.partial(lr_share, args))
-    log = args.out / "probe.jsonl"
     losses: list[float] = []
     first, spent_wall, spent_cpu = 1, 0.0, 0.0
     if resumed:

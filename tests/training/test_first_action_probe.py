@@ -84,6 +84,11 @@ def test_a_stopped_run_resumes_where_it_stopped_and_refuses_other_settings(tmp_p
     assert losses(halves)[0][0] == 1 and losses(halves)[1:] == losses(straight)
     assert not (halves / "checkpoint.partial").exists() and not (halves / "checkpoint.old").exists()
 
+    # the first part of a longer run again (a Makefile rerun): nothing trained, nothing drawn
+    again = run(*common, "--steps", "2", "--out", str(halves))
+    assert again.returncode == 0 and "at step 4 already" in again.stdout and "drawing" not in again.stdout
+    assert len(losses(halves)) == 3
+
     other = run(*common, "--steps", "6", "--lr", "0.01", "--out", str(halves))
     assert other.returncode != 0 and "lr differ" in other.stderr
     assert len(losses(halves)) == 3  # nothing lost
