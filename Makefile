@@ -47,7 +47,7 @@ train-demo: $(STAMP_DEV)
 # The same recipe from a grounding-pretrained base, all on this machine: the first-action probe trains
 # the demo's model on first boxes (4,900 steps of 64, the rate falling from step 4,400; then 1,500 more
 # steps, back at the full rate and falling again from step 5,900: ~2.3 h on 2 CPU cores), then train
-# demo starts stage 1 from it over 3 seeds, GRPO with 8 prompts per step. Every step resumes where a
+# demo starts stage 1 from it over 3 seeds, 60 GRPO steps of 8 prompts. Every step resumes where a
 # rerun finds it stopped.
 GROUNDING_OUT ?= runs/grounding
 THREADS ?= $(shell nproc)
@@ -57,7 +57,7 @@ train-demo-grounded: $(STAMP_DEV)
 	$(GROUNDING_PROBE) --steps 4900 --anneal-from 4400 --anneal-to 0.1
 	$(GROUNDING_PROBE) --steps 6400 --anneal-from 5900 --anneal-to 0.1
 	$(VENV)/bin/medseg-agent train demo --base-model $(GROUNDING_OUT)/checkpoint --seeds 0,1,2 --no-references \
-		--set rl_prompts=8 --out $(TRAIN_DEMO_OUT)-grounded
+		--set rl_prompts=8 --set rl_steps=60 --out $(TRAIN_DEMO_OUT)-grounded
 
 test: $(STAMP_DEV) browser
 	$(VENV)/bin/ruff check src tests benchmarks
