@@ -152,9 +152,8 @@ def scenes(args: argparse.Namespace, count: int, seed: int, scored: bool = True)
     """``count`` one-turn SFT rows (messages + view); ``scored``: with what the probe needs to score a
     reply (masks: left out of training rows, so that tens of thousands of scenes fit in memory).
     Drawn in streams of ``SCENES_PER_STREAM``, over ``--draw-workers`` processes when there are several."""
-    starts = range(0, count, SCENES_PER_STREAM)
-    streams = [(args, min(SCENES_PER_STREAM, count - start), stream_seed, scored)
-               for start, stream_seed in zip(starts, stream_seeds(count, seed), strict=True)]
+    streams = [(args, min(SCENES_PER_STREAM, count - k * SCENES_PER_STREAM), stream_seed, scored)
+               for k, stream_seed in enumerate(stream_seeds(count, seed))]
     workers = min(args.draw_workers, len(streams))
     if workers <= 1:
         return [row for stream in streams for row in scene_stream(*stream)]

@@ -199,18 +199,22 @@ def _ibis_length(turn: int, params: RewardParams) -> float:
     return -params.ibis_length_gamma * (turn - params.ibis_optimal_steps)
 
 
+def ibis_unrecorded_reply_terms(turn: int, params: RewardParams) -> dict[str, float]:
+    """The five step rewards of the reply that ended a training rollout without a tool call (it has
+    no step in the record): an invalid reply's, 0 on all but len."""
+    return {"fmt": 0.0, "ans": 0.0, "click": 0.0, "pseg": 0.0, "len": _ibis_length(turn, params)}
+
+
 def _ibis_mean(key: str) -> TermFn:
-    """The mean over every reply, the one that ended a training rollout without a tool call included:
-    it has no step, and scores what an invalid reply scores (0, its ``len`` by position)."""
+    """The mean over every reply, the one that ended a training rollout without a tool call included."""
 
     def fn(facts: EpisodeFacts, params: RewardParams) -> float:
         replies = max(facts.replies, len(facts.steps))
         if not replies:
             return 0.0
         total = sum(ibis_step_terms(s, facts, params)[key] for s in facts.steps)
-        if key == "len":
-            total += sum(_ibis_length(turn, params) for turn in range(len(facts.steps) + 1, replies + 1))
-        return total / replies
+        unrecorded = range(len(facts.steps) + 1, replies + 1)
+        return (total + sum(ibis_unrecorded_reply_terms(turn, params)[key] for turn in unrecorded)) / replies
 
     return fn
 
