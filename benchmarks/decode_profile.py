@@ -23,11 +23,15 @@ server can be told apart from a slow model, a slow host path or a slow client:
   work costs the model thread;
 * per row: runs in the mask, characters of its RLE; the client's work per action (RLE decoding
   and the click rule), for these masks and for the zero-cost tool's;
-* the ``ideal`` side's call: ``tool.decode`` of one prompt, the whole mask copied to the host.
+* the ``ideal`` side's call: ``tool.decode`` of one prompt, the whole mask copied to the host;
+* with ``--cuda-graphs``, every batch again with the prompt encoder and mask decoder replayed from
+  CUDA graphs (one per shape, captured at the first call), and how far those answers are from the
+  eager ones (pixels of each mask that differ, logits' largest difference).
 
     python benchmarks/decode_profile.py --device cuda                    # on a GPU (the issue-12 check)
     python benchmarks/decode_profile.py --images 2 --batches 1,8,32 --repeats 1   # on a CPU
     python benchmarks/decode_profile.py --device cuda --contend 0.5               # the event loop's share
+    python benchmarks/decode_profile.py --device cuda --cuda-graphs               # graphs against eager
 """
 
 from __future__ import annotations
@@ -76,6 +80,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--contend", type=float, default=0.0,
                         help="also time the calls beside a thread running pure Python this share (0-1) of "
                              "every 2 ms (default 0: not measured)")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="also time every batch with the decoder replayed from CUDA graphs, and compare "
+                             "their answers with the eager ones (needs --device cuda)")
     parser.add_argument("--trace", type=Path, default=None,
                         help="also write a Chrome trace of one call of the largest batch to this file")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results")
@@ -86,6 +93,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--batches must be comma-separated integers, got {args.batches!r}")
     if args.batch_sizes[0] < 1 or args.images < 1 or args.repeats < 1:
         parser.error("--batches, --images and --repeats must be >= 1")
+    if args.cuda_graphs and not args.device.startswith("cuda"):
+        parser.error(f"--cuda-graphs needs --device cuda, got --device {args.device}")
     if not 0.0 <= args.contend < 1.0:
         parser.error(f"--contend is a share of the time in [0, 1), got {args.contend}")
     return args
@@ -95,7 +104,8 @@ def model_args(args: argparse.Namespace) -> argparse.Namespace:
     """The rollout benchmark's options for its sam2 model, so both load the same checkpoint."""
     return argparse.Namespace(tool="sam2", device=args.device, precision=args.precision,
                               model_size=args.model_size, mask_runs="device", tool_max_batch=args.tool_max_batch,
-                              bucket_batches="off")  # every batch size as asked, unpadded
+                              bucket_batches="off",  # every batch size as asked, unpadded
+                              cuda_graphs=False)  # --cuda-graphs switches them on after the eager pass
 
 
 def workload_prompts(tool: SegmentationTool, embeddings: list[Any], truths: list[np.ndarray],
@@ -207,6 +217,24 @@ def measure_batches(tool: SegmentationTool, prompts: dict[str, list[Any]], args:
     return rows
 
 
+def graphs_against_eager(tool: Any, prompts: dict[str, list[Any]], args: argparse.Namespace) -> dict[str, Any]:
+    """The batches again with the tool's decoder replayed from CUDA graphs, and how far the graphs'
+    answers are from the eager ones for the largest batch of each structure."""
+    size = args.batch_sizes[-1]
+    eager = {structure: tool.decode_encoded(prompts[structure][:size]) for structure in STRUCTURES}
+    tool.decoder.enabled = True
+    batches = measure_batches(tool, prompts, args)
+    worst_pixels, worst_logits = 0.0, 0.0
+    for structure in STRUCTURES:
+        for a, b in zip(eager[structure], tool.decode_encoded(prompts[structure][:size]), strict=True):
+            differ = np.count_nonzero(decode_rle(a.rle) != decode_rle(b.rle)) / a.area if a.area else 0.0
+            worst_pixels = max(worst_pixels, differ)
+            worst_logits = max(worst_logits, float(np.abs(a.logits - b.logits).max()))
+    return {"batches": batches, "graphs": tool.decoder.graphs, "eager_calls": tool.decoder.eager_calls,
+            "agreement": {"rows": len(STRUCTURES) * size, "mask_pixels_differing_max_fraction": round(worst_pixels, 5),
+                          "logits_abs_diff_max": round(worst_logits, 4)}}
+
+
 def mask_costs(answers: list[EncodedPrediction], truths: list[np.ndarray]) -> dict[str, float]:
     """Runs and RLE size of each answer's mask, and what a client spends per answer: RLE decoding
     and the click rule (thread CPU milliseconds)."""
@@ -244,6 +272,7 @@ def main(argv: list[str] | None = None) -> None:
     # the process's own first-call costs (a lone click: a structure the batches below never use)
     tool.decode_encoded([(embeddings[0], Prompt(points=[[5.0, 5.0]], labels=[1]))])
     batches = measure_batches(tool, prompts, args)
+    graphs = graphs_against_eager(tool, prompts, args) if args.cuda_graphs else None
 
     largest = prompts["box+click+logits"]
     answers = tool.decode_encoded(largest)
@@ -262,15 +291,21 @@ def main(argv: list[str] | None = None) -> None:
                          "cpu_ms": round(1000 * statistics.median(c for _, c, _ in ideal), 2)},
         "command": " ".join(["python", *sys.argv]),
     }
+    if graphs is not None:
+        result["cuda_graphs"] = graphs
     atomic_write_json(args.out, result)
     print_table(result)
+    if graphs is not None:
+        print_table({**result, "batches": graphs["batches"]}, "with the decoder replayed from CUDA graphs")
+        print(f"CUDA graphs against eager: {graphs['agreement']}; graphs {graphs['graphs']}, "
+              f"eager calls {graphs['eager_calls']}")
 
 
-def print_table(result: dict[str, Any]) -> None:
+def print_table(result: dict[str, Any], how: str = "eager") -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="Sam2Tool.decode_encoded, piece by piece (ms per batch; profiled call)")
+    table = Table(title=f"Sam2Tool.decode_encoded, piece by piece (ms per batch; profiled call), {how}")
     contended = any("contended_batch_ms" in row for row in result["batches"])
     titles = ("rows", "structure", "first call", "batch", "CPU", "per row", *(("beside load",) if contended else ()),
               *DECODE_RANGES, "aten calls")
@@ -286,6 +321,8 @@ def print_table(result: dict[str, Any]) -> None:
     console = Console(width=220)
     console.print(table)
     console.print("pieces: CPU ms / device ms inside each range (device time is 0 on a CPU)")
+    if how != "eager":
+        return
     for name, costs in result["masks"].items():
         console.print(f"{name} masks: {costs}")
     console.print(f"ideal side's decode (one prompt, whole mask to the host): {result['ideal_decode']}; "

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 12, the check to run next on a GPU machine (about 9 minutes on one H100): where a batched
+# Issue 12, the check to run next on a GPU machine (about 10 minutes on one H100): where a batched
 # decode's time goes, and whether the client or the server limits the rollout benchmark there.
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]         # results: OUT_DIR (default $OUT, else runs/benchmarks/gpu-check)
@@ -8,16 +8,17 @@
 # model thread busy 94 % of the action phase at ~142 ms per decode batch, where the same batches take
 # 56-70 ms outside the server (two forwards of 16 rows; each forward bound by launching ~1,700
 # operators, ~20 ms whatever its rows). The server's process used 6.9 ms of CPU per action: one
-# interpreter for the model thread and the event loop. So:
-# 1. decode_profile.py --contend 0.4: the same calls beside a thread of pure Python 40 % of the time
-#    (the event loop's share): how much the interpreter lock costs a launch-bound forward; first
-#    calls timed in a pass of their own (the third run's were taken after profiled calls);
-# 2. rollout_server.py, the default workload at 1024^2, warm, 8 client processes, with the tool's
-#    new default of 32 rows per decoder call on CUDA (one forward per server batch);
-# 3. the same with --tool-max-batch 16 (the third run's setting): the baseline on the same machine;
-# 4. the same with --model-process: the model in a process of its own (its own interpreter lock;
-#    arrays cross through shared memory): does the server's batch time fall to the outside one's?
-# 5. the same with 14 client processes: does more client CPU raise the throughput (client-bound)?
+# interpreter for the model thread and the event loop. Since then the tool can replay its prompt
+# encoder and mask decoder from one CUDA graph per input shape (tool option cuda_graphs=true): one
+# launch per forward instead of ~1,700. So:
+# 1. decode_profile.py --contend 0.4 --cuda-graphs: every batch eager, then replayed from graphs
+#    (first calls = captures), each also beside a thread of pure Python 40 % of the time (the event
+#    loop's share), and how far the graphs' answers are from the eager ones;
+# 2. rollout_server.py, the default workload at 1024^2, warm, 8 client processes, eager (the
+#    baseline on the same machine), with the tool's 32 rows per decoder call on CUDA;
+# 3. the same with --cuda-graphs: the target (>= 250 actions/s, p95 <= 0.3 s);
+# 4. the same with --cuda-graphs --model-process: the event loop and the model on two interpreters;
+# 5. the same with --cuda-graphs and 14 client processes: is the client the limit then?
 # Every step has its own time limit, so one slow step still leaves the others' results.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -39,14 +40,14 @@ step() {  # step NAME SECONDS COMMAND...
     tail -n 25 "$out/$name.log" | grep -v '━'
 }
 
-step decode-profile 150 "$python" benchmarks/decode_profile.py --device cuda --contend 0.4 \
+step decode-profile 200 "$python" benchmarks/decode_profile.py --device cuda --contend 0.4 --cuda-graphs \
     --trace "$out/decode-trace.json" --out "$out/decode-profile.json"
-step rollout-8-processes 100 "$python" benchmarks/rollout_server.py --device cuda --sides server,ideal \
-    --client-processes 8 --warmup-rounds 1 --out "$out/rollout-8-processes.json"
-step rollout-max-batch-16 90 "$python" benchmarks/rollout_server.py --device cuda --sides server --tool-max-batch 16 \
-    --client-processes 8 --warmup-rounds 1 --out "$out/rollout-max-batch-16.json"
-step rollout-model-process 100 "$python" benchmarks/rollout_server.py --device cuda --sides server --model-process \
-    --client-processes 8 --warmup-rounds 1 --out "$out/rollout-model-process.json"
-step rollout-14-processes 90 "$python" benchmarks/rollout_server.py --device cuda --sides server \
-    --client-processes 14 --warmup-rounds 1 --out "$out/rollout-14-processes.json"
+step rollout-eager 100 "$python" benchmarks/rollout_server.py --device cuda --sides server,ideal \
+    --client-processes 8 --warmup-rounds 1 --out "$out/rollout-eager.json"
+step rollout-graphs 100 "$python" benchmarks/rollout_server.py --device cuda --sides server --cuda-graphs \
+    --client-processes 8 --warmup-rounds 1 --out "$out/rollout-graphs.json"
+step rollout-graphs-model-process 100 "$python" benchmarks/rollout_server.py --device cuda --sides server \
+    --cuda-graphs --model-process --client-processes 8 --warmup-rounds 1 --out "$out/rollout-graphs-model-process.json"
+step rollout-graphs-14-processes 90 "$python" benchmarks/rollout_server.py --device cuda --sides server \
+    --cuda-graphs --client-processes 14 --warmup-rounds 1 --out "$out/rollout-graphs-14-processes.json"
 echo "== done $(date +%T); results in $out"

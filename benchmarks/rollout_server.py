@@ -195,6 +195,8 @@ def tool_options(args: argparse.Namespace) -> dict[str, Any]:
             options["bucket_batches"] = args.bucket_batches == "on"
         if args.tool_max_batch:
             options["max_batch"] = args.tool_max_batch
+        if args.cuda_graphs:
+            options["cuda_graphs"] = True
     return options
 
 
@@ -825,6 +827,8 @@ def model_args(args: argparse.Namespace) -> list[str]:
     out += ["--bucket-batches", args.bucket_batches]
     if args.tool_max_batch:
         out += ["--tool-max-batch", str(args.tool_max_batch)]
+    if args.cuda_graphs:
+        out += ["--cuda-graphs"]
     if args.model_process:
         out += ["--model-process"]
     if args.reference_server:
@@ -844,6 +848,7 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
             "zero_cost_mask": args.zero_cost_mask if args.tool == "zero-cost" else None,
             "zero_cost_launch_ms": args.zero_cost_launch_ms if args.tool == "zero-cost" else None,
             "precision": args.precision, "bucket_batches": args.bucket_batches, "model_size": args.model_size,
+            "cuda_graphs": args.cuda_graphs,
             "model_process": args.model_process, "images": args.images,
             "sessions": args.sessions, "actions": args.actions, "image_size": args.image_size,
             "concurrency": args.concurrency, "client_processes": args.client_processes,
@@ -930,6 +935,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "on with --device cuda)")
     parser.add_argument("--tool-max-batch", type=int, default=None,
                         help="sam2 rows per decoder call (default: the tool's own, 32 with --device cuda, 16 on CPU)")
+    parser.add_argument("--cuda-graphs", action="store_true",
+                        help="sam2 prompt encoder and mask decoder replayed from one CUDA graph per input shape "
+                             "(the tool option cuda_graphs=true; needs --device cuda)")
     parser.add_argument("--model-process", action="store_true",
                         help="the server (and each replica) runs its model in a process of its own, as "
                              "'medseg-agent serve --model-process' does: the model's operator launches and the "
@@ -967,6 +975,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--client-processes must be >= 0 (0: min(8, CPUs))")
     if args.image_size < 32:
         parser.error("--image-size must be at least 32")
+    if args.cuda_graphs and (args.tool != "sam2" or not args.device.startswith("cuda")):
+        parser.error(f"--cuda-graphs needs --tool sam2 --device cuda, got --tool {args.tool} --device {args.device}")
     unknown = set(args.sides.split(",")) - set(SIDES)
     if unknown:
         parser.error(f"unknown side(s) {', '.join(sorted(unknown))}; choose from {', '.join(SIDES)}")

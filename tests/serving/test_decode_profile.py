@@ -38,3 +38,8 @@ def test_contention_share_is_checked():
     run = subprocess.run([sys.executable, str(SCRIPT), "--contend", "1.5"], capture_output=True, text=True,
                          timeout=120)
     assert run.returncode == 2 and "--contend is a share of the time in [0, 1), got 1.5" in run.stderr
+
+
+def test_cuda_graphs_need_a_cuda_device():
+    run = subprocess.run([sys.executable, str(SCRIPT), "--cuda-graphs"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "--cuda-graphs needs --device cuda, got --device cpu" in run.stderr

@@ -57,3 +57,10 @@ def test_benchmark_serves_from_a_model_process_with_a_launch_bound_test_double(t
     assert (server["encodes"], server["decodes"], server["actions"]) == (2, 12, 12)
     assert result["settings"]["model_process"] and result["settings"]["zero_cost_launch_ms"] == 5
     assert server["model_ms_per_decode_batch"] >= 5  # every decoder call held the interpreter 5 ms
+
+
+def test_cuda_graphs_are_refused_where_they_cannot_run():
+    run = subprocess.run([sys.executable, str(SCRIPT), "--cuda-graphs", "--tool", "zero-cost"], capture_output=True,
+                         text=True, timeout=120)
+    assert run.returncode == 2
+    assert "--cuda-graphs needs --tool sam2 --device cuda, got --tool zero-cost --device cpu" in run.stderr

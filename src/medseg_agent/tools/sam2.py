@@ -39,6 +39,7 @@ from torch.profiler import record_function
 
 from medseg_agent.tools.base import DecodeRequest, EncodedPrediction, ImageEmbedding, SegmentationTool
 from medseg_agent.tools.checkpoints import build_model
+from medseg_agent.tools.graphs import GraphedForward, resolve_cuda_graphs
 from medseg_agent.tools.sam import (
     MODEL_RANGE,
     PROMPTS_RANGE,
@@ -117,6 +118,7 @@ class Sam2Tool(SegmentationTool):
         max_batch: int | None = None,
         precision: str = "auto",
         bucket_batches: bool | None = None,
+        cuda_graphs: bool | None = None,
     ) -> None:
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
@@ -129,6 +131,8 @@ class Sam2Tool(SegmentationTool):
         self.precision = resolve_precision(precision, self.device)
         #: Decoder calls padded to power-of-two row counts (see ``batch_bucket``); default: on CUDA.
         self.bucket_batches = resolve_bucketing(bucket_batches, self.device)
+        #: The prompt encoder and mask decoder, replayed from one CUDA graph per input shape when on.
+        self.decoder = GraphedForward(self.decoder_forward, enabled=resolve_cuda_graphs(cuda_graphs, self.device))
         # Template only: calls work on shallow copies (see _fresh_predictor).
         with quiet_jit_warnings():
             self.predictor = SAM2ImagePredictor(model)
@@ -205,34 +209,21 @@ class Sam2Tool(SegmentationTool):
         distinct: dict[int, int] = {}
         for state in states:
             distinct.setdefault(id(state), len(distinct))
-        model, count = self.model, len(rows)
+        count = len(rows)
         with inference_context(self.device, self.precision):
             with record_function(MODEL_RANGE):
-                sparse, dense = model.sam_prompt_encoder(points=(coords_t, labels_t), boxes=None, masks=mask_t)
                 if len(distinct) == 1:  # one image: its embedding is repeated inside the decoder
-                    image_embed = states[0].features["image_embed"]
-                    high_res = list(states[0].features["high_res_feats"])
+                    features = [states[0].features["image_embed"], *states[0].features["high_res_feats"]]
                     repeat = count > 1
                 else:  # several images: one embedding per row
                     order = list({id(s): s for s in states}.values())
                     index = torch.tensor([distinct[id(s)] for s in states], device=self.device)
-                    image_embed = torch.cat([s.features["image_embed"] for s in order])[index]
-                    high_res = [torch.cat([s.features["high_res_feats"][level] for s in order])[index]
-                                for level in range(len(order[0].features["high_res_feats"]))]
+                    features = [torch.cat([s.features["image_embed"] for s in order])[index]]
+                    features += [torch.cat([s.features["high_res_feats"][level] for s in order])[index]
+                                 for level in range(len(order[0].features["high_res_feats"]))]
                     repeat = False
-                low_res, iou, _, _ = model.sam_mask_decoder(
-                    image_embeddings=image_embed,
-                    image_pe=model.sam_prompt_encoder.get_dense_pe(),
-                    sparse_prompt_embeddings=sparse,
-                    dense_prompt_embeddings=dense,
-                    multimask_output=self._wants_multimask(prompts[0]),
-                    repeat_image=repeat,
-                    high_res_features=high_res,
-                )
-                best = iou.argmax(dim=1)
-                picked = torch.arange(count, device=best.device)
-                low_best = low_res[picked, best].float()  # (B, h, w), unclamped: the masks come from these
-                scores = iou[picked, best].float()
+                low_best, scores = self.decoder((coords_t, labels_t, mask_t, *features),
+                                                multimask=self._wants_multimask(prompts[0]), repeat=repeat)
             with record_function(UPSAMPLE_RANGE):
                 by_size: dict[tuple[int, int], list[int]] = {}
                 for row, state in enumerate(states):
@@ -245,6 +236,28 @@ class Sam2Tool(SegmentationTool):
                                              torch.clamp(chosen, -32.0, 32.0),
                                              scores if len(members) == count else scores[members]))
         return parts
+
+    def decoder_forward(self, inputs: Sequence[torch.Tensor | None], *, multimask: bool,
+                        repeat: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prompt encoder and mask decoder on device tensors only (so that it can be captured in a
+        CUDA graph): ``inputs`` = (points, labels, previous logits or None, image embedding,
+        high-resolution features...). Returns each row's best logits (B, h, w), unclamped since the
+        masks come from them, and its score (B,)."""
+        coords, labels, mask, image_embed, *high_res = inputs
+        model = self.model
+        sparse, dense = model.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=mask)
+        low_res, iou, _, _ = model.sam_mask_decoder(
+            image_embeddings=image_embed,
+            image_pe=model.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+            repeat_image=repeat,
+            high_res_features=high_res,
+        )
+        best = iou.argmax(dim=1)
+        picked = torch.arange(low_res.shape[0], device=best.device)
+        return low_res[picked, best].float(), iou[picked, best].float()
 
     def _prompt_tensors(self, states: Sequence[_Sam2State],
                         prompts: Sequence[Prompt]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
@@ -283,13 +296,16 @@ def build_sam2_tool(
     max_batch: int | None = None,
     precision: str = "auto",
     bucket_batches: bool | None = None,
+    cuda_graphs: bool | None = None,
 ) -> Sam2Tool:
     """SAM 2 / MedSAM2 from a local checkpoint (e.g. ``sam2.1_hiera_tiny.pt``, ``MedSAM2_latest.pt``).
 
     ``config`` names a config inside the ``sam2`` package; ``image_size`` overrides its input size
     (512 for MedSAM2); ``precision`` is one of ``auto`` (bf16 on CUDA, fp32 on CPU), ``fp32``,
     ``tf32``, ``bf16``; ``bucket_batches`` pads decoder calls to power-of-two row counts (default:
-    on a CUDA device; see :func:`medseg_agent.tools.sam.batch_bucket`).
+    on a CUDA device; see :func:`medseg_agent.tools.sam.batch_bucket`); ``cuda_graphs`` replays the
+    prompt encoder and mask decoder from one CUDA graph per input shape (default: off; see
+    :mod:`medseg_agent.tools.graphs`).
     """
     from sam2.build_sam import build_sam2
 
@@ -310,7 +326,7 @@ def build_sam2_tool(
         build, checkpoint, model_desc=desc, allow_random_weights=allow_random_weights, device=device
     )
     return Sam2Tool(model, config=config, checkpoint=path, max_batch=max_batch, precision=precision,
-                    bucket_batches=bucket_batches)
+                    bucket_batches=bucket_batches, cuda_graphs=cuda_graphs)
 
 
 def _check_config(config: str) -> None:
