@@ -1,16 +1,14 @@
 """Decoder forwards replayed from captured graphs (``tools/graphs.py``).
 
-A CUDA graph cannot be captured on this CPU-only machine, so most tests capture with
-``replay_on_host``, a stand-in with a graph's buffer semantics: the work is recorded on fixed input
-buffers, and a replay reruns it on whatever those buffers hold and writes the same output buffers.
-A caller that forgot to copy its inputs in, or kept an output without copying it out, gets wrong
-answers from it just as from a CUDA graph. The last test captures real CUDA graphs where a GPU is.
+A CUDA graph cannot be captured on this CPU-only machine, so most tests capture with the
+``host_capture`` fixture (``conftest.py``), a stand-in with a graph's buffer semantics. What a real
+capture would refuse, an operator that waits for the host, is checked on the host with the
+``host_waits`` fixture. The last test captures real CUDA graphs where a GPU is.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,17 +20,6 @@ from medseg_agent.vocabulary.errors import ToolError
 from medseg_agent.vocabulary.prompts import Prompt
 
 
-def replay_on_host(forward: Callable[..., Any], inputs: tuple, static: dict, pool: Any):
-    """Capture on the host: the outputs are buffers that every replay overwrites in place."""
-    outputs = tuple(forward(inputs, **static))
-
-    def replay() -> None:
-        for buffer, fresh in zip(outputs, forward(inputs, **static), strict=True):
-            buffer.copy_(fresh)
-
-    return replay, outputs, "host-pool"
-
-
 def affine(inputs, *, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     x, bias = inputs
     y = x * scale
@@ -41,11 +28,15 @@ def affine(inputs, *, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     return y, y.sum(dim=-1)
 
 
-def graphed(**options: Any) -> GraphedForward:
-    return GraphedForward(affine, enabled=True, capture=replay_on_host, **options)
+@pytest.fixture
+def graphed(host_capture):
+    def make(**options: Any) -> GraphedForward:
+        return GraphedForward(affine, enabled=True, capture=host_capture, **options)
+
+    return make
 
 
-def test_replays_answer_each_call_from_its_own_inputs_and_keep_earlier_answers():
+def test_replays_answer_each_call_from_its_own_inputs_and_keep_earlier_answers(graphed):
     """Every call copies its inputs into the graph's buffers and gets copies of the outputs: an
     answer kept from an earlier call is not overwritten by the next replay of the same graph."""
     runner = graphed()
@@ -56,7 +47,7 @@ def test_replays_answer_each_call_from_its_own_inputs_and_keep_earlier_answers()
     assert runner.graphs == 1 and runner.replays == 2 and runner.eager_calls == 0
 
 
-def test_one_graph_per_shape_dtype_and_static_argument():
+def test_one_graph_per_shape_dtype_and_static_argument(graphed):
     runner = graphed()
     calls = [
         ((torch.ones(2, 3), None), 1.0),
@@ -72,7 +63,7 @@ def test_one_graph_per_shape_dtype_and_static_argument():
     assert runner.graphs == len(calls) and runner.replays == 2 * len(calls)
 
 
-def test_strides_do_not_make_a_new_graph():
+def test_strides_do_not_make_a_new_graph(graphed):
     """A broadcast (stride-0) embedding and a dense one of the same shape share a graph: the call's
     inputs are copied into the graph's own buffers whatever their layout."""
     runner = graphed()
@@ -101,12 +92,12 @@ def test_a_shape_that_cannot_be_captured_runs_eagerly_with_one_warning():
     assert len(attempts) == 1 and runner.graphs == 0 and runner.eager_calls == 2
 
 
-def test_graphs_are_bounded_and_the_pool_is_shared():
+def test_graphs_are_bounded_and_the_pool_is_shared(host_capture):
     pools = []
 
     def record_pool(forward, inputs, static, pool):
         pools.append(pool)
-        return replay_on_host(forward, inputs, static, pool)
+        return host_capture(forward, inputs, static, pool)
 
     runner = GraphedForward(affine, enabled=True, capture=record_pool, max_graphs=2)
     for rows in (1, 2, 4, 4):
@@ -116,14 +107,14 @@ def test_graphs_are_bounded_and_the_pool_is_shared():
     assert pools == [None, "host-pool"]  # the first capture's pool is handed to the next
 
 
-def test_off_runs_the_forward_as_it_is():
-    runner = GraphedForward(affine, enabled=False, capture=replay_on_host)
+def test_off_runs_the_forward_as_it_is(host_capture):
+    runner = GraphedForward(affine, enabled=False, capture=host_capture)
     out = runner((torch.ones(2, 3), None), scale=2.0)
     assert torch.equal(out[0], torch.full((2, 3), 2.0))
     assert runner.graphs == 0 and runner.replays == 0
 
 
-def test_concurrent_callers_of_one_graph_each_get_their_own_answer():
+def test_concurrent_callers_of_one_graph_each_get_their_own_answer(host_capture):
     """The buffers of a shape are shared; the server's threads must not interleave copy-in, replay
     and copy-out."""
 
@@ -134,7 +125,7 @@ def test_concurrent_callers_of_one_graph_each_get_their_own_answer():
             total = total + x * 0
         return (total * scale,)
 
-    runner = GraphedForward(slow, enabled=True, capture=replay_on_host)
+    runner = GraphedForward(slow, enabled=True, capture=host_capture)
     results: dict[int, torch.Tensor] = {}
 
     def work(i: int) -> None:
@@ -189,7 +180,7 @@ def small_sam2() -> Sam2Tool:
 
 
 @pytest.mark.slow
-def test_sam2_answers_are_the_same_through_graphs(small_sam2):
+def test_sam2_answers_are_the_same_through_graphs(small_sam2, host_capture):
     """Rows of several images and prompt structures, bucketed as on a GPU: replayed graphs give the
     eager decoder's masks and logits, one graph per (rows, structure, image sharing) shape."""
     tool = small_sam2
@@ -199,7 +190,7 @@ def test_sam2_answers_are_the_same_through_graphs(small_sam2):
     calls += [list(reversed(requests)) for requests in calls]  # the same shapes, other rows in each place
     tool.bucket_batches = True
     eager = [tool.decode_encoded(requests) for requests in calls]
-    tool.decoder = GraphedForward(tool.decoder_forward, enabled=True, capture=replay_on_host)
+    tool.decoder = GraphedForward(tool.decoder_forward, enabled=True, capture=host_capture)
     for requests, expected in zip(calls, eager, strict=True):
         replayed = tool.decode_encoded(requests)
         for a, b in zip(expected, replayed, strict=True):
@@ -222,4 +213,4 @@ def test_sam2_cuda_graphs_match_eager_on_a_gpu():
     assert tool.decoder.graphs >= 2 and tool.decoder.eager_calls == 0
     for a, b in zip(eager, replayed, strict=True):
         assert abs(a.area - b.area) <= 1e-3 * 512 * 512
-        np.testing.assert_allclose(a.logits, b.logits, atol=5e-2)
+        np.testing.assert_allclose(a.logits, b.logits, rtol=2e-2, atol=5e-2)  # bf16: cuBLAS may pick other kernels

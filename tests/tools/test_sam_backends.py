@@ -33,6 +33,7 @@ pytest.importorskip("segment_anything")
 pytest.importorskip("sam2")
 
 from medseg_agent.serving.config import ServerConfig  # noqa: E402
+from medseg_agent.tools.graphs import GraphedForward  # noqa: E402
 from medseg_agent.tools.sam import (  # noqa: E402  (after the importorskip guards)
     CUDA_MAX_BATCH,
     DEFAULT_MAX_BATCH,
@@ -306,6 +307,57 @@ def test_concurrent_decodes_match_serial(backend):
     # calls work on copies: the tool's own predictor never pins an image's features
     template = tool.predictor
     assert getattr(template, "features", None) is None and getattr(template, "_features", None) is None
+
+
+@pytest.mark.slow
+def test_answers_through_captured_graphs_equal_eager_ones(backend, host_capture, monkeypatch):
+    """The decoder replayed from captured graphs (here the host stand-in with a CUDA graph's
+    buffer semantics, see conftest.py) answers as the eager decoder, one graph per prompt structure,
+    whatever rows sit in each place of a graph's buffers."""
+    tool, embedding = backend
+    seed = tool.decode(embedding, Prompt(box=BOX))
+    requests = [(embedding, p) for p in mixed_prompts(seed.logits)]
+    eager = tool.decode_encoded(requests)
+    graphed = GraphedForward(tool.decoder_forward, enabled=True, capture=host_capture)
+    monkeypatch.setattr(tool, "decoder", graphed)
+    for order in (slice(None), slice(None, None, -1)):
+        for a, b in zip(eager[order], tool.decode_encoded(requests[order]), strict=True):
+            assert a.rle == b.rle and a.score == pytest.approx(b.score, abs=1e-6)
+            np.testing.assert_allclose(a.logits, b.logits, atol=1e-5)
+    # SAM 2's graph takes the prompts (4 structures); SAM's takes their embeddings, where a box + a
+    # click and two clicks + logits are both 3 tokens and a dense map: 3 shapes
+    assert graphed.graphs == (4 if tool.name == "sam2" else 3)
+    assert graphed.replays == 8 and graphed.eager_calls == 0
+
+
+@pytest.mark.slow
+def test_the_captured_decoder_never_waits_for_the_host(backend, host_waits, monkeypatch):
+    """A CUDA graph cannot hold an operator whose result the host waits for (a value read back, a
+    size that depends on the data); the decoder's forward has none, for every prompt structure."""
+    tool, embedding = backend
+    seed = tool.decode(embedding, Prompt(box=BOX))
+    spy, calls = host_waits(), []
+    original = tool.decoder.forward
+
+    def watched(inputs, **static):
+        calls.append(static)
+        with spy:
+            return original(inputs, **static)
+
+    monkeypatch.setattr(tool.decoder, "forward", watched)
+    tool.decode_batch(embedding, mixed_prompts(seed.logits))
+    assert len(calls) == 4 and {c["multimask"] for c in calls} == {True, False}
+    assert spy.found == []
+
+
+def test_sam_prompt_encoder_waits_for_the_host(sam_tool, host_waits):
+    """Why SAM's prompt encoder stays out of its graph (and the check above can fail): it indexes
+    with boolean masks of the labels."""
+    spy = host_waits()
+    points = (torch.rand(2, 3, 2) * 1024, torch.tensor([[1, 0, -1]] * 2))
+    with torch.inference_mode(), spy:
+        sam_tool.model.prompt_encoder(points=points, boxes=None, masks=None)
+    assert "aten.index_put_.default" in spy.found
 
 
 @pytest.mark.slow

@@ -1,10 +1,11 @@
 """A decoder forward replayed from CUDA graphs, one graph per input shape.
 
-Why: on a GPU a SAM 2 prompt-encoder + mask-decoder forward is bound by launching its ~1,700
-operators from Python (~20 ms of host time on an H100 whatever its rows), and each launch takes the
-interpreter lock the server's event loop needs too. A CUDA graph captured once per input shape
-launches all of them with one call. Bucketed decoder calls (:func:`medseg_agent.tools.sam.batch_bucket`)
-keep the shapes few: a power-of-two row count per prompt structure.
+Why: on a GPU a SAM-family decoder forward is bound by launching its operators from Python (SAM 2's
+prompt encoder and mask decoder: ~1,700, ~20 ms of host time on an H100 whatever its rows), and
+each launch takes the interpreter lock the server's event loop needs too. A CUDA graph captured
+once per input shape launches all of them with one call. Bucketed decoder calls
+(:func:`medseg_agent.tools.sam.batch_bucket`) keep the shapes few: a power-of-two row count per
+prompt structure.
 
 A graph reads its inputs from, and writes its outputs to, fixed buffers: each call copies its inputs
 into the buffers captured for its shape, replays, and returns copies of the outputs (the next

@@ -11,11 +11,13 @@ MedSAM is SAM ViT-B fine-tuned with a different input pipeline, so both are one 
   to the 1024 grid; the mask is ``sigmoid(low-res logits)`` bilinearly resized to the image,
   > 0.5. MedSAM was trained with single-mask output only, so it never uses the multimask heads.
 
-Encoding reuses :class:`segment_anything.SamPredictor` (``set_image``) and decoding its
-``predict_torch``. The predictor keeps one image's state in attributes, so every call works on a
-shallow copy of a template predictor (sharing the model and the transform) and the per-image
-state lives in the :class:`ImageEmbedding`. Many embeddings (one per image, e.g. in the tool
-server's cache) thus share one model, and concurrent calls need no lock.
+Encoding reuses :class:`segment_anything.SamPredictor` (``set_image``); decoding runs the model's
+prompt encoder, mask decoder and ``postprocess_masks`` the way its ``predict_torch`` does, the mask
+decoder through :class:`medseg_agent.tools.graphs.GraphedForward` (CUDA graphs when asked). The
+predictor keeps one image's state in attributes, so every call works on a shallow copy of a template
+predictor (sharing the model and the transform) and the per-image state lives in the
+:class:`ImageEmbedding`. Many embeddings (one per image, e.g. in the tool server's cache) thus share
+one model, and concurrent calls need no lock.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from torch.profiler import record_function
 from medseg_agent.io.masks import boundaries_batch
 from medseg_agent.tools.base import DecodeRequest, EncodedPrediction, ImageEmbedding, SegmentationTool
 from medseg_agent.tools.checkpoints import build_model
+from medseg_agent.tools.graphs import GraphedForward, resolve_cuda_graphs
 from medseg_agent.vocabulary.errors import ToolError
 from medseg_agent.vocabulary.prompts import Prediction, Prompt
 
@@ -56,8 +59,7 @@ CUDA_MAX_BATCH = 32
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "tf32", "bf16")
 #: The named ranges a decode call is split into, so that a profile (``torch.profiler``) of a tool
 #: server says where its time goes: preparing the prompts on the host and sending them; the model
-#: (prompt encoder and mask decoder; for SAM and MedSAM also the package's own upsampling inside
-#: ``predict_torch``); the masks at the image size; finding the masks' run boundaries (on the
+#: (prompt encoder and mask decoder); the masks at the image size; finding the masks' run boundaries (on the
 #: device, for an accelerator) and copying them and the logits to the host; each row's answer on
 #: the host (RLE string, area, copies). ``benchmarks/decode_profile.py`` reports them.
 DECODE_RANGES: tuple[str, ...] = ("medseg.decode.prompts", "medseg.decode.model", "medseg.decode.upsample",
@@ -170,6 +172,7 @@ class SamTool(SegmentationTool):
         max_batch: int | None = None,
         precision: str = "auto",
         bucket_batches: bool | None = None,
+        cuda_graphs: bool | None = None,
     ) -> None:
         from segment_anything import SamPredictor
 
@@ -184,6 +187,8 @@ class SamTool(SegmentationTool):
         #: Decoder calls padded to power-of-two row counts (see :func:`batch_bucket`); default: on CUDA.
         self.bucket_batches = resolve_bucketing(bucket_batches, device)
         self.model = model
+        #: The mask decoder, replayed from one CUDA graph per input shape when on.
+        self.decoder = GraphedForward(self.decoder_forward, enabled=resolve_cuda_graphs(cuda_graphs, device))
         #: Template only: calls work on shallow copies (see :meth:`_fresh_predictor`).
         self.predictor = SamPredictor(model)
         if variant.preprocessing == "medsam":
@@ -281,27 +286,36 @@ class SamTool(SegmentationTool):
             if first.mask_input is not None:
                 masks = to_device(np.stack([check_mask_input(p.mask_input, self.low_res_size) for p in prompts]),
                                   device)
-        predictor = self._fresh_predictor()
-        predictor.features = state.features
-        predictor.original_size = state.original_size
-        predictor.input_size = state.input_size
-        predictor.is_image_set = True
+        model = self.model
         with inference_context(device, self.precision):
-            with record_function(MODEL_RANGE):  # predict_torch upsamples SAM's logits too
-                full, scores, low_res = predictor.predict_torch(
-                    coords, labels, boxes, masks, multimask_output=multimask, return_logits=True
-                )
-                best = scores.argmax(dim=1)
-                picked = torch.arange(len(prompts), device=best.device)
-                low_best = low_res[picked, best].float()  # (B, 256, 256)
+            with record_function(MODEL_RANGE):  # as SamPredictor.predict_torch runs them
+                point_prompt = (coords, labels) if coords is not None else None
+                sparse, dense = model.prompt_encoder(points=point_prompt, boxes=boxes, masks=masks)
+                chosen, scores = self.decoder((state.features, sparse, dense), multimask=multimask)
             with record_function(UPSAMPLE_RANGE):
                 if self.variant.mask_rule == "sigmoid":
-                    probs = F.interpolate(torch.sigmoid(low_best[:, None]), size=state.original_size,
+                    probs = F.interpolate(torch.sigmoid(chosen.float()[:, None]), size=state.original_size,
                                           mode="bilinear", align_corners=False)[:, 0]
                     mask = probs > 0.5
                 else:
-                    mask = full[picked, best] > self.model.mask_threshold
-        return [DecodedPart(list(range(len(rows))), mask, low_best, scores[picked, best].float())]
+                    full = model.postprocess_masks(chosen[:, None], state.input_size, state.original_size)[:, 0]
+                    mask = full > model.mask_threshold
+        return [DecodedPart(list(range(len(rows))), mask, chosen.float(), scores)]
+
+    def decoder_forward(self, inputs: Sequence[torch.Tensor | None], *,
+                        multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mask decoder on device tensors only (so that it can be captured in a CUDA graph; SAM's
+        prompt encoder cannot be: it indexes with boolean masks, which wait for the host):
+        ``inputs`` = (image embedding, sparse and dense prompt embeddings). Returns each row's best
+        low-res logits (B, h, w) in the model's dtype, as the package upsamples them, and its score."""
+        features, sparse, dense = inputs
+        model = self.model
+        low_res, iou = model.mask_decoder(image_embeddings=features, image_pe=model.prompt_encoder.get_dense_pe(),
+                                          sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
+                                          multimask_output=multimask)
+        best = iou.argmax(dim=1)
+        picked = torch.arange(low_res.shape[0], device=best.device)
+        return low_res[picked, best], iou[picked, best].float()
 
 
 # -- helpers shared with the SAM 2 backend ------------------------------------------------------
@@ -536,6 +550,7 @@ def build_sam_tool(
     max_batch: int | None = None,
     precision: str = "auto",
     bucket_batches: bool | None = None,
+    cuda_graphs: bool | None = None,
 ) -> SamTool:
     """SAM (``vit_b`` / ``vit_l`` / ``vit_h``) from a local checkpoint such as ``sam_vit_b_01ec64.pth``."""
     return SamTool(
@@ -546,6 +561,7 @@ def build_sam_tool(
         max_batch=max_batch,
         precision=precision,
         bucket_batches=bucket_batches,
+        cuda_graphs=cuda_graphs,
     )
 
 
@@ -557,6 +573,7 @@ def build_medsam_tool(
     max_batch: int | None = None,
     precision: str = "auto",
     bucket_batches: bool | None = None,
+    cuda_graphs: bool | None = None,
 ) -> SamTool:
     """MedSAM (SAM ViT-B weights fine-tuned on medical images, e.g. ``medsam_vit_b.pth``)."""
     return SamTool(
@@ -567,6 +584,7 @@ def build_medsam_tool(
         max_batch=max_batch,
         precision=precision,
         bucket_batches=bucket_batches,
+        cuda_graphs=cuda_graphs,
     )
 
 
