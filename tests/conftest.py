@@ -13,6 +13,9 @@ from medseg_agent.tools.base import ImageEmbedding, SegmentationTool
 from medseg_agent.vocabulary.prompts import Prediction, Prompt
 from medseg_agent.vocabulary.sample import Sample
 
+# host_capture and host_waits: CUDA graph stand-ins for the tool, serving and benchmark tests
+pytest_plugins = ("graph_capture",)
+
 
 class ShapeTool(SegmentationTool):
     name = "shape"

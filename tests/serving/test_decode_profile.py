@@ -43,3 +43,32 @@ def test_contention_share_is_checked():
 def test_cuda_graphs_need_a_cuda_device():
     run = subprocess.run([sys.executable, str(SCRIPT), "--cuda-graphs"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "--cuda-graphs needs --device cuda, got --device cpu" in run.stderr
+
+
+@pytest.mark.slow
+def test_graph_pass_times_every_batch_and_compares_answers(host_capture):
+    """The ``--cuda-graphs`` pass, with the host stand-in for the capture (tests/graph_capture.py):
+    every batch timed again through the graphs, one graph per batch shape, answers as eager."""
+    import argparse
+
+    import torch
+
+    sys.path.insert(0, str(SCRIPT.parent))
+    import decode_profile
+    import rollout_server
+
+    from medseg_agent.tools.graphs import GraphedForward
+    from medseg_agent.tools.sam2 import build_sam2_tool
+
+    torch.manual_seed(0)
+    tool = build_sam2_tool(allow_random_weights=True, image_size=512)
+    tool.decoder = GraphedForward(tool.decoder_forward, enabled=False, capture=host_capture)
+    images = [rollout_server.make_image(i, 96) for i in range(2)]
+    embeddings = [tool.encode(image) for image, _ in images]
+    prompts = decode_profile.workload_prompts(tool, embeddings, [gt for _, gt in images], 2)
+    args = argparse.Namespace(batch_sizes=[1, 2], repeats=1, contend=0.0, trace=None, device="cpu")
+    result = decode_profile.graphs_against_eager(tool, prompts, args)
+    assert {(row["structure"], row["rows"]) for row in result["batches"]} == {
+        (s, n) for s in decode_profile.STRUCTURES for n in (1, 2)}
+    assert result["graphs"] == 4 and result["eager_calls"] == 0
+    assert result["agreement"] == {"rows": 4, "mask_pixels_differing_max_fraction": 0.0, "logits_abs_diff_max": 0.0}

@@ -1,7 +1,7 @@
 """Decoder forwards replayed from captured graphs (``tools/graphs.py``).
 
 A CUDA graph cannot be captured on this CPU-only machine, so most tests capture with the
-``host_capture`` fixture (``conftest.py``), a stand-in with a graph's buffer semantics. What a real
+``host_capture`` fixture (``tests/graph_capture.py``), a stand-in with a graph's buffer semantics. What a real
 capture would refuse, an operator that waits for the host, is checked on the host with the
 ``host_waits`` fixture. The last test captures real CUDA graphs where a GPU is.
 """

@@ -312,7 +312,7 @@ def test_concurrent_decodes_match_serial(backend):
 @pytest.mark.slow
 def test_answers_through_captured_graphs_equal_eager_ones(backend, host_capture, monkeypatch):
     """The decoder replayed from captured graphs (here the host stand-in with a CUDA graph's
-    buffer semantics, see conftest.py) answers as the eager decoder, one graph per prompt structure,
+    buffer semantics, see tests/graph_capture.py) answers as the eager decoder, one graph per prompt structure,
     whatever rows sit in each place of a graph's buffers."""
     tool, embedding = backend
     seed = tool.decode(embedding, Prompt(box=BOX))

@@ -1,5 +1,5 @@
-"""Fixtures of the tool tests: a host stand-in for CUDA graph capture, and a check for operators
-that would wait for the host on a GPU (which a CUDA graph cannot hold)."""
+"""Test fixtures (a pytest plug-in of the root conftest): a host stand-in for CUDA graph capture,
+and a check for operators that would wait for the host on a GPU (which a CUDA graph cannot hold)."""
 
 from __future__ import annotations
 
