@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.text import Text
 
 from medseg_agent.tools.base import SegmentationTool
+from medseg_agent.tools.spec import ToolSpec
 from medseg_agent.vocabulary.sample import Sample
 
 # The one writer of every command. Markup is off: a path such as [/data/ct.png] or a target such as
@@ -62,10 +63,8 @@ def tool_spec(
     model_type: str | None = None,
     random_weights: bool = False,
     extra: dict[str, Any] | None = None,
-) -> Any:
+) -> ToolSpec:
     """The ToolSpec that CLI options describe (``--model-type`` is sam2's config, the others' model type)."""
-    from medseg_agent.tools.spec import ToolSpec
-
     options: dict[str, Any] = dict(extra or {})
     if model_type:
         options["config" if tool == "sam2" else "model_type"] = model_type

@@ -40,6 +40,8 @@ from medseg_agent.cli.common import (
     tool_spec,
 )
 from medseg_agent.experts import defaults
+from medseg_agent.tools.base import SegmentationTool
+from medseg_agent.tools.spec import ToolSpec
 from medseg_agent.vocabulary.actions import CoordinateSpace
 
 PANEL_MODEL = "Model policies (openai, hf)"
@@ -524,11 +526,11 @@ class ServedToolOptions:
             fail(str(exc))
             raise  # unreachable
 
-    def spec(self) -> Any:
+    def spec(self) -> ToolSpec:
         """The tool as a ToolSpec, for another process to build (a model process, Ray Serve replicas)."""
         return tool_spec(self.tool, self.checkpoint, self.device, self.model_type, self.random_weights, self.extra())
 
-    def build(self) -> Any:
+    def build(self) -> SegmentationTool:
         """The tool, built the way every command builds it (errors: a clean exit); with
         --model-process, a handle on it running in its own process."""
         if not self.model_process:
