@@ -463,6 +463,10 @@ def run_http_side(args: argparse.Namespace, side: str, images: list[tuple[np.nda
         if batches:  # the model thread's time inside decode calls: busy there, or waiting elsewhere?
             extra.update(model_ms_per_decode_batch=round(1000 * decoding / batches, 2),
                          model_busy_share=round(decoding / run["action_wall_s"], 3))
+    if "decoder_graphs" in after:  # were the graphs used in the measured phase?
+        extra.update(decoder_graphs=after["decoder_graphs"],
+                     decoder_graph_replays=after["decoder_graph_replays"] - before["decoder_graph_replays"],
+                     decoder_graph_eager_calls=after["decoder_graph_eager_calls"] - before["decoder_graph_eager_calls"])
     if "action_seconds" in after:
         served = after["action_count"] - before["action_count"]
         if served:
@@ -488,6 +492,9 @@ def server_counters(http: httpx.Client, side: str) -> dict[str, float]:
         counters.update(encodes=model["encodes"], decodes=model["decoded_prompts"],
                         decode_batches=model["decode_batches"], largest_batch=model["largest_batch"],
                         decode_seconds=model["decode_seconds"], hits=cache["hits"], misses=cache["misses"])
+        # the tool's CUDA graphs (tool option cuda_graphs): captured shapes, replays, eager calls
+        counters.update({name: value for name, value in health.get("tool_counters", {}).items()
+                         if name.startswith("decoder_graph")})
         metrics = http.get("/metrics")
         if metrics.status_code == 200:
             counters.update(action_durations(metrics.text))

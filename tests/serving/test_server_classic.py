@@ -285,7 +285,8 @@ def test_metrics_report_requests_cache_and_sessions(client, make_sample):
     text = client.metrics()
     for name in ("medseg_http_requests_total", "medseg_http_request_duration_seconds_bucket",
                  "medseg_embedding_cache_hits_total", "medseg_embedding_cache_misses_total",
-                 "medseg_sessions_active", "medseg_model_encodes_total", "medseg_model_queue_depth"):
+                 "medseg_sessions_active", "medseg_model_encodes_total", "medseg_model_queue_depth",
+                 'medseg_tool_counter{name="decode_count"}'):
         assert f"\n{name}" in text
     assert 'route="/v1/sessions/{session_id}/box",status="200"' in text
     assert session.id not in text  # labels use route templates, never ids

@@ -157,3 +157,28 @@ def test_a_server_on_a_model_process_answers_like_the_model_in_this_process(sam2
         server.stop()
         tool.close()
     assert not tool.is_alive()
+
+
+def test_health_and_metrics_show_whether_the_decoder_graphs_are_used(make_sample, host_capture):
+    """A server whose tool replays its decoder from captured graphs (the host stand-in here) says so:
+    captured shapes, replays and eager calls in /health's tool counters and in /metrics."""
+    from medseg_agent.tools.graphs import GraphedForward
+
+    tool = build_tool("sam2", allow_random_weights=True, image_size=256)
+    tool.decoder = GraphedForward(tool.decoder_forward, enabled=True, capture=host_capture)
+    server = start_server(tool)
+    client = ToolServerClient(server.url)
+    try:
+        assert client.health()["tool_counters"]["decoder_graph_replays"] == 0
+        image_id = client.upload(make_sample(seed=23).image)["image_id"]
+        for i in range(3):
+            session = client.create_session(image_id=image_id, coordinate_space="norm1000")
+            session.add_box([200 + 10 * i, 150, 800, 850])
+            session.add_point([500, 500], "positive")
+        counters = client.health()["tool_counters"]
+        assert counters["decoder_graph_replays"] == 6 and counters["decoder_graph_eager_calls"] == 0
+        assert counters["decoder_graphs"] == 2 and counters["decode_count"] == 6  # box; box + click + logits
+        assert 'medseg_tool_counter{name="decoder_graph_replays"} 6.0' in client.metrics()
+    finally:
+        client.close()
+        server.stop()

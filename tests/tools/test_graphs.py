@@ -45,6 +45,7 @@ def test_replays_answer_each_call_from_its_own_inputs_and_keep_earlier_answers(g
     assert torch.equal(first[0], torch.full((2, 3), 2.0)) and torch.equal(first[1], torch.full((2,), 6.0))
     assert torch.equal(second[0], torch.full((2, 3), 11.0)) and torch.equal(second[1], torch.full((2,), 33.0))
     assert runner.graphs == 1 and runner.replays == 2 and runner.eager_calls == 0
+    assert runner.stats() == {"decoder_graphs": 1, "decoder_graph_replays": 2, "decoder_graph_eager_calls": 0}
 
 
 def test_one_graph_per_shape_dtype_and_static_argument(graphed):
@@ -111,7 +112,7 @@ def test_off_runs_the_forward_as_it_is(host_capture):
     runner = GraphedForward(affine, enabled=False, capture=host_capture)
     out = runner((torch.ones(2, 3), None), scale=2.0)
     assert torch.equal(out[0], torch.full((2, 3), 2.0))
-    assert runner.graphs == 0 and runner.replays == 0
+    assert runner.graphs == 0 and runner.replays == 0 and runner.stats() == {}  # nothing to report when off
 
 
 def test_concurrent_callers_of_one_graph_each_get_their_own_answer(host_capture):

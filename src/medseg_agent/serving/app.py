@@ -56,6 +56,7 @@ class Health(BaseModel):
     queue_depth: int
     cache: dict[str, Any]
     model: dict[str, Any]
+    tool_counters: dict[str, float]
     limits: dict[str, Any]
 
 
@@ -121,6 +122,7 @@ def create_app(tool: SegmentationTool, config: ServerConfig | None = None) -> Fa
                 "largest_batch": work.largest_batch,
                 "most_images_in_a_batch": work.images_per_batch_max,
             },
+            tool_counters=state.tool.stats(),
             limits={
                 "max_body_bytes": config.max_body_bytes,
                 "max_image_side": config.max_image_side,

@@ -86,6 +86,11 @@ class _StateCollector(Collector):
         }
         for name, (doc, value) in gauges.items():
             yield GaugeMetricFamily(name, doc, value=value)
+        tool = GaugeMetricFamily("medseg_tool_counter", "The tool's own counters (SegmentationTool.stats), by name.",
+                                 labels=["name"])
+        for name, value in state.tool.stats().items():
+            tool.add_metric([name], value)
+        yield tool
 
 
 class RequestMetricsMiddleware:

@@ -148,6 +148,8 @@ class SegmentationTool(ABC):
         return None
 
     def stats(self) -> dict[str, float]:
+        """This tool's counters (a server shows them in ``/health`` and ``/metrics``); backends add
+        their own."""
         with self._stats_lock:
             return {
                 "encode_count": self.encode_count,

@@ -107,6 +107,14 @@ class GraphedForward:
         """Shapes captured so far."""
         return len(self._graphs)
 
+    def stats(self) -> dict[str, int]:
+        """Counters for a tool's :meth:`~medseg_agent.tools.base.SegmentationTool.stats` (none when
+        off), so that a server's ``/health`` and ``/metrics`` show whether its graphs are used."""
+        if not self.enabled:
+            return {}
+        return {"decoder_graphs": self.graphs, "decoder_graph_replays": self.replays,
+                "decoder_graph_eager_calls": self.eager_calls}
+
     def __call__(self, inputs: Inputs, **static: Any) -> tuple[torch.Tensor, ...]:
         if not self.enabled:
             return tuple(self.forward(tuple(inputs), **static))

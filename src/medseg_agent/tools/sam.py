@@ -205,6 +205,9 @@ class SamTool(SegmentationTool):
         """(h, w) of the logits returned in :attr:`Prediction.logits` and accepted as mask_input."""
         return tuple(self.model.prompt_encoder.mask_input_size)  # type: ignore[return-value]
 
+    def stats(self) -> dict[str, float]:
+        return {**super().stats(), **self.decoder.stats()}
+
     # -- encode -----------------------------------------------------------------------------
     def _fresh_predictor(self) -> Any:
         """A predictor of its own for one call: shares model and transform, owns the image state."""

@@ -151,6 +151,9 @@ class Sam2Tool(SegmentationTool):
         """(h, w) of the logits returned in :attr:`Prediction.logits` and accepted as mask_input."""
         return tuple(self.model.sam_prompt_encoder.mask_input_size)  # type: ignore[return-value]
 
+    def stats(self) -> dict[str, float]:
+        return {**super().stats(), **self.decoder.stats()}
+
     # -- encode -----------------------------------------------------------------------------
     def _fresh_predictor(self) -> Any:
         """A predictor of its own for one call: shares model and transforms, owns the image state."""
