@@ -63,6 +63,8 @@ def test_the_model_process_answers_exactly_like_the_tool_in_this_process(remote)
     batch = remote.decode_batch(ours[0], PROMPTS)
     assert all(np.array_equal(a.mask, b.mask) for a, b in zip(batch, expected[0::2], strict=True))
     assert remote.encode_count >= 2 and remote.decode_count >= 1 + 6 + 6 + 3  # counted on this side too
+    stats = remote.stats()  # this side's counts, and the model process's own counters beside them
+    assert stats["counted_in_pid"] == remote.pid and stats["decode_count"] == remote.decode_count
 
 
 def test_errors_keep_their_type_and_message_and_the_process_goes_on(remote):

@@ -160,6 +160,7 @@ class ProcessTool(SegmentationTool):
         self._channel = Channel(ours)
         self._lock = threading.Lock()
         self._released: deque[int] = deque()  # handles collected here, dropped there with the next call
+        self._remote_stats: dict[str, float] = {}  # the model process's tool counters, as of its last answer
         self._closed = False
         self._finalizer = weakref.finalize(self, _stop_process, self._channel, self._process)
         if not self._channel.poll(start_timeout_s):
@@ -190,6 +191,11 @@ class ProcessTool(SegmentationTool):
     def held_embeddings(self) -> int:
         """How many embeddings the model process holds (a leak check)."""
         return int(self._call("held"))
+
+    def stats(self) -> dict[str, float]:
+        """The counts of the calls made here, and beside them the model process's own counters (its
+        tool's, e.g. its decoder graphs), as of its last answer: every answer brings them along."""
+        return {**self._remote_stats, **super().stats()}
 
     # -- SegmentationTool ---------------------------------------------------------------------
     def _encode(self, image: np.ndarray) -> ImageEmbedding:
@@ -246,9 +252,10 @@ class ProcessTool(SegmentationTool):
 
     def _receive(self) -> tuple[bool, Any]:
         try:
-            return self._channel.recv()
+            ok, value, self._remote_stats = self._channel.recv()
         except (EOFError, OSError) as exc:
             raise self._gone() from exc
+        return ok, value
 
     def _gone(self) -> ModelUnavailable:
         self._process.join(timeout=5)
@@ -289,9 +296,9 @@ def _answer_calls(channel: Channel, spec: ToolSpec) -> None:
     try:
         tool = spec.build()
     except BaseException as exc:
-        channel.send((False, _sendable(exc)))
+        channel.send((False, _sendable(exc), {}))
         return
-    channel.send((True, (tool.name, tool.supports_batch_decode)))
+    channel.send((True, (tool.name, tool.supports_batch_decode), tool.stats()))
     held = _Held(tool, {}, itertools.count(1))
     while True:
         try:
@@ -306,10 +313,11 @@ def _answer_calls(channel: Channel, spec: ToolSpec) -> None:
             reply: tuple[bool, Any] = (True, _OPERATIONS[op](held, *args))
         except Exception as exc:
             reply = (False, _sendable(exc))
+        stats = tool.stats()  # every answer carries the tool's counters
         try:
-            channel.send(reply)
+            channel.send((*reply, stats))
         except Exception as exc:  # an answer that does not pickle; nothing was written yet
-            channel.send((False, ToolError(f"the answer to {op!r} could not be sent back: {exc}")))
+            channel.send((False, ToolError(f"the answer to {op!r} could not be sent back: {exc}"), stats))
 
 
 def _encode(held: _Held, image: np.ndarray) -> tuple[int, tuple[int, int], int]:
