@@ -899,6 +899,10 @@ def print_table(results: dict[str, dict]) -> None:
             row = results[side]
             table.add_row(side, *("-" if row.get(key) is None else str(row[key]) for key, _ in COLUMNS))
     Console(width=200).print(table)
+    for side, row in results.items():
+        if "decoder_graphs" in row:
+            print(f"{side}: CUDA graphs: {row['decoder_graphs']} shapes captured; measured phase: "
+                  f"{row['decoder_graph_replays']} replays, {row['decoder_graph_eager_calls']} eager calls")
     for side in ("reimplemented", "reference"):
         row = results.get(side, {})
         if row.get("extrapolated"):
