@@ -316,9 +316,7 @@ class SamTool(SegmentationTool):
         low_res, iou = model.mask_decoder(image_embeddings=features, image_pe=model.prompt_encoder.get_dense_pe(),
                                           sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                                           multimask_output=multimask)
-        best = iou.argmax(dim=1)
-        picked = torch.arange(low_res.shape[0], device=best.device)
-        return low_res[picked, best], iou[picked, best].float()
+        return best_candidates(low_res, iou)
 
 
 # -- helpers shared with the SAM 2 backend ------------------------------------------------------
@@ -451,6 +449,15 @@ def encoded_from_tensors(mask: torch.Tensor, logits: torch.Tensor, scores: torch
             EncodedPrediction.from_boundaries(runs, size, own_row(logits_np, i)[None], float(scores_np[i]))
             for i, runs in enumerate(found)
         ]
+
+
+def best_candidates(low_res: torch.Tensor, iou: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's candidate mask with the highest predicted IoU: (B, C, h, w) logits and (B, C)
+    scores -> (B, h, w) logits in their own dtype and (B,) float32 scores. Device operations only, so
+    that a decoder forward ending with it can be captured in a CUDA graph."""
+    best = iou.argmax(dim=1)
+    picked = torch.arange(low_res.shape[0], device=best.device)
+    return low_res[picked, best], iou[picked, best].float()
 
 
 def own_row(batch: np.ndarray, row: int) -> np.ndarray:

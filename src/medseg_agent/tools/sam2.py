@@ -45,6 +45,7 @@ from medseg_agent.tools.sam import (
     PROMPTS_RANGE,
     UPSAMPLE_RANGE,
     DecodedPart,
+    best_candidates,
     check_finite,
     check_mask_input,
     decode_grouped,
@@ -258,9 +259,8 @@ class Sam2Tool(SegmentationTool):
             repeat_image=repeat,
             high_res_features=high_res,
         )
-        best = iou.argmax(dim=1)
-        picked = torch.arange(low_res.shape[0], device=best.device)
-        return low_res[picked, best].float(), iou[picked, best].float()
+        logits, scores = best_candidates(low_res, iou)
+        return logits.float(), scores
 
     def _prompt_tensors(self, states: Sequence[_Sam2State],
                         prompts: Sequence[Prompt]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
