@@ -71,4 +71,5 @@ def test_graph_pass_times_every_batch_and_compares_answers(host_capture):
     assert {(row["structure"], row["rows"]) for row in result["batches"]} == {
         (s, n) for s in decode_profile.STRUCTURES for n in (1, 2)}
     assert result["graphs"] == 4 and result["eager_calls"] == 0
+    assert not tool.decoder.enabled  # what the profile measures after this pass runs eagerly again
     assert result["agreement"] == {"rows": 4, "mask_pixels_differing_max_fraction": 0.0, "logits_abs_diff_max": 0.0}
