@@ -59,9 +59,9 @@ CUDA_MAX_BATCH = 32
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "tf32", "bf16")
 #: The named ranges a decode call is split into, so that a profile (``torch.profiler``) of a tool
 #: server says where its time goes: preparing the prompts on the host and sending them; the model
-#: (prompt encoder and mask decoder); the masks at the image size; finding the masks' run boundaries (on the
-#: device, for an accelerator) and copying them and the logits to the host; each row's answer on
-#: the host (RLE string, area, copies). ``benchmarks/decode_profile.py`` reports them.
+#: (prompt encoder and mask decoder); the masks at the image size; finding the masks' run
+#: boundaries (on the device, for an accelerator) and copying them and the logits to the host; each
+#: row's answer on the host (RLE string, area, copies). ``benchmarks/decode_profile.py`` reports them.
 DECODE_RANGES: tuple[str, ...] = ("medseg.decode.prompts", "medseg.decode.model", "medseg.decode.upsample",
                                   "medseg.decode.runs", "medseg.decode.rows")
 PROMPTS_RANGE, MODEL_RANGE, UPSAMPLE_RANGE, RUNS_RANGE, ROWS_RANGE = DECODE_RANGES
