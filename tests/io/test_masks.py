@@ -49,7 +49,9 @@ def test_encode_rle_is_exactly_pycocotools_with_the_right_area(mask):
     rle, area = encode_rle_with_area(mask)
     assert rle == coco(mask) == encode_rle(mask)
     assert area == int(mask.sum()) == rle_area(rle)
-    assert np.array_equal(decode_rle(rle), mask)
+    decoded = decode_rle(rle)
+    assert np.array_equal(decoded, mask)
+    assert decoded.dtype == np.bool_ and decoded.flags.c_contiguous  # what OpenCV and numpy expect
 
 
 @settings(max_examples=100, deadline=None)

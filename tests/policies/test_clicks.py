@@ -157,3 +157,40 @@ def test_a_click_does_not_depend_on_the_image_around_the_error(data):
     assert large is not None
     assert (large.x - dx, large.y - dy, large.positive) == (small.x, small.y, small.positive)
     assert large.depth == small.depth
+
+
+def shapes_on(shape: tuple[int, int]) -> st.SearchStrategy[np.ndarray]:
+    """Unions of discs and rectangles: deep regions with long ridges of tied depths, as real errors."""
+    h, w = shape
+    disc_shape = st.builds(disc, st.just(shape), st.tuples(st.integers(0, w - 1), st.integers(0, h - 1)),
+                           st.floats(1, 120))
+
+    def rectangle(x0: int, y0: int, rw: int, rh: int) -> np.ndarray:
+        mask = np.zeros(shape, bool)
+        mask[y0 : y0 + rh, x0 : x0 + rw] = True
+        return mask
+
+    rect_shape = st.builds(rectangle, st.integers(0, w - 1), st.integers(0, h - 1), st.integers(1, w),
+                           st.integers(1, h))
+    parts = st.lists(st.one_of(disc_shape, rect_shape), min_size=1, max_size=3)
+    return parts.map(lambda masks: np.logical_or.reduce(masks))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_the_click_is_the_exact_interior_most_pixel_on_large_masks(data):
+    """Depths of hundreds of pixels, where a float transform's rounding could split a tie or merge two
+    depths: the click is still the first pixel in raster order at the exact largest depth."""
+    shape = (301, 402)
+    gt, pred = data.draw(shapes_on(shape), label="gt"), data.draw(shapes_on(shape), label="pred")
+    click = next_click(pred, gt)
+    fn, fp = gt & ~pred, pred & ~gt
+    if not (fn.any() or fp.any()):
+        assert click is None
+        return
+    squares = {name: np.rint(depth_map(region) ** 2) for name, region in (("fn", fn), ("fp", fp))}
+    positive = squares["fn"].max() > squares["fp"].max()
+    chosen = squares["fn" if positive else "fp"]
+    ys, xs = np.nonzero(chosen == chosen.max())
+    assert (click.x, click.y, click.positive) == (xs[0], ys[0], positive)
+    assert click.depth**2 == pytest.approx(chosen.max())
