@@ -153,14 +153,18 @@ def _boundaries_batch_torch(masks: Any) -> list[np.ndarray]:
 
 
 def decode_rle(rle: dict[str, Any]) -> np.ndarray:
-    """Inverse of :func:`encode_rle`: the exact bool mask, in C order (pycocotools decodes column-major,
-    and OpenCV and the click rule run a third slower on such arrays)."""
+    """Inverse of :func:`encode_rle`: the exact bool mask, in C order. pycocotools decodes column-major
+    (0/1 bytes); OpenCV and the click rule run a third slower on such arrays, and OpenCV's transpose
+    reorders them ten times faster than numpy's copy."""
     try:
         size, counts = rle["size"], rle["counts"]
     except (KeyError, TypeError):
         raise ValueError(f"not a COCO RLE (needs 'size' and 'counts'): {str(rle)[:80]}") from None
     encoded = {"size": list(size), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-    return coco_mask.decode(encoded).astype(bool, order="C")
+    columns = coco_mask.decode(encoded)  # (h, w), column-major
+    if columns.size == 0:
+        return np.zeros(columns.shape, dtype=bool)
+    return cv2.transpose(columns.T).view(bool)  # columns.T is row-major (w, h)
 
 
 def write_mask_png(path: str | Path, mask: np.ndarray) -> None:
