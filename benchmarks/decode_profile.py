@@ -15,7 +15,7 @@ server can be told apart from a slow model, a slow host path or a slow client:
   more: wall time and this thread's CPU time per
   batch (on a GPU a synchronisation spins, so waiting counts as CPU), then one call under
   ``torch.profiler``: CPU and device time of each piece (the ``medseg.decode.*`` ranges of
-  :data:`medseg_agent.tools.sam.DECODE_RANGES`: prompts, model, upsample, runs, rows) and the
+  :data:`medseg_agent.tools.sam_family.DECODE_RANGES`: prompts, model, upsample, runs, rows) and the
   number of operator calls (kernel launches, on a GPU);
 * with ``--contend F``, the same calls again while another thread runs pure Python for a share F
   of every 2 ms, as the server's event loop does beside its model thread: a forward bound by
@@ -58,7 +58,7 @@ import zero_cost_tool  # noqa: E402
 from medseg_agent.io.atomic import atomic_write_json  # noqa: E402
 from medseg_agent.io.masks import decode_rle, run_boundaries  # noqa: E402
 from medseg_agent.tools.base import EncodedPrediction, SegmentationTool  # noqa: E402
-from medseg_agent.tools.sam import DECODE_RANGES  # noqa: E402
+from medseg_agent.tools.sam_family import DECODE_RANGES  # noqa: E402
 from medseg_agent.vocabulary.prompts import Prompt  # noqa: E402
 
 DEFAULT_OUT = Path("runs/benchmarks/decode_profile.json")

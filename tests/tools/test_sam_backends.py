@@ -35,18 +35,20 @@ pytest.importorskip("sam2")
 from medseg_agent.serving.config import ServerConfig  # noqa: E402
 from medseg_agent.tools.graphs import GraphedForward  # noqa: E402
 from medseg_agent.tools.sam import (  # noqa: E402  (after the importorskip guards)
-    CUDA_MAX_BATCH,
-    DEFAULT_MAX_BATCH,
     MEDSAM,
     SquareResize,
-    batch_bucket,
     build_medsam_tool,
     build_sam_tool,
     medsam_preprocess,
+)
+from medseg_agent.tools.sam2 import build_sam2_tool  # noqa: E402
+from medseg_agent.tools.sam_family import (  # noqa: E402
+    CUDA_MAX_BATCH,
+    DEFAULT_MAX_BATCH,
+    batch_bucket,
     resolve_bucketing,
     resolve_max_batch,
 )
-from medseg_agent.tools.sam2 import build_sam2_tool  # noqa: E402
 
 H, W = 200, 256  # deliberately not square: catches x/y and aspect-ratio mix-ups
 BOX = np.array([88.0, 60.0, 172.0, 140.0], dtype=np.float32)

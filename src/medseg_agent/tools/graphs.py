@@ -4,7 +4,7 @@ Why: on a GPU a SAM-family decoder forward is bound by launching its operators f
 prompt encoder and mask decoder: ~1,700, ~20 ms of host time on an H100 whatever its rows), and
 each launch takes the interpreter lock the server's event loop needs too. A CUDA graph captured
 once per input shape launches all of them with one call. Bucketed decoder calls
-(:func:`medseg_agent.tools.sam.batch_bucket`) keep the shapes few: a power-of-two row count per
+(:func:`medseg_agent.tools.sam_family.batch_bucket`) keep the shapes few: a power-of-two row count per
 prompt structure.
 
 A graph reads its inputs from, and writes its outputs to, fixed buffers: each call copies its inputs

@@ -37,29 +37,22 @@ import numpy as np
 import torch
 from torch.profiler import record_function
 
-from medseg_agent.tools.base import DecodeRequest, EncodedPrediction, ImageEmbedding, SegmentationTool
+from medseg_agent.tools.base import ImageEmbedding
 from medseg_agent.tools.checkpoints import build_model
-from medseg_agent.tools.graphs import GraphedForward, resolve_cuda_graphs
-from medseg_agent.tools.sam import (
+from medseg_agent.tools.sam_family import (
     MODEL_RANGE,
     PROMPTS_RANGE,
     UPSAMPLE_RANGE,
     DecodedPart,
+    SamFamilyTool,
     best_candidates,
     check_finite,
     check_mask_input,
-    decode_grouped,
-    encoded_from_tensors,
     inference_context,
-    model_device,
-    predictions_from_tensors,
-    resolve_bucketing,
-    resolve_max_batch,
-    resolve_precision,
     to_device,
 )
 from medseg_agent.vocabulary.errors import ToolError
-from medseg_agent.vocabulary.prompts import Prediction, Prompt
+from medseg_agent.vocabulary.prompts import Prompt
 
 DEFAULT_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
 
@@ -104,11 +97,12 @@ class _DeviceTransforms:
         return getattr(self._transforms, name)
 
 
-class Sam2Tool(SegmentationTool):
-    """A SAM 2 image model as a :class:`SegmentationTool`."""
+class Sam2Tool(SamFamilyTool):
+    """A SAM 2 image model as a :class:`SegmentationTool`. Its mask decoder takes one image embedding
+    per row, so the waiting prompts of all images share a forward pass."""
 
     name = "sam2"
-    supports_batch_decode = True
+    cross_image = True
 
     def __init__(
         self,
@@ -123,17 +117,10 @@ class Sam2Tool(SegmentationTool):
     ) -> None:
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-        super().__init__()
+        super().__init__(model, max_batch=max_batch, precision=precision, bucket_batches=bucket_batches,
+                         cuda_graphs=cuda_graphs)
         self.config = config
         self.checkpoint = checkpoint
-        self.model = model
-        self.device = model_device(model)
-        self.max_batch = resolve_max_batch(max_batch, self.device)
-        self.precision = resolve_precision(precision, self.device)
-        #: Decoder calls padded to power-of-two row counts (see ``batch_bucket``); default: on CUDA.
-        self.bucket_batches = resolve_bucketing(bucket_batches, self.device)
-        #: The prompt encoder and mask decoder, replayed from one CUDA graph per input shape when on.
-        self.decoder = GraphedForward(self.decoder_forward, enabled=resolve_cuda_graphs(cuda_graphs, self.device))
         # Template only: calls work on shallow copies (see _fresh_predictor).
         with quiet_jit_warnings():
             self.predictor = SAM2ImagePredictor(model)
@@ -151,9 +138,6 @@ class Sam2Tool(SegmentationTool):
     def low_res_size(self) -> tuple[int, int]:
         """(h, w) of the logits returned in :attr:`Prediction.logits` and accepted as mask_input."""
         return tuple(self.model.sam_prompt_encoder.mask_input_size)  # type: ignore[return-value]
-
-    def stats(self) -> dict[str, float]:
-        return {**super().stats(), **self.decoder.stats()}
 
     # -- encode -----------------------------------------------------------------------------
     def _fresh_predictor(self) -> Any:
@@ -173,24 +157,6 @@ class Sam2Tool(SegmentationTool):
         return ImageEmbedding(data=state, image_size=state.orig_hw, nbytes=nbytes)
 
     # -- decode -----------------------------------------------------------------------------
-    def _decode(self, embedding: ImageEmbedding, prompt: Prompt) -> Prediction:
-        return decode_grouped(self, [(embedding, prompt)], self._state, self._forward_rows, predictions_from_tensors,
-                              1, cross_image=True, count=False)[0]
-
-    def decode_batch(self, embedding: ImageEmbedding, prompts: list[Prompt]) -> list[Prediction]:
-        """Decode many prompt sets for one image; same grouping rules as :meth:`SamTool.decode_batch`."""
-        return self.decode_many([(embedding, p) for p in prompts])
-
-    def decode_many(self, requests: Sequence[DecodeRequest]) -> list[Prediction]:
-        """Prompts of any images: those of the same structure share one forward pass."""
-        return decode_grouped(self, requests, self._state, self._forward_rows, predictions_from_tensors,
-                              self.max_batch, cross_image=True, bucket=self.bucket_batches)
-
-    def decode_encoded(self, requests: Sequence[DecodeRequest]) -> list[EncodedPrediction]:
-        """:meth:`decode_many` with the masks run-length encoded on the device."""
-        return decode_grouped(self, requests, self._state, self._forward_rows, encoded_from_tensors,
-                              self.max_batch, cross_image=True, bucket=self.bucket_batches)
-
     @staticmethod
     def _wants_multimask(prompt: Prompt) -> bool:
         """A lone click is ambiguous (part vs whole); SAM 2 then returns three candidates."""
@@ -205,7 +171,7 @@ class Sam2Tool(SegmentationTool):
     def _forward_rows(self, rows: Sequence[tuple[_Sam2State, Prompt]]) -> list[DecodedPart]:
         """Prompts of identical structure, of one or several images, in one decoder call; masks are
         upsampled per image size. The pieces run inside the profiler ranges of
-        :data:`medseg_agent.tools.sam.DECODE_RANGES`."""
+        :data:`medseg_agent.tools.sam_family.DECODE_RANGES`."""
         states = [state for state, _ in rows]
         prompts = [prompt for _, prompt in rows]
         with record_function(PROMPTS_RANGE):
@@ -306,7 +272,7 @@ def build_sam2_tool(
     ``config`` names a config inside the ``sam2`` package; ``image_size`` overrides its input size
     (512 for MedSAM2); ``precision`` is one of ``auto`` (bf16 on CUDA, fp32 on CPU), ``fp32``,
     ``tf32``, ``bf16``; ``bucket_batches`` pads decoder calls to power-of-two row counts (default:
-    on a CUDA device; see :func:`medseg_agent.tools.sam.batch_bucket`); ``cuda_graphs`` replays the
+    on a CUDA device; see :func:`medseg_agent.tools.sam_family.batch_bucket`); ``cuda_graphs`` replays the
     prompt encoder and mask decoder from one CUDA graph per input shape (default: off; see
     :mod:`medseg_agent.tools.graphs`).
     """
