@@ -464,7 +464,7 @@ def run_http_side(args: argparse.Namespace, side: str, images: list[tuple[np.nda
             extra.update(model_ms_per_decode_batch=round(1000 * decoding / batches, 2),
                          model_busy_share=round(decoding / run["action_wall_s"], 3))
     if "decoder_graphs" in after:  # were the graphs used in the measured phase?
-        extra.update(decoder_graphs=after["decoder_graphs"],
+        extra.update(decoder_graphs=after["decoder_graphs"], decoder_graphs_rejected=after["decoder_graphs_rejected"],
                      decoder_graph_replays=after["decoder_graph_replays"] - before["decoder_graph_replays"],
                      decoder_graph_eager_calls=after["decoder_graph_eager_calls"] - before["decoder_graph_eager_calls"])
     if "action_seconds" in after:
@@ -901,7 +901,8 @@ def print_table(results: dict[str, dict]) -> None:
     Console(width=200).print(table)
     for side, row in results.items():
         if "decoder_graphs" in row:
-            print(f"{side}: CUDA graphs: {row['decoder_graphs']} shapes captured; measured phase: "
+            print(f"{side}: CUDA graphs: {row['decoder_graphs']} shapes captured, {row['decoder_graphs_rejected']} "
+                  "dropped (first replay unlike eager); measured phase: "
                   f"{row['decoder_graph_replays']} replays, {row['decoder_graph_eager_calls']} eager calls")
     for side in ("reimplemented", "reference"):
         row = results.get(side, {})

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from medseg_agent.tools.graphs import GraphedForward, resolve_cuda_graphs, shape_key
+from medseg_agent.tools.graphs import GraphedForward, replay_agrees, resolve_cuda_graphs, shape_key
 from medseg_agent.vocabulary.errors import ToolError
 from medseg_agent.vocabulary.prompts import Prompt
 
@@ -45,7 +45,8 @@ def test_replays_answer_each_call_from_its_own_inputs_and_keep_earlier_answers(g
     assert torch.equal(first[0], torch.full((2, 3), 2.0)) and torch.equal(first[1], torch.full((2,), 6.0))
     assert torch.equal(second[0], torch.full((2, 3), 11.0)) and torch.equal(second[1], torch.full((2,), 33.0))
     assert runner.graphs == 1 and runner.replays == 2 and runner.eager_calls == 0
-    assert runner.stats() == {"decoder_graphs": 1, "decoder_graph_replays": 2, "decoder_graph_eager_calls": 0}
+    assert runner.stats() == {"decoder_graphs": 1, "decoder_graph_replays": 2, "decoder_graph_eager_calls": 0,
+                              "decoder_graphs_rejected": 0}
 
 
 def test_one_graph_per_shape_dtype_and_static_argument(graphed):
@@ -94,6 +95,52 @@ def test_a_shape_that_cannot_be_captured_runs_eagerly_with_one_warning():
     again = runner(inputs, scale=2.0)  # no second attempt, no second warning
     assert torch.equal(again[0], out[0])
     assert len(attempts) == 1 and runner.graphs == 0 and runner.eager_calls == 2
+
+
+def test_a_graph_whose_first_replay_differs_from_eager_is_dropped(host_capture):
+    """A graph that reads memory it does not own (here: a replay that answers from a zeroed buffer)
+    gives the caller the eager answer, one warning, and that shape runs eagerly from then on."""
+
+    def misread(forward, inputs, static, pool):
+        replay, outputs, pool = host_capture(forward, inputs, static, pool)
+
+        def wrong() -> None:
+            replay()
+            for output in outputs:
+                output.zero_()
+
+        return wrong, outputs, pool
+
+    runner = GraphedForward(affine, enabled=True, capture=misread)
+    inputs = (torch.ones(2, 3), torch.ones(3))
+    with pytest.warns(RuntimeWarning, match=r"first replay differs from the eager answer"):
+        out = runner(inputs, scale=2.0)
+    assert torch.equal(out[0], torch.full((2, 3), 3.0))
+    again = runner(inputs, scale=2.0)
+    assert torch.equal(again[0], out[0])
+    assert runner.stats() == {"decoder_graphs": 0, "decoder_graph_replays": 0, "decoder_graph_eager_calls": 2,
+                              "decoder_graphs_rejected": 1}
+    with pytest.warns(RuntimeWarning, match=r"first replay differs"):  # another shape is still tried
+        other = runner((torch.ones(4, 3), None), scale=1.0)
+    assert torch.equal(other[0], torch.ones(4, 3)) and runner.rejected == 2
+
+
+def test_a_replay_agrees_with_rounding_not_with_another_answer():
+    logits = torch.linspace(-20, 20, 4000).reshape(4, 1000)
+    rounded = logits.to(torch.bfloat16).float()  # every value rounded to bf16
+    few_off = logits.clone()
+    few_off[0, :3] += 1.0  # 3 of 4,000 values (kernels that accumulate in another order)
+    assert replay_agrees((rounded, torch.ones(4)), (logits, torch.ones(4)))
+    assert replay_agrees((few_off,), (logits,))
+    many_off = logits.clone()
+    many_off[0] += 1.0  # a whole row: another call's row, or a stale buffer
+    assert not replay_agrees((many_off,), (logits,))
+    assert not replay_agrees((torch.zeros_like(logits),), (logits,))
+    assert not replay_agrees((logits > 0,), (logits > 0.5,))  # booleans must be equal
+    assert not replay_agrees((logits[:2],), (logits,))
+    assert not replay_agrees((logits.double(),), (logits,))
+    assert not replay_agrees((logits,), (logits, logits))
+    assert replay_agrees((torch.full((2,), float("nan")),), (torch.full((2,), float("nan")),))
 
 
 def test_graphs_are_bounded_and_the_pool_is_shared(host_capture):

@@ -11,7 +11,10 @@ A graph reads its inputs from, and writes its outputs to, fixed buffers: each ca
 into the buffers captured for its shape, replays, and returns copies of the outputs (the next
 replay overwrites them). Calls are serialised by a lock, so one tool can still be called from
 several threads. A shape whose capture fails (an operator that synchronises with the host, which a
-graph cannot hold) runs eagerly from then on, with one warning.
+graph cannot hold) runs eagerly from then on, with one warning. So does a shape whose first replay
+does not give the answer the same call gets eagerly (:func:`replay_agrees`): a graph that reads
+memory it does not own, or a library that behaves differently under capture, costs speed, never a
+wrong mask.
 
 Captured graphs share one memory pool, and graphs whose inputs have the same shapes share their
 input buffers: replays are serialised, each copies its inputs in just before and its outputs out
@@ -100,9 +103,11 @@ class GraphedForward:
         self._eager: set[Hashable] = set()
         self._lock = threading.Lock()
         self._pool: Any = None
-        #: Calls answered by a replay, and by running ``forward`` eagerly (for the server's metrics).
+        #: Calls answered by a replay, and by running ``forward`` eagerly (for the server's metrics);
+        #: graphs dropped because their first replay disagreed with the eager answer.
         self.replays = 0
         self.eager_calls = 0
+        self.rejected = 0
 
     @property
     def graphs(self) -> int:
@@ -120,7 +125,7 @@ class GraphedForward:
         if not self.enabled:
             return {}
         return {"decoder_graphs": self.graphs, "decoder_graph_replays": self.replays,
-                "decoder_graph_eager_calls": self.eager_calls}
+                "decoder_graph_eager_calls": self.eager_calls, "decoder_graphs_rejected": self.rejected}
 
     def __call__(self, inputs: Inputs, **static: Any) -> tuple[torch.Tensor, ...]:
         if not self.enabled:
@@ -128,17 +133,28 @@ class GraphedForward:
         key = shape_key(inputs, static)
         with self._lock:
             captured = self._graphs.get(key)
+            eager: tuple[torch.Tensor, ...] | None = None
             if captured is None and key not in self._eager:
+                eager = tuple(self.forward(tuple(inputs), **static))  # what the first replay must give
                 captured = self._capture_for(key, inputs, static)
             if captured is None:
                 self.eager_calls += 1
-                return tuple(self.forward(tuple(inputs), **static))
+                return eager if eager is not None else tuple(self.forward(tuple(inputs), **static))
             for buffer, value in zip(captured.inputs, inputs, strict=True):
                 if buffer is not None:
                     buffer.copy_(value)
             captured.replay()
+            answer = tuple(output.clone() for output in captured.outputs)
+            if eager is not None and not replay_agrees(answer, eager):
+                del self._graphs[key]
+                self._eager.add(key)
+                self.rejected += 1
+                self.eager_calls += 1
+                warnings.warn(f"decoder shape {key}: the CUDA graph's first replay differs from the eager answer, "
+                              "this shape runs eagerly", RuntimeWarning, stacklevel=2)
+                return eager
             self.replays += 1
-            return tuple(output.clone() for output in captured.outputs)
+            return answer
 
     def _capture_for(self, key: Hashable, inputs: Inputs, static: dict[str, Any]) -> _Captured | None:
         if len(self._graphs) >= self.max_graphs:
@@ -166,6 +182,34 @@ class GraphedForward:
         if buffer is None:
             buffer = self._buffers[key] = like.clone(memory_format=torch.contiguous_format)
         return buffer
+
+
+#: How far a replayed value may be from the eager one (``|a - b| <= atol + rtol * |b|``): a graph runs
+#: the kernels of its capture, and reduced-precision libraries may pick other kernels there than in
+#: an eager call, as the GPU test allows (bf16 logits).
+REPLAY_RTOL, REPLAY_ATOL = 2e-2, 5e-2
+#: The share of an output's values that may lie beyond that (rounding lands on a few; a buffer read
+#: before it is written, or a row from another call, changes nearly all of them).
+REPLAY_OUTLIERS = 1e-3
+
+
+def replay_agrees(replayed: Sequence[torch.Tensor], eager: Sequence[torch.Tensor]) -> bool:
+    """Whether a graph's answer is the eager answer to the same call: the same shapes and dtypes,
+    integers and booleans equal, floats within the tolerance nearly everywhere."""
+    if len(replayed) != len(eager):
+        return False
+    for got, want in zip(replayed, eager, strict=True):
+        if got.shape != want.shape or got.dtype != want.dtype:
+            return False
+        if not got.is_floating_point():
+            if not torch.equal(got, want):
+                return False
+            continue
+        got, want = got.float(), want.float()
+        beyond = ~torch.isclose(got, want, rtol=REPLAY_RTOL, atol=REPLAY_ATOL, equal_nan=True)
+        if int(beyond.sum()) > REPLAY_OUTLIERS * max(want.numel(), 1):
+            return False
+    return True
 
 
 def shape_key(inputs: Inputs, static: dict[str, Any]) -> Hashable:
