@@ -346,7 +346,7 @@ def serve_role(args: argparse.Namespace) -> None:
         if args.role == "serve-server":
             from medseg_agent.serving.app import create_app
 
-            app = create_app(tool)
+            app = create_app(tool, owns_tool=True)
         else:
             app = reimplemented_app(tool)
     run_server(app, host="127.0.0.1", port=args.port, log_level="warning")

@@ -61,9 +61,9 @@ def test_serve_command_runs_a_server_and_stops_on_sigterm(monkeypatch, model_pro
         with pytest.raises(ServerError, match="401"):
             ToolServerClient(url, token="wrong").create_session(np.zeros((8, 8), np.uint8))
         tool = build_tool(url)  # the token comes from $MEDSEG_AGENT_TOKEN, like the server's
-        image = np.zeros((40, 40, 3), np.uint8)
-        image[10:30, 10:30] = 200
-        assert tool.set_image(image).predict(Prompt(box=np.array([8, 8, 32, 32]))).mask[20, 20]
+        image = np.zeros((320, 320, 3), np.uint8)  # 300 kB: crosses to a model process through shared memory
+        image[100:220, 100:220] = 200
+        assert tool.set_image(image).predict(Prompt(box=np.array([90, 90, 230, 230]))).mask[160, 160]
     finally:
         process.send_signal(signal.SIGTERM)
         output, _ = process.communicate(timeout=30)
@@ -71,6 +71,9 @@ def test_serve_command_runs_a_server_and_stops_on_sigterm(monkeypatch, model_pro
     assert process.returncode in (0, -signal.SIGTERM), output
     assert f"serving classic on {url}" in output and "Application shutdown complete" in output
     assert "Traceback" not in output
+    # the model process and its shared memory are closed before uvicorn re-raises the signal, which
+    # ends the server without running its exit handlers
+    assert "leaked shared_memory" not in output
     gone, alive = psutil.wait_procs(children, timeout=15)  # the model process ends with the server
     assert not alive, [c.cmdline() for c in alive]
 

@@ -340,3 +340,16 @@ def test_mask_rle_roundtrip_matches_the_session_state(client, make_sample):
     rle = client.json("GET", f"/v1/sessions/{session.id}/mask")
     assert np.array_equal(decode_rle(rle), session.mask(state))
     assert CoordinateSpace(state["coordinate_space"]) is CoordinateSpace.PIXEL
+
+
+@pytest.mark.parametrize("owns_tool", [True, False])
+def test_a_server_closes_the_tool_it_owns_when_it_shuts_down(owns_tool):
+    """``medseg-agent serve`` owns its tool (a model process to stop); a tool lent to an app by a
+    caller who goes on using it is left open."""
+    tool = build_tool("classic")
+    closed: list[bool] = []
+    tool.close = lambda: closed.append(True)  # type: ignore[method-assign]
+    with BackgroundServer(create_app(tool, owns_tool=owns_tool)) as server:
+        assert httpx.get(f"{server.url}/health").status_code == 200
+        assert not closed  # not while serving
+    assert closed == ([True] if owns_tool else [])

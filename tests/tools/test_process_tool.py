@@ -129,6 +129,30 @@ def test_a_dead_model_process_is_reported_on_every_later_call_and_by_the_server(
     assert not tool.is_alive()
 
 
+@pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="shared-memory blocks are listed in /dev/shm")
+def test_a_model_process_sent_sigterm_removes_its_shared_memory_before_it_exits():
+    """An orchestrator that stops every process of the service (systemd's control group) sends the
+    model process SIGTERM too: it closes its channel, removing its block, instead of dying with it."""
+
+    def blocks() -> set[str]:
+        return {name for name in os.listdir("/dev/shm") if name.startswith("psm_")}
+
+    before = blocks()
+    tool = ProcessTool(ToolSpec("classic"))
+    try:
+        embedding = tool.encode(_image(0, 320, 320))  # 300 kB out: this end's block
+        assert tool.decode(embedding, Prompt(box=np.array([20, 20, 120, 120]))).mask.nbytes >= 64 * 1024  # and back
+        ours_and_theirs = blocks() - before
+        assert len(ours_and_theirs) == 2
+        os.kill(tool.pid, signal.SIGTERM)
+        with pytest.raises(ModelUnavailable, match=r"exited \(exit code 143\)"):  # 128 + SIGTERM: a clean exit
+            tool.decode(embedding, PROMPTS[0])
+        assert len(blocks() - before) == 1  # its block is gone, ours stays until we close
+    finally:
+        tool.close()
+    assert not blocks() - before
+
+
 def _png_base64(image: np.ndarray) -> str:
     import base64
     import io

@@ -94,7 +94,8 @@ def serve(
     segmenter = served.build()
     warn_if_open(host, config)
     err_console.print(f"serving {segmenter.name} on http://{host}:{port} (docs: http://{host}:{port}/docs)")
-    run_server(create_app(segmenter, config), host=host, port=port, log_level=log_level, access_log=access_log)
+    run_server(create_app(segmenter, config, owns_tool=True), host=host, port=port, log_level=log_level,
+               access_log=access_log)
 
 
 def _serve_replicas(served: ServedToolOptions, config: Any, replicas: int, ray_address: str | None,

@@ -60,8 +60,14 @@ class Health(BaseModel):
     limits: dict[str, Any]
 
 
-def create_app(tool: SegmentationTool, config: ServerConfig | None = None) -> FastAPI:
-    """A ready-to-serve app for ``tool`` (run it with uvicorn, see :mod:`.server`)."""
+def create_app(tool: SegmentationTool, config: ServerConfig | None = None, *, owns_tool: bool = False) -> FastAPI:
+    """A ready-to-serve app for ``tool`` (run it with uvicorn, see :mod:`.server`).
+
+    ``owns_tool``: close the tool when the server shuts down (``medseg-agent serve`` builds its tool
+    for the server alone). It must happen there: on SIGTERM uvicorn shuts down, then raises the signal
+    again, which ends the process without its exit handlers, so a model process would be left to
+    notice the closed pipe and its shared memory to the resource tracker.
+    """
     config = config or ServerConfig()
     state = ServerState.build(tool, config)
     metrics = Metrics()
@@ -78,6 +84,8 @@ def create_app(tool: SegmentationTool, config: ServerConfig | None = None) -> Fa
             await asyncio.gather(sweeper, return_exceptions=True)
             await state.worker.stop()
             state.sessions.clear()
+            if owns_tool:
+                await asyncio.to_thread(tool.close)
 
     app = FastAPI(
         title="medseg-agent segmentation tool server",

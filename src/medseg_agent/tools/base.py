@@ -147,6 +147,11 @@ class SegmentationTool(ABC):
         orchestrator restarts the server. A tool in this process lives as long as the process."""
         return None
 
+    def close(self) -> None:
+        """Release what the tool holds beyond this process's memory (a model process and its shared
+        memory); a tool that holds nothing more has nothing to do."""
+        return None
+
     def stats(self) -> dict[str, float]:
         """This tool's counters (a server shows them in ``/health`` and ``/metrics``); backends add
         their own."""

@@ -285,11 +285,19 @@ class _Held:
 def serve_tool(conn: multiprocessing.connection.Connection, spec: ToolSpec) -> None:
     """The model process: build the tool, then answer calls until told to close or the pipe ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the server, which then closes us
+    # SIGTERM (an orchestrator, or multiprocessing ending its daemon children when the server exits
+    # before it closed us) still closes the channel, so that our shared-memory block is removed
+    # rather than left to the resource tracker's "leaked shared_memory objects" clean-up.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     channel = Channel(conn)
     try:
         _answer_calls(channel, spec)
     finally:
         channel.close()
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _answer_calls(channel: Channel, spec: ToolSpec) -> None:
