@@ -5,7 +5,8 @@
 #   bash benchmarks/gpu_check.sh [OUT_DIR]         # results: OUT_DIR (default $OUT, else runs/benchmarks/gpu-check)
 #
 # On the device machine lent to a session (Python 3.12, torch, no network), prepare the wheels here
-# first (bash benchmarks/gpu_wheels.sh, into .whl/), then, carrying .whl:
+# first and check that the programs start with them (bash benchmarks/gpu_wheels.sh && bash
+# benchmarks/gpu_dry_run.sh), then, carrying .whl:
 #   pip install -q --no-deps --target /tmp/site .whl/*.whl && PYTHONPATH=/tmp/site bash benchmarks/gpu_check.sh
 #
 # The third H100 run (docs/serving.md) measured 86.8 actions/s at 1024^2 with 8 client processes, the
