@@ -53,7 +53,7 @@ def app_command(
     for message in (missing, warning):
         if message:
             warn(message)
-    web = create_annotation_app(segmenter, config, agent.config(out, library, warning))
+    web = create_annotation_app(segmenter, config, agent.config(out, library, warning), owns_tool=True)
     warn_if_open(server.host, config)
     err_console.print(f"{segmenter.name} tool; {len(library)} library entries; saved sessions go to {out.resolve()}")
     say("open ", (app_url(server.host, server.port, config.token), "bold"), " in a browser (Ctrl-C stops the server)")

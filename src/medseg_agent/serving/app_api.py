@@ -73,10 +73,12 @@ ImageIdPath = Annotated[str, PathParam(pattern=IMAGE_ID_PATTERN, description="SH
 router = APIRouter(prefix="/v1/app", dependencies=[Depends(require_token)], responses=ERRORS, tags=["app"])
 
 
-def create_annotation_app(tool: SegmentationTool, server: ServerConfig, config: AppConfig) -> FastAPI:
-    """A tool server (:func:`medseg_agent.serving.app.create_app`) with the annotation app on it:
-    one process holds the tool, its embedding cache, every annotator's session and the token."""
-    app = create_app(tool, server)
+def create_annotation_app(tool: SegmentationTool, server: ServerConfig, config: AppConfig, *,
+                          owns_tool: bool = False) -> FastAPI:
+    """A tool server (:func:`medseg_agent.serving.app.create_app`, ``owns_tool`` as there) with the
+    annotation app on it: one process holds the tool, its embedding cache, every annotator's session
+    and the token."""
+    app = create_app(tool, server, owns_tool=owns_tool)
     install_app(app, config)
     return app
 
