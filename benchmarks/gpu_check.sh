@@ -15,14 +15,17 @@
 # operators, ~20 ms whatever its rows). The server's process used 6.9 ms of CPU per action: one
 # interpreter for the model thread and the event loop. Since then the tool can replay its prompt
 # encoder and mask decoder from one CUDA graph per input shape (tool option cuda_graphs=true): one
-# launch per forward instead of ~1,700. So:
-# 1. decode_profile.py --contend 0.4 --cuda-graphs: every batch eager, then replayed from graphs
+# launch per forward instead of ~1,700. So, the issue's question first (a device session may end
+# before the last step):
+# 1. rollout_server.py, the default workload at 1024^2, warm, 8 client processes, with the tool's 32
+#    rows per decoder call on CUDA, --cuda-graphs: the target (>= 250 actions/s, p95 <= 0.3 s); a
+#    graph whose first replay differs from the eager answer is dropped and counted;
+# 2. the same eager: the baseline on the same machine;
+# 3. decode_profile.py --contend 0.4 --cuda-graphs: every batch eager, then replayed from graphs
 #    (first calls = captures), each also beside a thread of pure Python 40 % of the time (the event
 #    loop's share), and how far the graphs' answers are from the eager ones;
-# 2. rollout_server.py, the default workload at 1024^2, warm, 8 client processes, eager (the
-#    baseline on the same machine), with the tool's 32 rows per decoder call on CUDA;
-# 3. the same with --cuda-graphs: the target (>= 250 actions/s, p95 <= 0.3 s);
-# 4. the same with --cuda-graphs --model-process: the event loop and the model on two interpreters;
+# 4. the same workload with --cuda-graphs --model-process: the event loop and the model on two
+#    interpreters;
 # 5. the same with --cuda-graphs and 14 client processes: is the client the limit then?
 # Every step has its own time limit, so one slow step still leaves the others' results.
 set -uo pipefail
@@ -45,12 +48,12 @@ step() {  # step NAME SECONDS COMMAND...
     tail -n 25 "$out/$name.log" | grep -v '━'
 }
 
-step decode-profile 200 "$python" benchmarks/decode_profile.py --device cuda --contend 0.4 --cuda-graphs \
-    --trace "$out/decode-trace.json" --out "$out/decode-profile.json"
-step rollout-eager 100 "$python" benchmarks/rollout_server.py --device cuda --sides server,ideal \
-    --client-processes 8 --warmup-rounds 1 --out "$out/rollout-eager.json"
 step rollout-graphs 100 "$python" benchmarks/rollout_server.py --device cuda --sides server --cuda-graphs \
     --client-processes 8 --warmup-rounds 1 --out "$out/rollout-graphs.json"
+step rollout-eager 100 "$python" benchmarks/rollout_server.py --device cuda --sides server,ideal \
+    --client-processes 8 --warmup-rounds 1 --out "$out/rollout-eager.json"
+step decode-profile 200 "$python" benchmarks/decode_profile.py --device cuda --contend 0.4 --cuda-graphs \
+    --trace "$out/decode-trace.json" --out "$out/decode-profile.json"
 step rollout-graphs-model-process 100 "$python" benchmarks/rollout_server.py --device cuda --sides server \
     --cuda-graphs --model-process --client-processes 8 --warmup-rounds 1 --out "$out/rollout-graphs-model-process.json"
 step rollout-graphs-14-processes 90 "$python" benchmarks/rollout_server.py --device cuda --sides server \
