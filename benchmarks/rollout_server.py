@@ -448,6 +448,10 @@ def run_http_side(args: argparse.Namespace, side: str, images: list[tuple[np.nda
         except subprocess.TimeoutExpired:
             child.kill()
     extra: dict[str, Any] = {"client_processes": run["client_processes"]}
+    if run["action_wall_s"]:  # the cores each side kept busy in the action phase: who had the machine?
+        extra["client_cores"] = round(run["client_cpu_action_s"] / run["action_wall_s"], 3)
+        if "server_cpu_action_s" in run:
+            extra["server_cores"] = round(run["server_cpu_action_s"] / run["action_wall_s"], 3)
     hit_rate = None
     if "encodes" in after:
         encodes, decodes = after["encodes"] - before["encodes"], after["decodes"] - before["decodes"]
@@ -886,6 +890,11 @@ COLUMNS = [("wall_s", "wall (s)"), ("actions_per_s", "actions/s"), ("encodes", "
            ("client_cpu_ms_per_action", "client CPU/action (ms)"), ("peak_rss_mb", "peak RSS (MB)")]
 
 
+#: Cores kept busy beyond this share of those available (the machine's; the client processes', each
+#: about one core of Python) may be what limits a run rather than the server.
+BOUND_SHARE = 0.8
+
+
 def print_table(results: dict[str, dict]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -904,6 +913,16 @@ def print_table(results: dict[str, dict]) -> None:
             print(f"{side}: CUDA graphs: {row['decoder_graphs']} shapes captured, {row['decoder_graphs_rejected']} "
                   "dropped (first replay unlike eager); measured phase: "
                   f"{row['decoder_graph_replays']} replays, {row['decoder_graph_eager_calls']} eager calls")
+    cores = os.cpu_count() or 1
+    for side, row in results.items():
+        if "client_cores" not in row:
+            continue
+        used = row["client_cores"] + row.get("server_cores", 0.0)
+        print(f"{side}: in the action phase the {row['client_processes']} client process(es) kept "
+              f"{row['client_cores']:.2f} cores busy and the server {row.get('server_cores', 0.0):.2f}, of {cores}"
+              + (": the machine's cores, not the server, may limit this throughput" if used >= BOUND_SHARE * cores
+                 else ": the client may limit this throughput (more --client-processes)"
+                 if row["client_cores"] >= BOUND_SHARE * row["client_processes"] else ""))
     for side in ("reimplemented", "reference"):
         row = results.get(side, {})
         if row.get("extrapolated"):

@@ -36,6 +36,11 @@ def test_benchmark_counts_encodes_per_side_and_resumes(tmp_path):
     # the model thread's time in decode calls lies within the action phase
     assert server["model_ms_per_decode_batch"] > 0 and 0 < server["model_busy_share"] <= 1.01
     assert server["client_processes"] == reference["client_processes"] == 2
+    # the cores each side kept busy in the action phase: its CPU seconds over the phase's wall time
+    for who in ("client", "server"):
+        cpu_s = server[f"{who}_cpu_ms_per_action"] * server["actions"] / 1000
+        assert server[f"{who}_cores"] == pytest.approx(cpu_s / server["action_wall_s"], rel=0.02, abs=0.002)
+    assert "client process(es) kept" in first.stdout
     assert sides["ideal"]["client_work_ms_per_action"] > 0  # the same click rule runs there too
     assert "GRPO rollout workload" in first.stdout and "extrapolated" in first.stdout
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
