@@ -917,12 +917,13 @@ def print_table(results: dict[str, dict]) -> None:
     for side, row in results.items():
         if "client_cores" not in row:
             continue
-        used = row["client_cores"] + row.get("server_cores", 0.0)
-        print(f"{side}: in the action phase the {row['client_processes']} client process(es) kept "
-              f"{row['client_cores']:.2f} cores busy and the server {row.get('server_cores', 0.0):.2f}, of {cores}"
-              + (": the machine's cores, not the server, may limit this throughput" if used >= BOUND_SHARE * cores
-                 else ": the client may limit this throughput (more --client-processes)"
-                 if row["client_cores"] >= BOUND_SHARE * row["client_processes"] else ""))
+        clients, server = row["client_cores"], row.get("server_cores", 0.0)
+        machine_busy = clients + server >= BOUND_SHARE * cores
+        client_bound = clients >= BOUND_SHARE * row["client_processes"] or (machine_busy and clients > server)
+        verdict = (": the client may limit this throughput (more --client-processes, or more cores)" if client_bound
+                   else ": the machine's cores were nearly all busy" if machine_busy else "")
+        print(f"{side}: in the action phase the {row['client_processes']} client process(es) kept {clients:.2f} "
+              f"cores busy and the server {server:.2f}, of {cores}{verdict}")
     for side in ("reimplemented", "reference"):
         row = results.get(side, {})
         if row.get("extrapolated"):
