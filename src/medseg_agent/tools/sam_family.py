@@ -110,6 +110,7 @@ class SamFamilyTool(SegmentationTool):
     def decoder_forward(self, inputs: Sequence[torch.Tensor | None], **static: Any) -> tuple[torch.Tensor, ...]:
         """The capturable part of :meth:`_forward_rows`: device tensors in, device tensors out."""
 
+
 @dataclass
 class DecodedPart:
     """Some rows of a decoder call, still on the device: ``rows`` index the call's rows; masks
