@@ -9,6 +9,7 @@ each model is built and each image encoded once per module.
 
 from __future__ import annotations
 
+import copy
 import threading
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from medseg_agent.io.masks import encode_rle
 from medseg_agent.tools.base import ImageEmbedding
@@ -33,6 +35,7 @@ pytest.importorskip("segment_anything")
 pytest.importorskip("sam2")
 
 from medseg_agent.serving.config import ServerConfig  # noqa: E402
+from medseg_agent.tools import sam_family  # noqa: E402
 from medseg_agent.tools.graphs import GraphedForward  # noqa: E402
 from medseg_agent.tools.sam import (  # noqa: E402  (after the importorskip guards)
     MEDSAM,
@@ -46,6 +49,7 @@ from medseg_agent.tools.sam_family import (  # noqa: E402
     CUDA_MAX_BATCH,
     DEFAULT_MAX_BATCH,
     batch_bucket,
+    inference_context,
     resolve_bucketing,
     resolve_max_batch,
 )
@@ -350,6 +354,51 @@ def test_the_captured_decoder_never_waits_for_the_host(backend, host_waits, monk
     tool.decode_batch(embedding, mixed_prompts(seed.logits))
     assert len(calls) == 4 and {c["multimask"] for c in calls} == {True, False}
     assert spy.found == []
+
+
+class WeightCasts(TorchDispatchMode):
+    """Records the operators that convert one of ``params``' tensors to another dtype."""
+
+    def __init__(self, params: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.storages = {p.untyped_storage().data_ptr() for p in params}
+        self.casts = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        first = args[0] if args else None
+        if (str(func.overloadpacket) in ("aten.to", "aten._to_copy") and isinstance(first, torch.Tensor)
+                and first.untyped_storage().data_ptr() in self.storages):
+            self.casts += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.slow
+def test_bf16_tool_casts_its_decoder_weights_once_and_answers_as_autocast_does(backend, monkeypatch):
+    """Under bf16 autocast every call would cast each linear layer's and convolution's weights (a
+    launch each, on a GPU); the tool stores them in bf16 once and caches the dense positional
+    encoding, and answers bit for bit as plain autocast over the float32 model does."""
+    tool, embedding = backend
+    kind = type(tool)
+    extra = {"variant": tool.variant} if tool.name != "sam2" else {}
+    monkeypatch.setattr(sam_family, "cast_weights_for_autocast", lambda modules, dtype: 0)
+    plain = kind(copy.deepcopy(tool.model), precision="bf16", **extra)
+    monkeypatch.undo()
+    cast = kind(copy.deepcopy(tool.model), precision="bf16", **extra)
+    with inference_context(cast.device, "bf16"):
+        assert torch.equal(cast.image_pe, cast.dense_positional_encoding())
+    seed = tool.decode(embedding, Prompt(box=BOX))
+    requests = [(embedding, p) for p in mixed_prompts(seed.logits)]
+    want = plain.decode_encoded(requests)
+    weights = [p for module in cast.decoder_modules() for p in module.parameters()]
+    with WeightCasts(weights) as watched:
+        got = cast.decode_encoded(requests)
+    with WeightCasts([p for module in plain.decoder_modules() for p in module.parameters()]) as control:
+        plain.decode_encoded(requests)
+    assert watched.casts == 0 and control.casts > 50  # SAM 2: 100 of its weights, every call
+    for a, b in zip(want, got, strict=True):
+        assert a.rle == b.rle and a.score == b.score
+        np.testing.assert_array_equal(a.logits, b.logits)
+    assert {p.dtype for p in tool.model.parameters()} == {torch.float32}  # the fp32 tool keeps its weights
 
 
 def test_sam_prompt_encoder_waits_for_the_host(sam_tool, host_waits):

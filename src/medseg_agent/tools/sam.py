@@ -260,6 +260,12 @@ class SamTool(SamFamilyTool):
                     mask = full > model.mask_threshold
         return [DecodedPart(list(range(len(rows))), mask, chosen.float(), scores)]
 
+    def decoder_modules(self) -> Sequence[torch.nn.Module]:
+        return (self.model.prompt_encoder, self.model.mask_decoder)
+
+    def dense_positional_encoding(self) -> torch.Tensor:
+        return self.model.prompt_encoder.get_dense_pe()
+
     def decoder_forward(self, inputs: Sequence[torch.Tensor | None], *,
                         multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """The mask decoder on device tensors only (so that it can be captured in a CUDA graph; SAM's
@@ -268,7 +274,7 @@ class SamTool(SamFamilyTool):
         low-res logits (B, h, w) in the model's dtype, as the package upsamples them, and its score."""
         features, sparse, dense = inputs
         model = self.model
-        low_res, iou = model.mask_decoder(image_embeddings=features, image_pe=model.prompt_encoder.get_dense_pe(),
+        low_res, iou = model.mask_decoder(image_embeddings=features, image_pe=self.image_pe,
                                           sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
                                           multimask_output=multimask)
         return best_candidates(low_res, iou)

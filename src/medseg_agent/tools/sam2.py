@@ -207,6 +207,12 @@ class Sam2Tool(SamFamilyTool):
                                              scores if len(members) == count else scores[members]))
         return parts
 
+    def decoder_modules(self) -> Sequence[torch.nn.Module]:
+        return (self.model.sam_prompt_encoder, self.model.sam_mask_decoder)
+
+    def dense_positional_encoding(self) -> torch.Tensor:
+        return self.model.sam_prompt_encoder.get_dense_pe()
+
     def decoder_forward(self, inputs: Sequence[torch.Tensor | None], *, multimask: bool,
                         repeat: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompt encoder and mask decoder on device tensors only (so that it can be captured in a
@@ -218,7 +224,7 @@ class Sam2Tool(SamFamilyTool):
         sparse, dense = model.sam_prompt_encoder(points=(coords, labels), boxes=None, masks=mask)
         low_res, iou, _, _ = model.sam_mask_decoder(
             image_embeddings=image_embed,
-            image_pe=model.sam_prompt_encoder.get_dense_pe(),
+            image_pe=self.image_pe,
             sparse_prompt_embeddings=sparse,
             dense_prompt_embeddings=dense,
             multimask_output=multimask,
