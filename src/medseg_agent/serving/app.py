@@ -52,6 +52,8 @@ class Health(BaseModel):
     tool: str
     version: str
     uptime_s: float
+    #: The event loop's package (``uvloop``, or ``asyncio`` where uvloop is not installed).
+    event_loop: str
     sessions: int
     queue_depth: int
     cache: dict[str, Any]
@@ -110,6 +112,7 @@ def create_app(tool: SegmentationTool, config: ServerConfig | None = None, *, ow
             tool=state.tool.name,
             version=app.version,
             uptime_s=round(time.monotonic() - state.started, 3),
+            event_loop=type(asyncio.get_running_loop()).__module__.split(".")[0],
             sessions=len(state.sessions),
             queue_depth=state.worker.queue_depth,
             cache={
