@@ -475,7 +475,9 @@ ToolExtraOption = Annotated[
     list[str] | None,
     typer.Option(
         "--tool-option",
-        help="Extra tool option KEY=VALUE (JSON values), repeatable, e.g. image_size=512 for MedSAM2 weights.",
+        help="Extra tool option KEY=VALUE (JSON values), repeatable, e.g. image_size=512 for MedSAM2 weights; "
+        "for sam/medsam/sam2 also precision=fp32|tf32|bf16 (default: bf16 on a GPU), max_batch=N, "
+        "cuda_graphs=true (the decoder replayed from CUDA graphs, docs/serving.md).",
     ),
 ]
 HostOption = Annotated[
