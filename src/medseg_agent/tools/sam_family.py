@@ -69,7 +69,7 @@ class SamFamilyTool(SegmentationTool):
         self.bucket_batches = resolve_bucketing(bucket_batches, self.device)
         #: The capturable part of a decoder call, replayed from one CUDA graph per input shape when on.
         self.decoder = GraphedForward(self.decoder_forward, enabled=resolve_cuda_graphs(cuda_graphs, self.device))
-        if self.precision == "bf16":
+        if self.precision == "bf16":  # the model is the tool's own: the factories build one per tool
             cast_weights_for_autocast(self.decoder_modules(), torch.bfloat16)
         with inference_context(self.device, self.precision):
             #: The prompt encoder's positional encoding of the embedding grid, the same for every call,
