@@ -3,9 +3,11 @@ reliably when several test folders have one)."""
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -36,10 +38,27 @@ def start_server(tool: SegmentationTool, **config: object) -> BackgroundServer:
     return BackgroundServer(create_app(tool, ServerConfig(**config))).start()  # type: ignore[arg-type]
 
 
+#: Where Ray's workers take their ports (its default ``max_worker_port`` is 19999).
+RAY_WORKER_PORTS_END = 20000
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free local TCP port for a server a test starts, taken below the kernel's ephemeral range.
+    A port from ``bind(("", 0))`` is an ephemeral one, and any outgoing connection may take it as its
+    local port before the server binds it: Ray opens hundreds while a cluster starts, and its Serve
+    proxy then failed with "Failed to bind to address" (one run in many)."""
+    ranges = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    ephemeral_start = int(ranges.read_text().split()[0]) if ranges.exists() else 32768
+    candidates = list(range(RAY_WORKER_PORTS_END, ephemeral_start))
+    random.shuffle(candidates)
+    for port in candidates[:500]:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port between {RAY_WORKER_PORTS_END} and {ephemeral_start}")
 
 
 def wait_until_healthy(url: str, process: subprocess.Popen, timeout_s: float = 60.0) -> None:

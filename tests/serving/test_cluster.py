@@ -6,13 +6,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import socket
 from collections import defaultdict
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from serving_helpers import free_port
 
 pytest.importorskip("ray.serve")
 
@@ -50,12 +50,6 @@ def test_rendezvous_hashing_is_stable_when_a_replica_goes():
     for key in keys:
         moved = survivors[rendezvous_rank(key, survivors)[0]]
         assert moved == home[key] or home[key] == "r-b"  # only the lost replica's images move
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["replicas", "replicas-with-model-processes"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import io
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +14,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-from serving_helpers import AUTH, TOKEN, start_server
+from serving_helpers import AUTH, TOKEN, free_port, start_server
 
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
 from medseg_agent.io.masks import decode_rle
@@ -295,12 +294,6 @@ def test_metrics_report_requests_cache_and_sessions(client, make_sample):
 
 
 # -- the client's handling of an absent or late server -----------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_client_reports_an_unreachable_server():
     url = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(ServerError, match="cannot reach the medseg-agent server.*2 attempt") as error:
