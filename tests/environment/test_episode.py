@@ -141,6 +141,26 @@ def test_bad_record_files_name_the_problem(tmp_path):
         load_record(bad)
 
 
+@pytest.mark.parametrize(
+    ("field", "damage", "problem"),
+    [
+        ("gt_mask_rle", {"counts": "3"}, r"field 'gt_mask_rle': RLE runs cover 3 pixels"),
+        ("final_mask_rle", {"size": [-1, 5]}, r"field 'final_mask_rle': RLE size must be two whole numbers"),
+        ("turns.0.mask_rle", {"counts": "\u00e9"}, r"field 'turns\.0\.mask_rle': .*alphabet"),
+        ("gt_mask_rle", {"size": [7, 9], "counts": "o1"}, r"gt_mask_rle has size \[7, 9\], the image_size is"),
+    ],
+)
+def test_a_damaged_mask_in_a_record_names_the_file_and_the_field(tmp_path, shape_tool, disc, field, damage, problem):
+    env = SegmentationEnv(shape_tool, EpisodeConfig(max_turns=3))
+    path = save_record(run_episode(env, ClickerPolicy(stop_iou=0.99), disc), tmp_path / "rec.json")
+    data = json.loads(path.read_text())
+    rle = data["turns"][0]["mask_rle"] if field.startswith("turns") else data[field]
+    rle.update(damage)
+    path.write_text(json.dumps(data))
+    with pytest.raises(RecordError, match=rf"rec\.json: .*{problem}"):
+        load_record(path)
+
+
 def test_clicker_policy_improves_and_never_repeats(shape_tool, disc):
     env = SegmentationEnv(shape_tool, EpisodeConfig(max_turns=8, coordinate_space=CoordinateSpace.PIXEL,
                                                     view_longest_side=None))

@@ -12,12 +12,14 @@ from hypothesis.extra.numpy import arrays
 from pycocotools import mask as coco_mask
 
 from medseg_agent.io.masks import (
+    RleError,
     boundaries_batch,
     decode_rle,
     encode_rle,
     encode_rle_with_area,
     rle_area,
     rle_from_boundaries,
+    rle_run_lengths,
     run_boundaries,
 )
 
@@ -82,3 +84,60 @@ def test_batches_from_numpy_and_torch_give_each_masks_boundaries(batch):
 def test_a_mask_of_the_wrong_rank_is_refused_with_its_shape():
     with pytest.raises(ValueError, match=r"2-D mask, got shape \(2, 3, 4\)"):
         encode_rle(np.zeros((2, 3, 4), bool))
+
+
+def column_major_runs(mask: np.ndarray) -> list[int]:
+    """Run lengths by walking the pixels one by one, zeros first (COCO's order)."""
+    runs, value, length = [], False, 0
+    for pixel in mask.T.ravel():
+        if pixel == value:
+            length += 1
+        else:
+            runs.append(length)
+            value, length = pixel, 1
+    return [*runs, length]
+
+
+@settings(max_examples=200, deadline=None)
+@given(mask=masks)
+def test_the_run_lengths_read_from_counts_are_the_masks_runs(mask):
+    assert rle_run_lengths(coco(mask)["counts"].encode("ascii")).tolist() == column_major_runs(mask)
+
+
+def test_the_longest_runs_read_back_exactly():
+    mask = np.zeros((4096, 2048), bool)  # a first run of 28,677 zeros needs three 5-bit groups
+    mask[5:, 7:] = True
+    expected = [7 * 4096 + 5, *[4091, 5] * (2048 - 8), 4091]
+    assert rle_run_lengths(coco(mask)["counts"].encode("ascii")).tolist() == expected
+
+
+@pytest.mark.parametrize(
+    ("rle", "problem"),
+    [
+        ({"size": [10, 10], "counts": "3"}, r"cover 3 pixels, the size \[10, 10\] has 100"),  # pycocotools: garbage
+        ({"size": [2, 2], "counts": "h" * 10 + "0"}, "in 11 characters; a run needs at most 7"),
+        ({"size": [-1, 5], "counts": "0"}, r"two whole numbers >= 0, got \[-1, 5\]"),  # pycocotools: OverflowError
+        ({"size": [2.5, 2], "counts": "4"}, "two whole numbers"),
+        ({"size": [True, 4], "counts": "4"}, "two whole numbers"),
+        ({"size": [2, 2, 2], "counts": "4"}, r"must be \[height, width\]"),
+        ({"size": None, "counts": "4"}, r"must be \[height, width\]"),
+        ({"size": [100_000, 100_000], "counts": "0"}, "over the image pixel limit"),
+        ({"size": [2, 2], "counts": "\u00e9"}, "outside pycocotools' alphabet"),
+        ({"size": [2, 2], "counts": "4~"}, "outside pycocotools' alphabet"),
+        ({"size": [2, 2], "counts": "4P"}, "end in the middle of a number"),
+        ({"size": [2, 2], "counts": "2@"}, "negative run length"),
+        ({"size": [2, 2], "counts": [1, 3]}, "must be the compressed string, got list"),
+        ({"counts": "4"}, "needs 'size' and 'counts'"),
+        ("4", "needs 'size' and 'counts'"),
+    ],
+)
+def test_an_rle_that_is_not_a_mask_is_refused_naming_what_is_wrong(rle, problem):
+    with pytest.raises(RleError, match=problem):
+        decode_rle(rle)
+    with pytest.raises(RleError, match=problem):
+        rle_area(rle)
+
+
+def test_the_empty_mask_and_the_mask_of_no_pixels_decode():
+    assert decode_rle({"size": [3, 4], "counts": "<"}).shape == (3, 4)  # one run of 12 zeros
+    assert decode_rle({"size": [0, 4], "counts": "0"}).shape == (0, 4)

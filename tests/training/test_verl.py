@@ -4,9 +4,11 @@ calling convention, RL rows through RLHFDataset, a whole agent-loop rollout, and
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import yaml
@@ -19,7 +21,12 @@ from verl.tools.tool_registry import initialize_tools_from_config  # noqa: E402
 from medseg_agent.environment.record import TrajectoryRecord  # noqa: E402
 from medseg_agent.rewards import score_record  # noqa: E402
 from medseg_agent.training.verl.dataset import rl_row, write_rl_parquet  # noqa: E402
-from medseg_agent.training.verl.episodes import RECORD_FIELD, STORE  # noqa: E402
+from medseg_agent.training.verl.episodes import (  # noqa: E402
+    RECORD_FIELD,
+    STORE,
+    EpisodeSpec,
+    EpisodeSpecError,
+)
 from medseg_agent.training.verl.launch import (  # noqa: E402
     RLLaunchOptions,
     compose_verl_config,
@@ -341,3 +348,19 @@ def test_tools_through_the_tool_server(tmp_path):
     with BackgroundServer(create_app(build_tool("classic"))) as server:
         remote = run(server.url, "remote")
     assert remote > 0.5 and remote == pytest.approx(run("classic", "local"))  # same tool, same mask
+
+
+@pytest.mark.parametrize(
+    ("gt_mask_rle", "problem"),
+    [
+        ({"size": [12, 16], "counts": "3"}, r"gt_mask_rle is not a mask: RLE runs cover 3 pixels"),
+        ({"size": [16, 12], "counts": "P6"}, r"gt_mask_rle size \(16, 12\) does not match the image \(12, 16\)"),
+    ],
+)
+def test_an_rl_row_whose_ground_truth_is_not_this_images_mask_is_refused(gt_mask_rle, problem):
+    png = cv2.imencode(".png", np.full((12, 16, 3), 90, np.uint8))[1].tobytes()
+    spec = EpisodeSpec.from_kwargs(
+        {"target": "liver", "gt_mask_rle": gt_mask_rle, "image_png_b64": base64.b64encode(png).decode()}
+    )
+    with pytest.raises(EpisodeSpecError, match=problem):
+        spec.to_sample()

@@ -18,10 +18,19 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, Field, PlainSerializer, PlainValidator, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    model_validator,
+)
 
 from medseg_agent.io.atomic import atomic_write_json
-from medseg_agent.io.masks import decode_rle, read_mask_png, write_mask_png
+from medseg_agent.io.masks import checked_rle, decode_rle, read_mask_png, write_mask_png
 from medseg_agent.vocabulary.actions import Action, AddBox, AddPoint, Stop, action_from_dict, action_to_dict
 from medseg_agent.vocabulary.errors import ActionError, ErrorKind
 from medseg_agent.vocabulary.stop import StopReason
@@ -62,6 +71,15 @@ RecordedError = Annotated[ActionError, PlainValidator(_read_error), PlainSeriali
 RecordedStopReason = Annotated[StopReason | None, BeforeValidator(lambda value: value or None)]
 
 
+def _read_rle(value: dict[str, Any]) -> dict[str, Any]:
+    checked_rle(value)  # raises naming what is wrong; the record keeps the JSON form
+    return value
+
+
+#: A mask as COCO RLE, checked when the record is read so that a damaged one names its file and field.
+RecordedRle = Annotated[dict[str, Any], AfterValidator(_read_rle)]
+
+
 class TurnRecord(BaseModel):
     turn: int  # 1-based index of the policy reply
     raw_text: str | None = None
@@ -71,7 +89,7 @@ class TurnRecord(BaseModel):
     action_pixels: RecordedToolAction | None = None  # the same tool action in full-resolution pixels
     error: RecordedError | None = None  # JSON {"kind", "message"}
     observation_text: str | None = None  # the user text the policy got back after this turn
-    mask_rle: dict[str, Any] | None = None  # mask after this turn (None: unchanged / error)
+    mask_rle: RecordedRle | None = None  # mask after this turn (None: unchanged / error)
     mask_png: str | None = None  # alternative to mask_rle, relative to the record file
     iou: float | None = None
     dice: float | None = None
@@ -102,15 +120,25 @@ class TrajectoryRecord(BaseModel):
     policy: str = ""
     max_turns: int = 5
     turns: list[TurnRecord] = Field(default_factory=list)
-    final_mask_rle: dict[str, Any] | None = None
+    final_mask_rle: RecordedRle | None = None
     final_mask_png: str | None = None
-    gt_mask_rle: dict[str, Any] | None = None
+    gt_mask_rle: RecordedRle | None = None
     final_metrics: dict[str, float | None] = Field(default_factory=dict)
     stop_reason: RecordedStopReason = None  # None while the episode is open
     num_interactions: int = 0
     num_errors: int = 0
     wall_seconds: float = 0.0
     meta: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _masks_fit_the_image(self) -> TrajectoryRecord:
+        """Every mask is a mask of this image: [H, W] equal to ``image_size``."""
+        stored = [(f"turns.{i}.mask_rle", turn.mask_rle) for i, turn in enumerate(self.turns)]
+        stored += [("final_mask_rle", self.final_mask_rle), ("gt_mask_rle", self.gt_mask_rle)]
+        for field, rle in stored:
+            if rle is not None and list(rle["size"]) != list(self.image_size):
+                raise ValueError(f"{field} has size {list(rle['size'])}, the image_size is {list(self.image_size)}")
+        return self
 
     # -- derived views used by rewards and evaluation -------------------------------------
     def action_turns(self) -> list[TurnRecord]:
@@ -197,7 +225,8 @@ def record_from_dict(data: dict[str, Any], source: str = "<record>") -> Trajecto
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise RecordError(f"{source}: field {where!r}: {first['msg']}") from None
+        message = first["msg"].removeprefix("Value error, ")
+        raise RecordError(f"{source}: field {where!r}: {message}" if where else f"{source}: {message}") from None
     if record.schema_version > SCHEMA_VERSION:
         raise RecordError(
             f"{source}: schema_version {record.schema_version} is newer than this medseg-agent "

@@ -10,6 +10,8 @@ import cv2
 import numpy as np
 from pycocotools import mask as coco_mask
 
+from medseg_agent.io.images import MAX_PIXELS_ENV, max_image_pixels
+
 
 def encode_rle(mask: np.ndarray) -> dict[str, Any]:
     """COCO RLE of a 2-D bool mask as JSON-ready ``{"size": [H, W], "counts": str}``.
@@ -48,9 +50,7 @@ def boundaries_batch(masks: Any) -> list[np.ndarray]:
 
 def rle_area(rle: dict[str, Any]) -> int:
     """Pixels in an RLE mask, from its run lengths (no decoding)."""
-    counts = rle["counts"]
-    encoded = {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-    return int(coco_mask.area(encoded))
+    return int(coco_mask.area(checked_rle(rle)))
 
 
 def rle_from_boundaries(boundaries: np.ndarray, height: int, width: int) -> dict[str, Any]:
@@ -156,15 +156,87 @@ def decode_rle(rle: dict[str, Any]) -> np.ndarray:
     """Inverse of :func:`encode_rle`: the exact bool mask, in C order. pycocotools decodes column-major
     (0/1 bytes); OpenCV and the click rule run a third slower on such arrays, and OpenCV's transpose
     reorders them ten times faster than numpy's copy."""
-    try:
-        size, counts = rle["size"], rle["counts"]
-    except (KeyError, TypeError):
-        raise ValueError(f"not a COCO RLE (needs 'size' and 'counts'): {str(rle)[:80]}") from None
-    encoded = {"size": list(size), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-    columns = coco_mask.decode(encoded)  # (h, w), column-major
+    columns = coco_mask.decode(checked_rle(rle))  # (h, w), column-major
     if columns.size == 0:
         return np.zeros(columns.shape, dtype=bool)
     return cv2.transpose(columns.T).view(bool)  # columns.T is row-major (w, h)
+
+
+class RleError(ValueError):
+    """An RLE that does not describe a mask, with what is wrong in it."""
+
+
+def checked_rle(rle: Any) -> dict[str, Any]:
+    """``rle`` in the form pycocotools reads, once it is known to describe exactly one mask.
+
+    pycocotools trusts its input: runs that end before the last pixel leave the rest of the mask
+    as uninitialised memory, a negative size overflows, a character outside its alphabet is read
+    as some number. A record file or a dataset is edited by people and tools, so every RLE is read
+    here first: two whole sizes within the image pixel limit, counts in pycocotools' alphabet
+    whose runs are non-negative and cover the mask exactly.
+    """
+    if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
+        raise RleError(f"not a COCO RLE (needs 'size' and 'counts'): {str(rle)[:80]}")
+    height, width = _rle_size(rle["size"])
+    counts = rle["counts"]
+    if isinstance(counts, str):
+        if not counts.isascii():
+            raise RleError("RLE counts hold a character outside pycocotools' alphabet ('0' to 'o')")
+        counts = counts.encode("ascii")
+    if not isinstance(counts, bytes):
+        raise RleError(f"RLE counts must be the compressed string, got {type(counts).__name__}")
+    runs = rle_run_lengths(counts)
+    if runs.sum() != height * width:
+        raise RleError(f"RLE runs cover {int(runs.sum())} pixels, the size {[height, width]} has {height * width}")
+    return {"size": [height, width], "counts": counts}
+
+
+def _rle_size(size: Any) -> tuple[int, int]:
+    if not isinstance(size, list | tuple) or len(size) != 2:
+        raise RleError(f"RLE size must be [height, width], got {str(size)[:80]}")
+    if not all(isinstance(side, int | np.integer) and not isinstance(side, bool) and side >= 0 for side in size):
+        raise RleError(f"RLE size must be two whole numbers >= 0, got {str(size)[:80]}")
+    height, width = int(size[0]), int(size[1])
+    limit = max_image_pixels()
+    if height * width > limit:
+        raise RleError(f"RLE size {[height, width]} is over the image pixel limit ({limit}, {MAX_PIXELS_ENV})")
+    return height, width
+
+
+#: Characters in one run length: 7 x 5 bits hold any run of a mask under the pixel limit.
+_MAX_RUN_CHARS = 7
+
+
+def rle_run_lengths(counts: bytes) -> np.ndarray:
+    """The run lengths written in a compressed COCO counts string, zeros first.
+
+    The format (pycocotools' ``rleToString``): each number is written in 5-bit groups, least
+    significant first, one character ``48 + group`` each, bit 0x20 set on every group but the last,
+    bit 0x10 of the last the sign; from the fourth number on, each is stored as its difference from
+    the number two before it.
+    """
+    codes = np.frombuffer(counts, np.uint8).astype(np.int64) - 48
+    if codes.size == 0:
+        return codes
+    if codes.min() < 0 or codes.max() > 63:
+        raise RleError("RLE counts hold a character outside pycocotools' alphabet ('0' to 'o')")
+    last = (codes & 0x20) == 0
+    if not last[-1]:
+        raise RleError("RLE counts end in the middle of a number")
+    ends = np.flatnonzero(last)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    lengths = ends - starts + 1
+    if lengths.max() > _MAX_RUN_CHARS:
+        raise RleError(f"RLE counts write a number in {int(lengths.max())} characters; a run needs at most "
+                       f"{_MAX_RUN_CHARS}")
+    shifts = 5 * (np.arange(codes.size) - np.repeat(starts, lengths))
+    numbers = np.add.reduceat((codes & 0x1F) << shifts, starts)
+    numbers -= np.where(codes[ends] & 0x10, np.int64(1) << (5 * lengths), 0)
+    numbers[1::2] = np.cumsum(numbers[1::2])  # the fourth on are differences: running sums by parity
+    numbers[2::2] = np.cumsum(numbers[2::2])
+    if numbers.min() < 0:
+        raise RleError("RLE counts hold a negative run length")
+    return numbers
 
 
 def write_mask_png(path: str | Path, mask: np.ndarray) -> None:

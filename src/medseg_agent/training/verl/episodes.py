@@ -27,7 +27,7 @@ import numpy as np
 from medseg_agent.environment.episode import EpisodeConfig, Observation, SegmentationEnv
 from medseg_agent.environment.record import TrajectoryRecord
 from medseg_agent.io.images import EncodedImage, ImageLoadError, load_image
-from medseg_agent.io.masks import decode_rle
+from medseg_agent.io.masks import RleError, decode_rle
 from medseg_agent.tools.base import SegmentationTool
 from medseg_agent.vocabulary.actions import ToolCall
 from medseg_agent.vocabulary.sample import Sample
@@ -101,7 +101,10 @@ class EpisodeSpec:
     def to_sample(self) -> Sample:
         """The episode's sample: the full-resolution image and its ground truth (sizes checked)."""
         image = self.load_image()
-        gt = decode_rle(self.gt_mask_rle)
+        try:
+            gt = decode_rle(self.gt_mask_rle)
+        except RleError as exc:
+            raise EpisodeSpecError(f"gt_mask_rle is not a mask: {exc}") from None
         if gt.shape != image.shape[:2]:
             raise EpisodeSpecError(f"gt_mask_rle size {gt.shape} does not match the image {image.shape[:2]}")
         return Sample(
