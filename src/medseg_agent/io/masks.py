@@ -215,23 +215,29 @@ def rle_run_lengths(counts: bytes) -> np.ndarray:
     bit 0x10 of the last the sign; from the fourth number on, each is stored as its difference from
     the number two before it.
     """
-    codes = np.frombuffer(counts, np.uint8).astype(np.int64) - 48
+    codes = np.frombuffer(counts, np.uint8)
     if codes.size == 0:
-        return codes
-    if codes.min() < 0 or codes.max() > 63:
+        return np.zeros(0, np.int64)
+    if codes.min() < 48 or codes.max() > 111:
         raise RleError("RLE counts hold a character outside pycocotools' alphabet ('0' to 'o')")
-    last = (codes & 0x20) == 0
-    if not last[-1]:
+    groups = codes - np.uint8(48)
+    going_on = groups >= 0x20
+    if going_on[-1]:
         raise RleError("RLE counts end in the middle of a number")
-    ends = np.flatnonzero(last)
-    starts = np.concatenate(([0], ends[:-1] + 1))
-    lengths = ends - starts + 1
-    if lengths.max() > _MAX_RUN_CHARS:
-        raise RleError(f"RLE counts write a number in {int(lengths.max())} characters; a run needs at most "
-                       f"{_MAX_RUN_CHARS}")
-    shifts = 5 * (np.arange(codes.size) - np.repeat(starts, lengths))
-    numbers = np.add.reduceat((codes & 0x1F) << shifts, starts)
-    numbers -= np.where(codes[ends] & 0x10, np.int64(1) << (5 * lengths), 0)
+    ends = np.flatnonzero(~going_on)
+    # as signed 5-bit groups: a continuing group is 0..31, a number's last group carries the sign
+    np.subtract(groups, 0x20, out=groups, where=groups >= 0x10)
+    groups = groups.view(np.int8)
+    numbers = groups[ends].astype(np.int64)
+    if ends.size < groups.size:  # a few numbers take several characters: Horner's rule on those only
+        longer, extra = np.unique(np.searchsorted(ends, np.flatnonzero(going_on)), return_counts=True)
+        if extra.max() >= _MAX_RUN_CHARS:
+            raise RleError(f"RLE counts write a number in {int(extra.max()) + 1} characters; a run needs at most "
+                           f"{_MAX_RUN_CHARS}")
+        for k in range(1, int(extra.max()) + 1):
+            keep = extra >= k
+            longer, extra = longer[keep], extra[keep]
+            numbers[longer] = (numbers[longer] << 5) + groups[ends[longer] - k]
     numbers[1::2] = np.cumsum(numbers[1::2])  # the fourth on are differences: running sums by parity
     numbers[2::2] = np.cumsum(numbers[2::2])
     if numbers.min() < 0:
