@@ -162,6 +162,41 @@ def test_grid_mismatch_unreadable_and_missing(tmp_path):
         len(read_nifti(tmp_path / "a.nii.gz"))
 
 
+def test_volumes_cut_short_are_skipped_naming_the_file_and_the_rest_are_read(tmp_path):
+    image, label = _synthetic_lps()
+    whole = nib.Nifti1Image(image, LPS_AFFINE).to_bytes()
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "labelsTr").mkdir()
+    for case in ("good", "short", "shortgz", "shortlabel", "claims"):
+        nib.save(nib.Nifti1Image(label, LPS_AFFINE), tmp_path / "labelsTr" / f"{case}.nii.gz")
+        nib.save(nib.Nifti1Image(image, LPS_AFFINE), tmp_path / "imagesTr" / f"{case}_0000.nii.gz")
+    (tmp_path / "imagesTr" / "short_0000.nii.gz").unlink()
+    (tmp_path / "imagesTr" / "short_0000.nii").write_bytes(whole[: len(whole) // 2])
+    gz = (tmp_path / "imagesTr" / "shortgz_0000.nii.gz").read_bytes()
+    (tmp_path / "imagesTr" / "shortgz_0000.nii.gz").write_bytes(gz[: len(gz) // 2])
+    labels = nib.Nifti1Image(label, LPS_AFFINE).to_bytes()
+    (tmp_path / "labelsTr" / "shortlabel.nii.gz").unlink()
+    (tmp_path / "labelsTr" / "shortlabel.nii").write_bytes(labels[:-10])
+    header = nib.Nifti1Header()  # a damaged header: 540 GB of voxels, which nibabel would allocate first
+    header.set_data_shape((30000, 30000, 300))
+    header.set_data_dtype(np.int16)
+    (tmp_path / "imagesTr" / "claims_0000.nii.gz").unlink()
+    (tmp_path / "imagesTr" / "claims_0000.nii").write_bytes(header.binaryblock + bytes(4) + whole[352:1000])
+
+    ds = open_dataset(tmp_path)
+    samples = ds.load()
+    assert {s.meta["case_id"] for s in samples} == {"good"} and len(samples) == 6
+    reasons = {skip.sample_id: (skip.reason, skip.path) for skip in ds.skipped}
+    assert set(reasons) == {"short", "shortgz", "shortlabel", "claims"}
+    reason, path = reasons["short"]
+    assert reason.startswith("unreadable image volume") and "short_0000.nii holds" in reason
+    assert "describes a 20x30x12 float32 volume" in reason and path.endswith("short_0000.nii")
+    assert reasons["shortgz"][0].startswith("unreadable image volume: EOFError")
+    assert reasons["shortlabel"][0].startswith("unreadable label volume") and "truncated" in reasons["shortlabel"][0]
+    claims = reasons["claims"][0]
+    assert "holds 1000 bytes, but its header describes a 30000x30000x300 int16 volume needing 540000000" in claims
+
+
 def test_msd_and_nnunet_folders(tmp_path):
     img, lab = _synthetic_lps()
     msd = tmp_path / "Task99_Head"

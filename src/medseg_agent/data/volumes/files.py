@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -12,16 +13,45 @@ from .dicom import read_dicom_series
 from .errors import VolumeError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+#: Suffixes nibabel opens through a decompressor: the stored size says nothing about the voxels.
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zst", ".mgz")
 
 
 def load_nifti(path: str | Path) -> Any:
-    """A nibabel image (data read lazily); a missing file is ``FileNotFoundError``, not nibabel's."""
+    """A nibabel image (data read lazily); a missing file is ``FileNotFoundError``, not nibabel's,
+    and an uncompressed file shorter than its header says is a :class:`VolumeError`."""
     import nibabel as nib
 
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(str(p))
-    return nib.load(str(p))
+    img = nib.load(str(p))
+    check_stored_size(img)
+    return img
+
+
+def check_stored_size(img: Any) -> None:
+    """Refuse an uncompressed volume whose file holds fewer bytes than its header describes.
+
+    nibabel allocates the whole volume the header describes before it reads a byte, so a damaged
+    header (or a truncated copy) costs that much memory, or the process, before the read fails.
+    """
+    from nibabel.arrayproxy import ArrayProxy
+
+    proxy = img.dataobj
+    if not isinstance(proxy, ArrayProxy) or not isinstance(proxy.file_like, str):
+        return
+    data_file = Path(proxy.file_like)
+    if data_file.name.lower().endswith(COMPRESSED_SUFFIXES):
+        return
+    needed = int(proxy.offset) + math.prod(proxy.shape) * np.dtype(proxy.dtype).itemsize
+    stored = data_file.stat().st_size
+    if stored < needed:
+        shape = "x".join(str(side) for side in proxy.shape)
+        raise VolumeError(
+            f"{data_file.name} holds {stored} bytes, but its header describes a {shape} {np.dtype(proxy.dtype)} "
+            f"volume needing {needed}: the file is truncated or its header damaged"
+        )
 
 
 def load_volume(path: Path, *, label: bool) -> tuple[Any, dict]:

@@ -19,15 +19,26 @@ from medseg_agent.io.intensity import (
     rescale_to_uint8,
 )
 
-from ..common import build_sample, canonical_modality, describe_target
+from ..common import build_sample, canonical_modality, describe_error, describe_target
 from ..dataset import Item
 from ..sample import SkippedSample
+from .errors import read_errors
 from .labels import humanize_label
 from .orientation import AXES, axis_index, canonical, display_slice, slice_spacing
 
 
 def _grids_match(a: Any, b: Any) -> bool:
     return a.shape[:3] == b.shape[:3] and np.allclose(a.affine, b.affine, atol=0.05)
+
+
+def _voxels(img: Any, what: str, path: str | None, case_id: str) -> tuple[Any, np.ndarray] | SkippedSample:
+    """The image in canonical orientation and its voxels, or the skipped sample saying why they
+    could not be read (a file cut short after its header, a corrupt stream, more than memory holds)."""
+    try:
+        oriented = canonical(img)
+        return oriented, np.asanyarray(oriented.dataobj)
+    except (*read_errors(), MemoryError) as exc:
+        return SkippedSample(case_id, str(path or ""), f"unreadable {what}: {describe_error(exc)}")
 
 
 def _as_int_labels(arr: np.ndarray) -> np.ndarray:
@@ -61,7 +72,13 @@ def volume_samples(
     every_k = max(1, int(every_k))
     ax = axis_index(axis)
     axis_name = [k for k, v in AXES.items() if v == ax][0]
-    img_c, lab_c = canonical(image_img), canonical(label_img)
+    image_read = _voxels(image_img, "image volume", image_path, case_id)
+    label_read = _voxels(label_img, "label volume", label_path, case_id)
+    for read in (image_read, label_read):
+        if isinstance(read, SkippedSample):
+            yield read
+            return
+    (img_c, data), (lab_c, labels) = image_read, label_read
     if not _grids_match(img_c, lab_c):
         yield SkippedSample(
             case_id,
@@ -69,14 +86,12 @@ def volume_samples(
             f"label grid {lab_c.shape[:3]} does not match image grid {img_c.shape[:3]} (or their affines differ)",
         )
         return
-    data = np.asanyarray(img_c.dataobj)
     if data.ndim == 4:
         data = data[..., channel]
     elif data.ndim != 3:
         yield SkippedSample(case_id, str(image_path or ""), f"expected a 3-D volume, got shape {data.shape}")
         return
     data = data.astype(np.float32, copy=False)
-    labels = np.asanyarray(lab_c.dataobj)
     if labels.ndim == 4 and labels.shape[3] == 1:
         labels = labels[..., 0]
     labels = _as_int_labels(labels)
