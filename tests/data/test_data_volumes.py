@@ -6,11 +6,13 @@ import json
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 from data_reader_helpers import write_dicom_series
 
 from medseg_agent.data.readers import open_dataset
 from medseg_agent.data.volumes import (
+    VolumeError,
     display_slice,
     humanize_label,
     read_dicom,
@@ -292,6 +294,35 @@ def test_dicom_series_sorted_rescaled_and_oriented(tmp_path):
     assert r < 8 and c > 10  # anterior up, patient left on the image's right
     assert s.image[s.mask].min() == 255  # HU 1000 saturates the abdomen window
     assert abs(int(s.image[~s.mask].max()) - 102) <= 1  # HU 0 -> (0 + 160) / 400 * 255
+
+
+def test_a_dicom_series_with_a_slice_missing_or_cut_short_is_refused_naming_it(tmp_path):
+    vol, _ = _dicom_volume()
+    write_dicom_series(tmp_path / "gap", vol)  # files IM0000..IM0004 from the lowest slice up
+    (tmp_path / "gap" / "IM0002").write_bytes(b"not a DICOM file any more")
+    with pytest.raises(VolumeError, match=r"not evenly spaced: 5 mm between IM0001 and IM0003, 2\.5 mm between the "
+                                          r"others; is a slice missing\? \(1 file\(s\) in the folder are not"):
+        read_dicom_series(tmp_path / "gap")
+    (tmp_path / "gap" / "IM0002").unlink()
+    with pytest.raises(VolumeError, match=r"5 mm between IM0001 and IM0003, 2\.5 mm between the others; is a slice "
+                                          r"missing\?$"):
+        read_dicom_series(tmp_path / "gap")
+    write_dicom_series(tmp_path / "cut", vol)
+    whole = (tmp_path / "cut" / "IM0003").read_bytes()
+    (tmp_path / "cut" / "IM0003").write_bytes(whole[:-100])
+    with pytest.raises(VolumeError, match=r"IM0003 in .*cut: unreadable pixel data: The number of bytes"):
+        read_dicom_series(tmp_path / "cut")
+    rounded = [-10.0, -7.5, -4.98, -2.5, 0.0]  # positions rounded by a scanner are still one step
+    write_dicom_series(tmp_path / "rounded", vol)
+    for k, z in enumerate(rounded):
+        _set_position(tmp_path / "rounded" / f"IM{k:04d}", z)
+    assert read_dicom_series(tmp_path / "rounded")[0].shape == (20, 16, 5)
+
+
+def _set_position(path, z):
+    ds = pydicom.dcmread(path)
+    ds.ImagePositionPatient = [*ds.ImagePositionPatient[:2], z]
+    ds.save_as(path)
 
 
 def test_dicom_with_nifti_and_npy_labels(tmp_path):

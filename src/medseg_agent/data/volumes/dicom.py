@@ -37,6 +37,27 @@ def looks_like_dicom_dir(folder: Path, limit: int = 20) -> bool:
     return False
 
 
+#: Largest difference between two gaps of one series, as a share of the usual gap, that is still
+#: one even step (scanners round positions; a missing slice doubles a gap).
+SPACING_TOLERANCE = 0.1
+
+
+def _check_even_spacing(root: Path, files: list[Path], along_normal: np.ndarray, ignored: int) -> None:
+    """One volume needs one slice step: a missing or unreadable file leaves a gap that would
+    otherwise put every slice after it at the wrong place."""
+    if len(files) < 3:
+        return
+    gaps = np.diff(along_normal)
+    usual = float(np.median(gaps))
+    worst = int(np.argmax(np.abs(gaps - usual)))
+    if abs(gaps[worst] - usual) > SPACING_TOLERANCE * usual:
+        unread = f" ({ignored} file(s) in the folder are not readable DICOM images)" if ignored else ""
+        raise VolumeError(
+            f"DICOM series in {root} is not evenly spaced: {gaps[worst]:.3g} mm between {files[worst].name} and "
+            f"{files[worst + 1].name}, {usual:.3g} mm between the others; is a slice missing?{unread}"
+        )
+
+
 def read_dicom_series(folder: str | Path, series_uid: str | None = None, *, rescale: bool = True) -> tuple[Any, dict]:
     """Read one DICOM series folder into a nibabel image with a RAS+ affine.
 
@@ -81,14 +102,17 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None, *, resc
         positions = np.array([[float(v) for v in d.ImagePositionPatient] for _, d in items])
         if len(items) > 1 and np.min(np.diff(positions @ normal)) < 1e-4:
             raise VolumeError(f"DICOM series in {root} has several slices at the same position")
+        _check_even_spacing(root, [p for p, _ in items], positions @ normal, ignored)
     else:
         row_cos, col_cos, normal = np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), np.array([0, 0, 1.0])
         items.sort(key=lambda it: (int(getattr(it[1], "InstanceNumber", 0) or 0), it[0].name))
         positions = np.array([[0.0, 0.0, float(i)] for i in range(len(items))])
     slices = []
     for p, _ in items:
-        ds = pydicom.dcmread(str(p))
-        arr = ds.pixel_array
+        try:
+            arr = pydicom.dcmread(str(p)).pixel_array
+        except read_errors() as exc:  # pixel data cut short, or in a form pydicom cannot decode
+            raise VolumeError(f"{p.name} in {root}: unreadable pixel data: {exc}") from None
         if arr.ndim != 2:
             raise VolumeError(f"{p}: multi-frame or colour DICOM is not supported (shape {arr.shape})")
         arr = arr.astype(np.float32)
