@@ -12,9 +12,11 @@ from data_reader_helpers import write_dicom_series
 
 from medseg_agent.data.readers import open_dataset
 from medseg_agent.data.volumes import (
+    MAX_VOXELS_ENV,
     VolumeError,
     display_slice,
     humanize_label,
+    max_volume_voxels,
     read_dicom,
     read_dicom_series,
     read_label_names,
@@ -179,8 +181,8 @@ def test_volumes_cut_short_are_skipped_naming_the_file_and_the_rest_are_read(tmp
     labels = nib.Nifti1Image(label, LPS_AFFINE).to_bytes()
     (tmp_path / "labelsTr" / "shortlabel.nii.gz").unlink()
     (tmp_path / "labelsTr" / "shortlabel.nii").write_bytes(labels[:-10])
-    header = nib.Nifti1Header()  # a damaged header: 540 GB of voxels, which nibabel would allocate first
-    header.set_data_shape((30000, 30000, 300))
+    header = nib.Nifti1Header()  # a damaged header: 1 GB of voxels, which nibabel would allocate first
+    header.set_data_shape((1000, 1000, 500))
     header.set_data_dtype(np.int16)
     (tmp_path / "imagesTr" / "claims_0000.nii.gz").unlink()
     (tmp_path / "imagesTr" / "claims_0000.nii").write_bytes(header.binaryblock + bytes(4) + whole[352:1000])
@@ -196,7 +198,25 @@ def test_volumes_cut_short_are_skipped_naming_the_file_and_the_rest_are_read(tmp
     assert reasons["shortgz"][0].startswith("unreadable image volume: EOFError")
     assert reasons["shortlabel"][0].startswith("unreadable label volume") and "truncated" in reasons["shortlabel"][0]
     claims = reasons["claims"][0]
-    assert "holds 1000 bytes, but its header describes a 30000x30000x300 int16 volume needing 540000000" in claims
+    assert "holds 1000 bytes, but its header describes a 1000x1000x500 int16 volume needing 1000000000" in claims
+
+
+def test_volumes_over_the_voxel_limit_are_skipped_from_their_header(tmp_path, monkeypatch):
+    image, label = _synthetic_lps()  # 20 x 30 x 12 = 7,200 voxels
+    nib.save(nib.Nifti1Image(image, LPS_AFFINE), tmp_path / "head.nii.gz")
+    nib.save(nib.Nifti1Image(label, LPS_AFFINE), tmp_path / "head_seg.nii.gz")
+    write_dicom_series(tmp_path / "series", np.zeros((12, 30, 20), np.uint16))
+    assert max_volume_voxels() == 1 << 30 and read_nifti(tmp_path / "head.nii.gz").load()
+    monkeypatch.setenv(MAX_VOXELS_ENV, "7000")
+    ds = read_nifti(tmp_path / "head.nii.gz")
+    assert ds.load() == [] and ds.skipped[0].reason == (
+        "unreadable image volume: VolumeError: head.nii.gz describes a 20x30x12 volume of 7,200 voxels, over the "
+        f"limit of 7,000; raise {MAX_VOXELS_ENV} if the volume is genuine")
+    with pytest.raises(VolumeError, match=r"series describes a 20x30x12 volume of 7,200 voxels"):
+        read_dicom_series(tmp_path / "series")
+    monkeypatch.setenv(MAX_VOXELS_ENV, "many")
+    with pytest.raises(ValueError, match=f"{MAX_VOXELS_ENV}='many' is not a positive whole number of voxels"):
+        max_volume_voxels()
 
 
 def test_msd_and_nnunet_folders(tmp_path):

@@ -3,6 +3,7 @@ and an agent share, saving, and the errors each endpoint documents."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 
@@ -150,6 +151,17 @@ def test_uploads_open_images_volumes_and_dicom(client, tmp_path):
     garbage = client.post("/v1/app/open", files={"files": ("scan.png", b"not an image")})
     assert garbage.status_code == 422 and "scan.png" in garbage.json()["detail"]
     assert client.post("/v1/app/open", files={"files": ("v.nii.gz", b"xx")}).status_code == 422
+
+
+def test_a_small_upload_describing_a_huge_volume_is_refused_before_it_is_read(client):
+    header = nib.Nifti1Header()  # 2048^3 int16 zeros: 16 GiB decompressed from a few kilobytes of gzip
+    header.set_data_shape((2048, 2048, 2048))
+    header.set_data_dtype(np.int16)
+    compressed = gzip.compress(header.binaryblock + bytes(4) + bytes(1 << 20))
+    answer = client.post("/v1/app/open", files={"files": ("bomb.nii.gz", compressed)})
+    assert answer.status_code == 422
+    assert "bomb.nii.gz describes a 2048x2048x2048 volume of 8,589,934,592 voxels, over the limit of 1,073,741,824" in (
+        answer.json()["detail"])
 
 
 def test_dicom_series_upload(client, tmp_path):

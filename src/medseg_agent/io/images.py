@@ -88,15 +88,20 @@ class ImageLimits:
 
 def max_image_pixels() -> int:
     """The pixel limit in force: ``$MEDSEG_AGENT_MAX_IMAGE_PIXELS`` or :data:`DEFAULT_MAX_PIXELS`."""
-    raw = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    return limit_from_env(MAX_PIXELS_ENV, DEFAULT_MAX_PIXELS, "pixels")
+
+
+def limit_from_env(name: str, default: int, unit: str) -> int:
+    """A size limit a user may raise through the environment: ``$name``, or ``default`` when unset."""
+    raw = os.environ.get(name, "").strip()
     if not raw:
-        return DEFAULT_MAX_PIXELS
+        return default
     try:
         value = int(raw)
     except ValueError:
         value = 0
     if value <= 0:
-        raise ValueError(f"{MAX_PIXELS_ENV}={raw!r} is not a positive whole number of pixels")
+        raise ValueError(f"{name}={raw!r} is not a positive whole number of {unit}")
     return value
 
 

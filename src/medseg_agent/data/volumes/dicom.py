@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .errors import VolumeError, read_errors
+from .limits import check_voxel_count
 
 #: DICOM Modality tag -> our modality names.
 DICOM_MODALITY_NAMES = {"MR": "MRI", "CT": "CT", "PT": "PET", "US": "Ultrasound", "CR": "X-Ray", "DX": "X-Ray"}
@@ -107,6 +108,8 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None, *, resc
         row_cos, col_cos, normal = np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), np.array([0, 0, 1.0])
         items.sort(key=lambda it: (int(getattr(it[1], "InstanceNumber", 0) or 0), it[0].name))
         positions = np.array([[0.0, 0.0, float(i)] for i in range(len(items))])
+    check_voxel_count((int(getattr(first, "Columns", 0) or 0), int(getattr(first, "Rows", 0) or 0), len(items)),
+                      f"DICOM series in {root}")
     slices = []
     for p, _ in items:
         try:

@@ -11,6 +11,7 @@ import numpy as np
 
 from .dicom import read_dicom_series
 from .errors import VolumeError
+from .limits import check_voxel_count
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 #: Suffixes nibabel opens through a decompressor: the stored size says nothing about the voxels.
@@ -19,13 +20,15 @@ COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zst", ".mgz")
 
 def load_nifti(path: str | Path) -> Any:
     """A nibabel image (data read lazily); a missing file is ``FileNotFoundError``, not nibabel's,
-    and an uncompressed file shorter than its header says is a :class:`VolumeError`."""
+    and a volume over the voxel limit or an uncompressed file shorter than its header says is a
+    :class:`VolumeError`."""
     import nibabel as nib
 
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(str(p))
     img = nib.load(str(p))
+    check_voxel_count(img.shape, p.name)
     check_stored_size(img)
     return img
 
@@ -74,7 +77,7 @@ def load_label_volume(path: Path, image_img: Any) -> Any:
     if path.suffix.lower() in (".npy", ".npz"):
         if not path.exists():
             raise FileNotFoundError(str(path))
-        arr = np.load(path)
+        arr = np.load(path, mmap_mode="r")  # the shape is checked before the labels are read
         if isinstance(arr, np.lib.npyio.NpzFile):
             arr = arr[arr.files[0]]
         if arr.shape != image_img.shape[:3]:
