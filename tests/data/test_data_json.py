@@ -98,3 +98,31 @@ def test_not_an_annotation_file(tmp_path):
     p.write_text("{broken")
     with pytest.raises(ValueError):
         read_json_annotations(p)
+
+
+def test_fields_of_the_wrong_type_skip_their_annotation_naming_the_field(coco_dir):
+    data = json.loads((coco_dir / "test.json").read_text())
+    data["images"].append({"id": [7], "file_name": "liver_12_CT_abdomen.png"})  # an id nothing can refer to
+    first = data["annotations"][0]
+    data["annotations"] = [
+        {**first, "id": 10, "image_id": 0.0},  # an exporter's float id still finds image 0
+        {**first, "id": 11, "image_id": [0]},
+        {**first, "id": 12, "modality": ["CT"]},
+        {**first, "id": 13, "mask_file": {"path": "liver_12_CT_abdomen_liver.png"}},
+        {**first, "id": 14, "site": 3},
+        {**first, "id": 15, "split": "x" * 300},  # a folder name the file system cannot hold
+    ]
+    (coco_dir / "test.json").write_text(json.dumps(data))
+    ds = read_json_annotations(coco_dir / "test.json")
+    assert [s.meta["annotation_id"] for s in ds.load()] == [10]
+    assert [skip.reason for skip in ds.skipped] == [
+        "annotation #1 names no image (image_id [0])",
+        "annotation #2: modality must be text, got list ['CT']",
+        "annotation #3: mask file must be text, got dict {'path': 'liver_12_CT_abdomen_liver.png'}",
+        "annotation #4: site must be text, got int 3",
+        "unreadable image: cannot open: File name too long",
+    ]
+    data["images"] = 3
+    (coco_dir / "test.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"test\.json: 'images' must be a list of image objects, got int"):
+        read_json_annotations(coco_dir / "test.json")

@@ -79,3 +79,16 @@ def test_missing_required_column(files):
     (files / "bad.csv").write_text("image,mask,target\nimg/a.png,msk/a.png,x\n")
     with pytest.raises(ValueError, match="modality"):
         read_manifest(files / "bad.csv")
+
+
+def test_a_path_the_file_system_cannot_hold_skips_its_row(files):
+    too_long = "x" * 300 + ".png"  # longer than a file name may be (255 bytes on Linux)
+    rows = [
+        {"image": too_long, "mask": "msk/a.png", "target": "liver", "modality": "CT"},
+        {"image": "img/a.png", "mask": too_long, "target": "liver", "modality": "CT"},
+        {"image": "img/a.png", "mask": "msk/a.png", "target": "liver", "modality": "CT"},
+    ]
+    (files / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    ds = read_manifest(files / "rows.jsonl")
+    assert [s.sample_id for s in ds.load()] == ["a"]
+    assert len(ds.skipped) == 2 and all("File name too long" in skip.reason for skip in ds.skipped)

@@ -64,6 +64,32 @@ def _sentence(ann: dict) -> str | None:
     return str(text).strip() if text is not None else None
 
 
+def _id(value: Any) -> int | str | None:
+    """An image id an annotation can refer to: a whole number (``3.0`` is 3, as some exporters write
+    it) or a string; anything else refers to no image."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value if isinstance(value, int | str) and not isinstance(value, bool) else None
+
+
+def _not_text(ann: dict, img: dict, image_rel: Any, mask_rel: Any) -> str | None:
+    """What in an annotation should be text (a path, a modality) and is not, or None."""
+    fields = {"image file": image_rel, "mask file": mask_rel,
+              "modality": ann.get("modality") or img.get("modality"), "site": ann.get("site") or img.get("site")}
+    for field, value in fields.items():
+        if value is not None and not isinstance(value, str):
+            return f"{field} must be text, got {type(value).__name__} {str(value)[:60]}"
+    return None
+
+
+def _exists(path: Path) -> bool:
+    """Whether ``path`` exists; a name the file system cannot hold (too long, a NUL) does not."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
 def _resolve(root: Path, rel: str, split: str | None, kind: str, extra_dir: Path | None) -> Path:
     p = Path(rel)
     if p.is_absolute():
@@ -78,7 +104,7 @@ def _resolve(root: Path, rel: str, split: str | None, kind: str, extra_dir: Path
     if kind == "mask":
         candidates += [root / "labels" / p]
     for c in candidates:
-        if c.exists():
+        if _exists(c):
             return c
     if extra_dir is not None:
         return extra_dir / p
@@ -97,8 +123,8 @@ def _produce(
     images_by_id: dict[Any, dict] = {}
     if isinstance(data, dict):
         for im in data.get("images") or []:
-            if isinstance(im, dict) and "id" in im:
-                images_by_id[im["id"]] = im
+            if isinstance(im, dict) and _id(im.get("id")) is not None:
+                images_by_id[_id(im["id"])] = im
         anns = data.get("annotations") or []
     else:
         anns = data
@@ -106,9 +132,13 @@ def _produce(
         if not isinstance(ann, dict):
             yield SkippedSample(f"{json_path.name}#{i}", str(json_path), "annotation is not an object")
             continue
-        img = images_by_id.get(ann.get("image_id"), {})
+        img = images_by_id.get(_id(ann.get("image_id")), {})
         mask_rel = _first(ann, _MASK_KEYS)
         image_rel = _first(ann, _IMAGE_KEYS) or _first(img, _IMAGE_KEYS)
+        wrong = _not_text(ann, img, image_rel, mask_rel)
+        if wrong is not None:
+            yield SkippedSample(f"{json_path.name}#{i}", str(json_path), f"annotation #{i}: {wrong}")
+            continue
         sid = str(
             ann.get("sample_id")
             or (strip_image_ext(Path(str(mask_rel)).name) if mask_rel else None)
@@ -182,6 +212,8 @@ def read_json_annotations(
         raise ValueError(f"cannot read annotation JSON {json_path}: {exc}") from exc
     if not is_annotation_json(data):
         raise ValueError(f"{json_path} has no 'annotations' list (not a COCO/RefCOCO-style file)")
+    if isinstance(data, dict) and not isinstance(data.get("images") or [], list):
+        raise ValueError(f"{json_path}: 'images' must be a list of image objects, got {type(data['images']).__name__}")
     base = Path(root) if root is not None else json_path.parent
     if name is None:
         info = data.get("info") if isinstance(data, dict) else None

@@ -279,9 +279,13 @@ def _opened(source: ImageSource) -> Iterator[BinaryIO]:
         yield io.BytesIO(source.data)
         return
     path = Path(source)
-    if not path.exists():
+    try:
+        exists, is_file = path.exists(), path.is_file()
+    except OSError as exc:  # a name too long for the file system, say
+        raise ImageLoadError(path, f"cannot open: {exc.strerror or exc}") from None
+    if not exists:
         raise ImageNotFoundError(path, "file not found")
-    if not path.is_file():
+    if not is_file:
         raise ImageLoadError(path, "not a file")
     try:
         stream = open(path, "rb")  # noqa: SIM115 (closed below)
