@@ -339,6 +339,34 @@ def test_a_dicom_series_with_a_slice_missing_or_cut_short_is_refused_naming_it(t
     assert read_dicom_series(tmp_path / "rounded")[0].shape == (20, 16, 5)
 
 
+def test_each_dicom_slice_is_rescaled_by_its_own_slope_and_intercept(tmp_path):
+    hu = np.full((5, 16, 20), 40.0)  # the same tissue on every slice, stored differently per slice
+    write_dicom_series(tmp_path / "ct", np.zeros((5, 16, 20), np.uint16))
+    for k, (slope, intercept) in enumerate([(1.0, -1024.0), (2.0, -2048.0), (0.5, -512.0), (1.0, 0.0), (4.0, -1000.0)]):
+        ds = pydicom.dcmread(tmp_path / "ct" / f"IM{k:04d}")
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+        ds.PixelData = np.round((hu[k] - intercept) / slope).astype(np.uint16).tobytes()
+        ds.save_as(tmp_path / "ct" / f"IM{k:04d}")
+    data = np.asanyarray(read_dicom_series(tmp_path / "ct")[0].dataobj)
+    assert np.allclose(data, 40.0)
+
+
+def test_a_damaged_dicom_element_names_its_file(tmp_path):
+    vol, _ = _dicom_volume()
+    write_dicom_series(tmp_path / "ct", vol)
+    ds = pydicom.dcmread(tmp_path / "ct" / "IM0003")
+    ds.ImagePositionPatient = [1.0, 2.0]  # two coordinates
+    ds.save_as(tmp_path / "ct" / "IM0003")
+    with pytest.raises(VolumeError, match=r"IM0003: ImagePositionPatient must be 3 finite number\(s\), got \[1"):
+        read_dicom_series(tmp_path / "ct")
+    write_dicom_series(tmp_path / "again", vol)
+    ds = pydicom.dcmread(tmp_path / "again" / "IM0003")
+    del ds.BitsAllocated
+    ds.save_as(tmp_path / "again" / "IM0003")
+    with pytest.raises(VolumeError, match=r"IM0003 in .*again: unreadable pixel data: .*Bits Allocated"):
+        read_dicom_series(tmp_path / "again")
+
+
 def _set_position(path, z):
     ds = pydicom.dcmread(path)
     ds.ImagePositionPatient = [*ds.ImagePositionPatient[:2], z]

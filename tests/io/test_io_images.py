@@ -27,6 +27,7 @@ from medseg_agent.io.images import (
 )
 from medseg_agent.io.intensity import percentile_normalize
 from medseg_agent.serving.images import ImageRejected, decode_image_bytes
+from sibling_helpers import helper_module
 
 
 def _disc(h: int = 40, w: int = 50) -> np.ndarray:
@@ -196,3 +197,21 @@ def test_uploads_and_files_share_decoders():
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="TIFF", compression="tiff_lzw")  # tifffile needs imagecodecs
     assert np.array_equal(load_image(EncodedImage(buffer.getvalue())), rgb)
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (lambda data: data.replace(b"-1024.0", b"-1\xde24.0"), r"a damaged DICOM header \(could not convert"),
+        (lambda data: data[:-100], "undecodable DICOM pixel data \\(The number of bytes of pixel data is less"),
+        (lambda data: data[:400], "the DICOM file holds no pixel data"),
+    ],
+)
+def test_a_damaged_dicom_image_is_an_image_load_error_naming_what_broke(tmp_path, damage, problem):
+    stored = np.full((1, 40, 50), 1064, np.uint16)  # HU 40 through the intercept -1024
+    folder = helper_module("data", "data_reader_helpers").write_dicom_series(tmp_path / "series", stored)
+    good = (folder / "IM0000").read_bytes()
+    assert np.allclose(read_image_array(EncodedImage(good, "slice.dcm")), 40.0)
+    with pytest.raises(ImageLoadError, match=problem) as caught:
+        read_image_array(EncodedImage(damage(good), "slice.dcm"))
+    assert "slice.dcm" in str(caught.value)

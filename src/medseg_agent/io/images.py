@@ -390,24 +390,35 @@ def _decode_nifti(stream: BinaryIO, name: str, check: _SizeCheck) -> np.ndarray:
 
 def _decode_dicom(stream: BinaryIO, name: str, check: _SizeCheck) -> np.ndarray:
     import pydicom
-    from pydicom.errors import InvalidDicomError
+    from pydicom.errors import BytesLengthException, InvalidDicomError
 
+    # pydicom parses an element when it is first used, so a damaged one fails wherever it is read:
+    # a value of the wrong length, an unknown value representation (NotImplementedError), a number
+    # that is not one; a missing codec or pixel tag is a RuntimeError or an AttributeError
+    damaged = (*_DATA_ERRORS, InvalidDicomError, BytesLengthException, NotImplementedError, RuntimeError,
+               AttributeError)
     try:
         ds = pydicom.dcmread(stream)  # pixel data is only decompressed by .pixel_array below
-    except (*_DATA_ERRORS, InvalidDicomError) as exc:
+    except damaged as exc:
         raise _unreadable(name, "not a readable DICOM file", exc) from None
-    if "PixelData" not in ds:
-        raise ImageLoadError(name, "the DICOM file holds no pixel data")
-    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
-    shape = (int(getattr(ds, "Rows", 0) or 0), int(getattr(ds, "Columns", 0) or 0))
+    try:
+        if "PixelData" not in ds:
+            raise ImageLoadError(name, "the DICOM file holds no pixel data")
+        frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+        samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+        shape = (int(getattr(ds, "Rows", 0) or 0), int(getattr(ds, "Columns", 0) or 0))
+        slope = float(getattr(ds, "RescaleSlope", 1) or 1)
+        intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
+    except ImageLoadError:
+        raise
+    except damaged as exc:
+        raise _unreadable(name, "a damaged DICOM header", exc) from None
     check(((frames,) if frames > 1 else ()) + shape + ((samples,) if samples > 1 else ()))
     try:
         pixels = ds.pixel_array
-    except (*_DATA_ERRORS, RuntimeError, AttributeError) as exc:  # missing codec, missing pixel tags
+    except damaged as exc:
         raise _unreadable(name, "undecodable DICOM pixel data", exc) from None
-    array = pixels.astype(np.float32)
-    return array * float(getattr(ds, "RescaleSlope", 1) or 1) + float(getattr(ds, "RescaleIntercept", 0) or 0)
+    return pixels.astype(np.float32) * slope + intercept
 
 
 _DECODERS: dict[str, Callable[[BinaryIO, str, _SizeCheck], np.ndarray]] = {

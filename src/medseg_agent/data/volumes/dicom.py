@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,41 @@ def _check_even_spacing(root: Path, files: list[Path], along_normal: np.ndarray,
         )
 
 
+def _numbers(ds: Any, keyword: str, count: int, path: Path) -> list[float] | None:
+    """The ``count`` numbers of one element, None when it is absent or empty; a damaged element
+    (pydicom reads each one when it is first used) names its file instead of failing deep inside."""
+    try:
+        value = getattr(ds, keyword, None)
+        if value is None or value == "":
+            return None
+        items = list(value) if isinstance(value, Sequence) and not isinstance(value, str | bytes) else [value]
+        numbers = [float(item) for item in items]
+    except (*read_errors(), TypeError) as exc:
+        raise VolumeError(f"{path.name}: {keyword} is not a readable number ({exc})") from None
+    if len(numbers) != count or not all(math.isfinite(n) for n in numbers):
+        raise VolumeError(f"{path.name}: {keyword} must be {count} finite number(s), got {str(value)[:80]}")
+    return numbers
+
+
+def _slice(path: Path, rescale: bool) -> np.ndarray:
+    """One slice's pixels as float32, through its own RescaleSlope and RescaleIntercept."""
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(str(path))
+        pixels = ds.pixel_array
+    except (*read_errors(), AttributeError, RuntimeError) as exc:  # cut short, a pixel tag missing, no codec
+        raise VolumeError(f"{path.name} in {path.parent}: unreadable pixel data: {exc}") from None
+    if pixels.ndim != 2:
+        raise VolumeError(f"{path}: multi-frame or colour DICOM is not supported (shape {pixels.shape})")
+    pixels = pixels.astype(np.float32)
+    if not rescale:
+        return pixels
+    slope = (_numbers(ds, "RescaleSlope", 1, path) or [1.0])[0] or 1.0
+    intercept = (_numbers(ds, "RescaleIntercept", 1, path) or [0.0])[0]
+    return pixels * slope + intercept
+
+
 def read_dicom_series(folder: str | Path, series_uid: str | None = None, *, rescale: bool = True) -> tuple[Any, dict]:
     """Read one DICOM series folder into a nibabel image with a RAS+ affine.
 
@@ -80,10 +117,11 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None, *, resc
             if "PixelData" not in ds and not hasattr(ds, "Rows"):
                 ignored += 1
                 continue
+            uid = str(getattr(ds, "SeriesInstanceUID", ""))
         except read_errors():  # not a DICOM file, or a broken one: counted, not read
             ignored += 1
             continue
-        series.setdefault(str(getattr(ds, "SeriesInstanceUID", "")), []).append((p, ds))
+        series.setdefault(uid, []).append((p, ds))
     if not series:
         raise VolumeError(f"no DICOM images in {root}")
     if series_uid is not None:
@@ -92,49 +130,39 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None, *, resc
         items = series[series_uid]
     else:
         series_uid, items = max(series.items(), key=lambda kv: len(kv[1]))
-    first = items[0][1]
-    iop = getattr(first, "ImageOrientationPatient", None)
-    has_geometry = iop is not None and all(getattr(d, "ImagePositionPatient", None) is not None for _, d in items)
-    if has_geometry:
-        row_cos = np.array([float(v) for v in iop[:3]])
-        col_cos = np.array([float(v) for v in iop[3:6]])
+    first_path, first = items[0]
+    iop = _numbers(first, "ImageOrientationPatient", 6, first_path)
+    found = [_numbers(d, "ImagePositionPatient", 3, p) for p, d in items]
+    if iop is not None and all(position is not None for position in found):
+        row_cos, col_cos = np.array(iop[:3]), np.array(iop[3:])
         normal = np.cross(row_cos, col_cos)
-        items.sort(key=lambda it: float(np.dot(normal, [float(v) for v in it[1].ImagePositionPatient])))
-        positions = np.array([[float(v) for v in d.ImagePositionPatient] for _, d in items])
+        order = np.argsort([float(np.dot(normal, position)) for position in found], kind="stable")
+        items = [items[i] for i in order]
+        positions = np.array([found[i] for i in order])
         if len(items) > 1 and np.min(np.diff(positions @ normal)) < 1e-4:
             raise VolumeError(f"DICOM series in {root} has several slices at the same position")
         _check_even_spacing(root, [p for p, _ in items], positions @ normal, ignored)
     else:
         row_cos, col_cos, normal = np.array([1.0, 0, 0]), np.array([0, 1.0, 0]), np.array([0, 0, 1.0])
-        items.sort(key=lambda it: (int(getattr(it[1], "InstanceNumber", 0) or 0), it[0].name))
+        numbers = [(_numbers(d, "InstanceNumber", 1, p) or [0.0])[0] for p, d in items]
+        order = sorted(range(len(items)), key=lambda i: (numbers[i], items[i][0].name))
+        items = [items[i] for i in order]
         positions = np.array([[0.0, 0.0, float(i)] for i in range(len(items))])
-    check_voxel_count((int(getattr(first, "Columns", 0) or 0), int(getattr(first, "Rows", 0) or 0), len(items)),
-                      f"DICOM series in {root}")
-    slices = []
-    for p, _ in items:
-        try:
-            arr = pydicom.dcmread(str(p)).pixel_array
-        except read_errors() as exc:  # pixel data cut short, or in a form pydicom cannot decode
-            raise VolumeError(f"{p.name} in {root}: unreadable pixel data: {exc}") from None
-        if arr.ndim != 2:
-            raise VolumeError(f"{p}: multi-frame or colour DICOM is not supported (shape {arr.shape})")
-        arr = arr.astype(np.float32)
-        if rescale:
-            slope = float(getattr(ds, "RescaleSlope", 1) or 1)
-            intercept = float(getattr(ds, "RescaleIntercept", 0) or 0)
-            arr = arr * slope + intercept
-        slices.append(arr)
+    rows, columns = ((_numbers(first, tag, 1, first_path) or [0.0])[0] for tag in ("Rows", "Columns"))
+    check_voxel_count((int(columns), int(rows), len(items)), f"DICOM series in {root}")
+    slices = [_slice(p, rescale) for p, _ in items]
     shapes = {s.shape for s in slices}
     if len(shapes) != 1:
         raise VolumeError(f"DICOM series in {root} mixes slice sizes {sorted(shapes)}")
     stack = np.stack(slices)  # (n, rows, cols)
     data = np.transpose(stack, (2, 1, 0))  # (cols, rows, n): i along a row, j down a column
-    ps = getattr(first, "PixelSpacing", None) or [1.0, 1.0]
-    row_spacing, col_spacing = float(ps[0]), float(ps[1])
+    row_spacing, col_spacing = _numbers(first, "PixelSpacing", 2, first_path) or [1.0, 1.0]
     if len(items) > 1:
         step = (positions[-1] - positions[0]) / (len(items) - 1)
     else:
-        step = normal * float(getattr(first, "SpacingBetweenSlices", None) or getattr(first, "SliceThickness", 1) or 1)
+        thickness = _numbers(first, "SpacingBetweenSlices", 1, first_path) or _numbers(
+            first, "SliceThickness", 1, first_path)
+        step = normal * (thickness[0] if thickness and thickness[0] > 0 else 1.0)
     lps = np.eye(4)
     lps[:3, 0] = row_cos * col_spacing
     lps[:3, 1] = col_cos * row_spacing

@@ -12,8 +12,11 @@ class VolumeError(ValueError):
 
 def read_errors() -> tuple[type[BaseException], ...]:
     """What nibabel and pydicom raise for a bad or truncated file: reported as a skipped case. A
-    TypeError, AttributeError or KeyError is a bug in our code and must surface, so none is here."""
+    TypeError, AttributeError or KeyError is a bug in our code and must surface, so none is here.
+    pydicom parses an element when it is first used, so a damaged one fails there: a value of the
+    wrong length (BytesLengthException) or an unknown value representation (NotImplementedError)."""
     from nibabel.filebasedimages import ImageFileError
-    from pydicom.errors import InvalidDicomError
+    from pydicom.errors import BytesLengthException, InvalidDicomError
 
-    return (OSError, ValueError, EOFError, zlib.error, struct.error, ImageFileError, InvalidDicomError)
+    return (OSError, ValueError, EOFError, zlib.error, struct.error, ImageFileError, InvalidDicomError,
+            BytesLengthException, NotImplementedError)
