@@ -42,9 +42,13 @@ def test_yaml_merges_over_a_preset(tmp_path):
     ("data", "message"),
     [
         ({"terms": {"dice": 1.0}}, r"terms\.dice: unknown term"),
-        ({"terms": {"outcome_dice": "high"}}, r"terms\.outcome_dice: expected a number"),
+        ({"terms": {"outcome_dice": "high"}}, r"terms\.outcome_dice: expected a finite number"),
+        ({"terms": {"outcome_dice": float("nan")}}, r"terms\.outcome_dice: expected a finite number"),
         ({"groups": {"q": {"weight": 1, "clip": [0]}}}, r"groups\.q\.clip: expected \[low, high\]"),
-        ({"params": {"good_iou": "x"}}, r"params\.good_iou: expected a number"),
+        ({"groups": {"q": {"weight": 1, "clip": ["a", 1]}}}, r"groups\.q\.clip: expected \[low, high\]"),
+        ({"groups": {"q": {"weight": float("inf")}}}, r"groups\.q\.weight: expected a finite number"),
+        ({"params": {"good_iou": "x"}}, r"params\.good_iou: expected a finite number"),
+        ({"params": {"good_iou": float("nan")}}, r"params\.good_iou: expected a finite number"),
         ({"preset": "nope"}, "unknown reward preset 'nope'"),
         ({"weights": {}}, r"unknown key\(s\) \['weights'\]"),
         ({}, "has no terms"),
@@ -63,6 +67,23 @@ def test_overrides_from_the_command_line():
         resolve_reward("medseg", ["good_iou"])
     with pytest.raises(RewardConfigError, match="neither a preset"):
         resolve_reward("medsam")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["params=[1]"], r"overrides: params: expected a mapping \(set its keys: params\.KEY=VALUE\), got \[1\]"),
+        (["terms=true"], r"overrides: terms: expected a mapping"),
+        (["groups=3"], r"overrides: groups: expected a mapping"),
+        (["groups.quality=true"], r"overrides: groups\.quality: expected a mapping"),
+        (["groups.quality.terms=abc"], r"overrides: groups\.quality\.terms: expected a mapping"),
+        (["groups.quality.clip=[a, b]"], r"groups\.quality\.clip: expected \[low, high\], finite numbers"),
+        (["terms.outcome_dice=.nan"], r"terms\.outcome_dice: expected a finite number"),
+    ],
+)
+def test_overrides_of_the_wrong_shape_name_the_key(overrides, message):
+    with pytest.raises(RewardConfigError, match=message):
+        resolve_reward("medseg", overrides)
 
 
 def sandbox(folder):

@@ -18,6 +18,7 @@ Overrides use dotted paths: ``params.good_iou=0.85``, ``terms.format_valid=0.2``
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -54,10 +55,25 @@ def _weights(data: Any, where: str) -> dict[str, float]:
             raise RewardConfigError(f"{where}.{name}: unknown term; known terms: {', '.join(sorted(TERMS))}")
         if weight is None:
             continue
-        if isinstance(weight, bool) or not isinstance(weight, int | float):
-            raise RewardConfigError(f"{where}.{name}: expected a number (the weight), got {weight!r}")
+        if not _is_number(weight):
+            raise RewardConfigError(f"{where}.{name}: expected a finite number (the weight), got {weight!r}")
         out[name] = float(weight)
     return out
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float: a NaN or infinite weight would turn every reward into NaN or inf."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _mapping(value: Any, where: str) -> dict[str, Any]:
+    """An override section: a mapping, or nothing (``KEY=`` with no value)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RewardConfigError(f"{where}: expected a mapping (set its keys: {where.split(': ')[-1]}.KEY=VALUE), "
+                                f"got {value!r}")
+    return value
 
 
 def _merge_weights(base: dict[str, float], update: Any, where: str) -> dict[str, float]:
@@ -102,11 +118,11 @@ def spec_from_dict(data: dict[str, Any], source: str = "reward config") -> Rewar
             raise RewardConfigError(f"{where}: unknown key(s) {extra}; expected weight, terms, clip")
         old = groups.get(gname, TermGroup(weight=1.0, terms={}))
         clip = raw.get("clip", list(old.clip))
-        if not (isinstance(clip, list | tuple) and len(clip) == 2):
-            raise RewardConfigError(f"{where}.clip: expected [low, high] (null for open), got {clip!r}")
+        if not (isinstance(clip, list | tuple) and len(clip) == 2 and all(c is None or _is_number(c) for c in clip)):
+            raise RewardConfigError(f"{where}.clip: expected [low, high], finite numbers (null for open), got {clip!r}")
         weight = raw.get("weight", old.weight)
-        if isinstance(weight, bool) or not isinstance(weight, int | float):
-            raise RewardConfigError(f"{where}.weight: expected a number, got {weight!r}")
+        if not _is_number(weight):
+            raise RewardConfigError(f"{where}.weight: expected a finite number, got {weight!r}")
         groups[gname] = TermGroup(
             weight=float(weight),
             terms=_merge_weights(old.terms, raw.get("terms", {}), f"{where}.terms"),
@@ -179,18 +195,20 @@ def resolve_reward(
     update = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides)
     merged = spec_to_dict(base)
     data: dict[str, Any] = {"name": update.pop("name", merged["name"]), "description": merged["description"]}
-    data["terms"] = {**merged["terms"], **update.pop("terms", {})}
+    data["terms"] = {**merged["terms"], **_mapping(update.pop("terms", {}), "overrides: terms")}
     groups = merged["groups"]
-    for gname, graw in (update.pop("groups", {}) or {}).items():
+    for gname, graw in _mapping(update.pop("groups", {}), "overrides: groups").items():
         if graw is None:
             groups[gname] = None
             continue
+        graw = _mapping(graw, f"overrides: groups.{gname}")
         group = groups.get(gname) or {"weight": 1.0, "clip": [None, None], "terms": {}}
         group = {**group, **{k: v for k, v in graw.items() if k != "terms"}}
-        group["terms"] = {**group.get("terms", {}), **graw.get("terms", {})}
+        terms = _mapping(graw.get("terms", {}), f"overrides: groups.{gname}.terms")
+        group["terms"] = {**group.get("terms", {}), **terms}
         groups[gname] = group
     data["groups"] = groups
-    data["params"] = {**merged["params"], **(update.pop("params", {}) or {})}
+    data["params"] = {**merged["params"], **_mapping(update.pop("params", {}), "overrides: params")}
     if update:
         raise RewardConfigError(f"overrides: unknown key(s) {sorted(update)}; use terms., groups., params., name")
     return spec_from_dict(data, "overrides")

@@ -7,6 +7,7 @@ preset gives a negative weight, so a breakdown reads the same whatever the prese
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
@@ -34,8 +35,8 @@ class RewardParams:
             raise ValueError(f"{source}: unknown parameter(s) {unknown}; expected some of {sorted(known)}")
         values = {}
         for name, value in data.items():
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"{source}.{name}: expected a number, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"{source}.{name}: expected a finite number, got {value!r}")
             values[name] = value
         return cls(**values)
 
