@@ -123,8 +123,8 @@ def _produce(
     images_by_id: dict[Any, dict] = {}
     if isinstance(data, dict):
         for im in data.get("images") or []:
-            if isinstance(im, dict) and _id(im.get("id")) is not None:
-                images_by_id[_id(im["id"])] = im
+            if isinstance(im, dict) and (key := _id(im.get("id"))) is not None:
+                images_by_id[key] = im
         anns = data.get("annotations") or []
     else:
         anns = data

@@ -394,9 +394,9 @@ def _decode_dicom(stream: BinaryIO, name: str, check: _SizeCheck) -> np.ndarray:
 
     # pydicom parses an element when it is first used, so a damaged one fails wherever it is read:
     # a value of the wrong length, an unknown value representation (NotImplementedError), a number
-    # that is not one; a missing codec or pixel tag is a RuntimeError or an AttributeError
-    damaged = (*_DATA_ERRORS, InvalidDicomError, BytesLengthException, NotImplementedError, RuntimeError,
-               AttributeError)
+    # that is not one; decoding pixels also fails on a missing codec (RuntimeError) or a missing
+    # pixel tag (AttributeError)
+    damaged = (*_DATA_ERRORS, InvalidDicomError, BytesLengthException, NotImplementedError)
     try:
         ds = pydicom.dcmread(stream)  # pixel data is only decompressed by .pixel_array below
     except damaged as exc:
@@ -416,7 +416,7 @@ def _decode_dicom(stream: BinaryIO, name: str, check: _SizeCheck) -> np.ndarray:
     check(((frames,) if frames > 1 else ()) + shape + ((samples,) if samples > 1 else ()))
     try:
         pixels = ds.pixel_array
-    except damaged as exc:
+    except (*damaged, RuntimeError, AttributeError) as exc:
         raise _unreadable(name, "undecodable DICOM pixel data", exc) from None
     return pixels.astype(np.float32) * slope + intercept
 

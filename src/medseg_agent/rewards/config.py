@@ -18,7 +18,6 @@ Overrides use dotted paths: ``params.good_iou=0.85``, ``terms.format_valid=0.2``
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import yaml
 
 from medseg_agent.rewards.presets import PRESETS, RewardSpec, TermGroup, get_preset
-from medseg_agent.rewards.terms import TERMS, RewardParams
+from medseg_agent.rewards.terms import TERMS, RewardParams, is_finite_number
 
 
 class RewardConfigError(ValueError):
@@ -55,15 +54,10 @@ def _weights(data: Any, where: str) -> dict[str, float]:
             raise RewardConfigError(f"{where}.{name}: unknown term; known terms: {', '.join(sorted(TERMS))}")
         if weight is None:
             continue
-        if not _is_number(weight):
+        if not is_finite_number(weight):
             raise RewardConfigError(f"{where}.{name}: expected a finite number (the weight), got {weight!r}")
         out[name] = float(weight)
     return out
-
-
-def _is_number(value: Any) -> bool:
-    """A finite int or float: a NaN or infinite weight would turn every reward into NaN or inf."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _mapping(value: Any, where: str) -> dict[str, Any]:
@@ -118,10 +112,11 @@ def spec_from_dict(data: dict[str, Any], source: str = "reward config") -> Rewar
             raise RewardConfigError(f"{where}: unknown key(s) {extra}; expected weight, terms, clip")
         old = groups.get(gname, TermGroup(weight=1.0, terms={}))
         clip = raw.get("clip", list(old.clip))
-        if not (isinstance(clip, list | tuple) and len(clip) == 2 and all(c is None or _is_number(c) for c in clip)):
+        bounds_ok = isinstance(clip, list | tuple) and len(clip) == 2
+        if not (bounds_ok and all(c is None or is_finite_number(c) for c in clip)):
             raise RewardConfigError(f"{where}.clip: expected [low, high], finite numbers (null for open), got {clip!r}")
         weight = raw.get("weight", old.weight)
-        if not _is_number(weight):
+        if not is_finite_number(weight):
             raise RewardConfigError(f"{where}.weight: expected a finite number, got {weight!r}")
         groups[gname] = TermGroup(
             weight=float(weight),

@@ -35,10 +35,16 @@ class RewardParams:
             raise ValueError(f"{source}: unknown parameter(s) {unknown}; expected some of {sorted(known)}")
         values = {}
         for name, value in data.items():
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            if not is_finite_number(value):
                 raise ValueError(f"{source}.{name}: expected a finite number, got {value!r}")
             values[name] = value
         return cls(**values)
+
+
+def is_finite_number(value: object) -> bool:
+    """A finite int or float (not a bool): a NaN or infinite weight or parameter would turn every
+    reward into NaN or inf."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 TermFn = Callable[[EpisodeFacts, RewardParams], float]
