@@ -92,3 +92,25 @@ def test_a_path_the_file_system_cannot_hold_skips_its_row(files):
     ds = read_manifest(files / "rows.jsonl")
     assert [s.sample_id for s in ds.load()] == ["a"]
     assert len(ds.skipped) == 2 and all("File name too long" in skip.reason for skip in ds.skipped)
+
+
+@pytest.mark.parametrize(
+    "field, value, reason",
+    [
+        ("window", 400, "CT window is a preset name"),
+        ("window", [400, 40, 1], "CT window is a preset name"),
+        ("window", "bright", "unknown CT window 'bright'"),
+        ("label", 1.5, "label 1.5 is not a whole number"),
+        ("label", True, "label True is not a whole number"),
+        ("label", float("inf"), "label inf is not a whole number"),
+    ],
+)
+def test_a_row_with_a_bad_window_or_label_is_skipped_naming_its_row(files, field, value, reason):
+    rows = [
+        {"image": "img/ct.npy", "mask": "msk/a.png", "target": "liver", "modality": "CT", field: value},
+        {"image": "img/ct.npy", "mask": "msk/a.png", "target": "liver", "modality": "CT", "window": [400, 40]},
+    ]
+    (files / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    ds = read_manifest(files / "rows.jsonl")
+    assert len(ds.load()) == 1
+    assert len(ds.skipped) == 1 and ds.skipped[0].reason.startswith("row 1: ") and reason in ds.skipped[0].reason

@@ -45,6 +45,12 @@ def test_resolve_window_rejects_bad_specs(spec):
         resolve_window(spec)
 
 
+@pytest.mark.parametrize("spec", [400, 1.5, True, (400, 40, 1), ("wide", "low"), [None, 40]])
+def test_a_window_of_the_wrong_shape_is_a_value_error_naming_it(spec):
+    with pytest.raises(ValueError, match="preset name, 'W<width>L<level>' or a \\(width, level\\) pair"):
+        resolve_window(spec)
+
+
 def test_abdomen_window_maps_edges_and_level():
     hu = np.array([[-1000, -160, 40, 240, 3000]], dtype=np.int16)
     out = apply_window(hu, "abdomen")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg_agent.io.images import load_image, load_mask
+from medseg_agent.io.intensity import resolve_window
 
 from .common import build_sample, canonical_modality, parse_spacing
 from .dataset import Dataset, Item
@@ -76,6 +77,15 @@ def _column_map(rows: list[dict[str, Any]], path: Path) -> dict[str, str]:
     return found
 
 
+def _label_value(label: Any) -> int | None:
+    """The mask value a row names; 1.5 or a bool is a slip in the manifest, not a label."""
+    if label is None or label == "":
+        return None
+    if isinstance(label, bool) or (isinstance(label, float) and not label.is_integer()):
+        raise ValueError(f"label {label!r} is not a whole number")
+    return int(label)
+
+
 def _produce(rows: list[dict[str, Any]], cols: dict[str, str], base: Path, name: str) -> Iterator[Item]:
     for i, row in enumerate(rows):
         rid = str(row.get("sample_id") or f"row{i + 1}")
@@ -97,13 +107,14 @@ def _produce(rows: list[dict[str, Any]], cols: dict[str, str], base: Path, name:
         mask_path = mask_path if mask_path.is_absolute() else base / mask_path
         try:
             spacing = parse_spacing(row.get("spacing") or None)
-            label = row.get("label")
-            label_value = int(label) if label not in (None, "") else None
+            label_value = _label_value(row.get("label"))
+            window = row.get("window") or None
+            if window is not None:
+                resolve_window(window)
         except (TypeError, ValueError) as exc:
             yield SkippedSample(rid, str(mask_path), f"row {i + 1}: {exc}")
             continue
         modality, sequence = canonical_modality(str(mod_token) if mod_token else None)
-        window = row.get("window") or None
         meta: dict[str, Any] = {"row": i + 1}
         for k in ("site", "window"):
             if row.get(k):

@@ -46,8 +46,14 @@ def resolve_window(window: WindowSpec) -> tuple[float, float]:
         if m:
             return _check_window(float(m.group(1)), float(m.group(2)))
         raise ValueError(f"unknown CT window {window!r}; presets: {', '.join(sorted(CT_WINDOWS))}")
-    width, level = window
-    return _check_window(float(width), float(level))
+    try:
+        width, level = window
+        width, level = float(width), float(level)
+    except (TypeError, ValueError):  # a number, a bool, three values, words: a hand-written config's slip
+        raise ValueError(
+            f"a CT window is a preset name, 'W<width>L<level>' or a (width, level) pair, not {window!r}"
+        ) from None
+    return _check_window(width, level)
 
 
 def _check_window(width: float, level: float) -> tuple[float, float]:
