@@ -46,3 +46,17 @@ def test_non_finite_numbers_are_stored_as_null(tmp_path):
     assert read_jsonl(tmp_path / "r.jsonl")[0] == {"key": "a", "hd95": None, "nested": [None, 1.5]}
     atomic_write_json(tmp_path / "x.json", {"v": float("-inf")})
     assert (tmp_path / "x.json").read_text().strip() == '{\n "v": null\n}'
+
+
+def test_lines_damaged_on_disk_are_redone_not_fatal(tmp_path):
+    path = tmp_path / "r.jsonl"
+    store = ResultStore(path)
+    store.append("a", {"v": 1})
+    with path.open("ab") as handle:
+        for damaged in (b"[1, 2]", b"5", b"null", b'{"key": [1]}', b'{"key": {"k": 1}}', b'{"key": 7}',
+                        b'{"key": "\xff"}', b"\x00"):
+            handle.write(damaged + b"\n")
+    store = ResultStore(path)
+    assert store.keys == {"a"}
+    store.append("b", {"v": 2})
+    assert [(r["key"], r["v"]) for r in ResultStore(path).rows()] == [("a", 1), ("b", 2)]

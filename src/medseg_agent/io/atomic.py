@@ -80,7 +80,8 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read complete JSON lines; a torn final line (from a kill) is ignored."""
+    """Read complete JSON objects, one per line; a torn final line (from a kill) is ignored, and so is
+    a line damaged on disk (bytes that are not UTF-8, a value that is not an object): its job is redone."""
     path = Path(path)
     if not path.exists():
         return []
@@ -90,7 +91,9 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
             if not raw.endswith(b"\n"):
                 break
             try:
-                records.append(json.loads(raw))
-            except json.JSONDecodeError:
+                record = json.loads(raw)
+            except ValueError:  # JSONDecodeError, UnicodeDecodeError
                 continue
+            if isinstance(record, dict):
+                records.append(record)
     return records

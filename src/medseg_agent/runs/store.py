@@ -17,7 +17,7 @@ class ResultStore:
     def __init__(self, path: str | Path, key_field: str = "key") -> None:
         self.path = Path(path)
         self.key_field = key_field
-        self._keys = {row[key_field] for row in read_jsonl(self.path) if key_field in row}
+        self._keys = {key for key in map(self._key_of, read_jsonl(self.path)) if key is not None}
         self._repair_torn_tail()
 
     def _repair_torn_tail(self) -> None:
@@ -29,6 +29,11 @@ class ResultStore:
             cut = data.rfind(b"\n") + 1
             with self.path.open("r+b") as handle:
                 handle.truncate(cut)
+
+    def _key_of(self, row: dict[str, Any]) -> str | None:
+        """A row's key; a row without a text key (damaged on disk) counts as not done."""
+        key = row.get(self.key_field)
+        return key if isinstance(key, str) else None
 
     def __contains__(self, key: str) -> bool:
         return key in self._keys
@@ -49,7 +54,7 @@ class ResultStore:
     def rows(self) -> Iterator[dict[str, Any]]:
         seen: set[str] = set()
         for row in read_jsonl(self.path):
-            key = row.get(self.key_field)
+            key = self._key_of(row)
             if key is not None and key not in seen:
                 seen.add(key)
                 yield row
