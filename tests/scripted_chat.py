@@ -2,8 +2,10 @@
 shared by the policy tests and the annotation app's tests.
 
 Each script step is a dict: ``{"content": str}``, ``{"tool_calls": [(name, arguments)]}``,
-``{"status": 500}`` (an error response, retry hinted after 10 ms), with an optional ``"delay"`` in
-seconds. Every request body is kept in ``server.requests`` for assertions.
+``{"status": 500}`` (an error response, retry hinted after 10 ms), ``{"body": ...}`` (answered as it
+is: JSON, or a ``Response`` such as a proxy's HTML page), with an optional ``"delay"`` in seconds.
+``server.models_body``, when set, is answered to ``GET /v1/models`` instead of the model list. Every
+request body is kept in ``server.requests`` for assertions.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 MODEL = "tiny-agent"
 
@@ -30,11 +32,14 @@ class ScriptedServer:
         self.model = models[0]
         self.script: deque[dict[str, Any]] = deque()
         self.requests: list[dict[str, Any]] = []
+        self.models_body: Any = None
         self.app = FastAPI()
         self.app.get("/v1/models")(self._models)
         self.app.post("/v1/chat/completions")(self._chat)
 
-    async def _models(self) -> dict[str, Any]:
+    async def _models(self) -> Any:
+        if self.models_body is not None:
+            return _as_response(self.models_body)
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "test"} for m in self.models]
         return {"object": "list", "data": data}
 
@@ -49,6 +54,8 @@ class ScriptedServer:
         if "status" in step:
             error = {"error": {"message": "scripted failure", "type": "InternalServerError"}}
             return JSONResponse(error, step["status"], headers={"retry-after-ms": "10"})
+        if "body" in step:
+            return _as_response(step["body"])
         message: dict[str, Any] = {"role": "assistant", "content": step.get("content")}
         if "reasoning_content" in step:
             message["reasoning_content"] = step["reasoning_content"]
@@ -73,6 +80,10 @@ class ScriptedServer:
 
     def reply(self, *steps: dict[str, Any]) -> None:
         self.script.extend(steps)
+
+
+def _as_response(body: Any) -> Response:
+    return body if isinstance(body, Response) else JSONResponse(body)
 
 
 @contextmanager

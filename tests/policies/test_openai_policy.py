@@ -10,6 +10,7 @@ import time
 import cv2
 import numpy as np
 import pytest
+from fastapi.responses import HTMLResponse
 
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
 from medseg_agent.environment.record import final_mask
@@ -167,3 +168,60 @@ def test_sampling_sends_a_per_turn_seed(server, shape_tool, disc):
     run_episode(_env(shape_tool), policy, disc, seed=3)
     assert [r["seed"] for r in server.requests] == [3000, 3001]
     assert all(r["temperature"] == 0.7 for r in server.requests)
+
+
+def _completion(message, **extra):
+    choice = {"index": 0, "message": message, "finish_reason": "stop"}
+    return {"id": "c", "object": "chat.completion", "created": 0, "model": "tiny-agent", "choices": [choice], **extra}
+
+
+@pytest.mark.parametrize(
+    "body, why",
+    [
+        (HTMLResponse("<html>Jupyter</html>"), "no list of 'choices'"),
+        ({}, "no list of 'choices'"),
+        ({"choices": {"0": {}}}, "no list of 'choices'"),
+        (_completion(None), "its first choice has no message"),
+        (_completion("add_bbox"), "its first choice has no message"),
+        (_completion({"role": "assistant", "content": 5}), "its message content is of type int"),
+    ],
+)
+def test_an_answer_that_is_not_a_chat_completion_is_a_policy_error_showing_it(server, shape_tool, disc, body, why):
+    server.reply({"body": body})
+    policy = build_policy("openai", base_url=server.base_url, model=server.model, max_retries=0)
+    with pytest.raises(PolicyError, match=f"not a chat completion \\({why}\\).*ending in /v1"):
+        run_episode(_env(shape_tool), policy, disc)
+
+
+def test_odd_but_usable_completions_still_drive_the_episode(server, shape_tool, disc):
+    parts = [{"type": "text", "text": BOX}]
+    odd_call = {"id": "1", "type": "function", "function": "stop_action"}  # no name: ignored, not fatal
+    server.reply(
+        {"body": _completion({"role": "assistant", "content": parts}, usage="n/a")},
+        {"body": _completion({"role": "assistant", "content": None, "tool_calls": [odd_call]})},
+        {"content": STOP},
+    )
+    policy = build_policy("openai", base_url=server.base_url, model=server.model)
+    record = run_episode(_env(shape_tool), policy, disc)
+    assert [t.error.kind.value if t.error else t.action.name for t in record.turns] == [
+        "add_bbox",
+        "no_action",
+        "stop_action",
+    ]
+
+
+@pytest.mark.parametrize(
+    "models_body, why",
+    [
+        (HTMLResponse("<html>Gradio</html>"), "a body that is not JSON"),
+        ({"data": "tiny-agent"}, "no list of models with text ids"),
+        ({"data": [{"object": "model"}]}, "no list of models with text ids"),
+    ],
+)
+def test_a_model_list_of_the_wrong_shape_is_a_policy_error(chat_server, models_body, why):
+    chat_server.models_body = models_body
+    try:
+        with pytest.raises(PolicyError, match=f"not a model list \\({why}\\)"):
+            build_policy("openai", base_url=chat_server.base_url, model="tiny-agent")
+    finally:
+        chat_server.models_body = None

@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from pydantic import BaseModel
+
 from medseg_agent.policies.base import PolicyReply
 from medseg_agent.policies.chat import ChatPolicy, PolicyError, reply_from
 from medseg_agent.protocols.conversation import Conversation, to_openai
@@ -83,7 +85,7 @@ class OpenAIPolicy(ChatPolicy):
     # -- server checks ------------------------------------------------------------------------
     def _resolve_model(self, model: str | None) -> str:
         try:
-            served = [m.id for m in self.client.models.list()]
+            served = self._served_models()
         except self._openai.APIStatusError as exc:
             if model is None or exc.status_code not in (404, 405):
                 raise self._explain(exc, "listing models") from None
@@ -100,6 +102,17 @@ class OpenAIPolicy(ChatPolicy):
         if served and model not in served:
             raise PolicyError(f"model {model!r} is not served at {self.base_url}; it serves: {', '.join(served)}")
         return model
+
+    def _served_models(self) -> list[str]:
+        try:
+            data = self.client.models.list().data
+        except (AttributeError, TypeError, ValueError):  # the SDK met a body that is not JSON (a web page)
+            raise self._unexpected("a model list", "a body that is not JSON", None) from None
+        if data is None:  # a server that lists nothing: a named model is tried at the first request
+            return []
+        if not isinstance(data, list) or not all(isinstance(getattr(m, "id", None), str) for m in data):
+            raise self._unexpected("a model list", "no list of models with text ids", data)
+        return [m.id for m in data]
 
     # -- one reply ------------------------------------------------------------------------------
     def generate(self, conversation: Conversation) -> PolicyReply:
@@ -120,26 +133,45 @@ class OpenAIPolicy(ChatPolicy):
             completion = self.client.chat.completions.create(**request)
         except self._openai.OpenAIError as exc:
             raise self._explain(exc, "asking for the next action") from None
-        if not completion.choices:
+        choices = getattr(completion, "choices", None)
+        if not isinstance(choices, list):
+            raise self._unexpected("a chat completion", "no list of 'choices'", completion)
+        if not choices:
             return reply_from("", finish_reason="no_choices")
-        choice = completion.choices[0]
-        message = choice.message
+        choice = choices[0]
+        message = getattr(choice, "message", None)
+        if not hasattr(message, "content"):
+            raise self._unexpected("a chat completion", "its first choice has no message", completion)
+        content = _text_of(message.content)
+        if content is None:
+            kind = type(message.content).__name__
+            raise self._unexpected("a chat completion", f"its message content is of type {kind}", completion)
+        tool_calls = getattr(message, "tool_calls", None)
         calls = [
             ToolCall(name=c.function.name, arguments=c.function.arguments or {})
-            for c in (message.tool_calls or [])
-            if getattr(c, "function", None) is not None
+            for c in (tool_calls if isinstance(tool_calls, list) else [])
+            if hasattr(getattr(c, "function", None), "name")
         ]
-        content = message.content or ""
         reasoning = _reasoning_of(message)
         if reasoning and "<think>" not in content:
             content = f"<think>\n{reasoning}\n</think>\n{content}"
-        usage = completion.usage
+        usage = getattr(completion, "usage", None)
+        finish_reason = getattr(choice, "finish_reason", None)
         return reply_from(
             content,
             calls,
-            finish_reason=choice.finish_reason,
-            prompt_tokens=usage.prompt_tokens if usage else None,
-            completion_tokens=usage.completion_tokens if usage else None,
+            finish_reason=finish_reason if isinstance(finish_reason, str) else None,
+            prompt_tokens=_token_count(usage, "prompt_tokens"),
+            completion_tokens=_token_count(usage, "completion_tokens"),
+        )
+
+    def _unexpected(self, expected: str, why: str, body: Any) -> PolicyError:
+        """An answer of the wrong shape (a web page at a wrong --base-url, a server bug) stops with what
+        came back, instead of an AttributeError deep inside the SDK or the episode."""
+        shown = "" if body is None else f": {(body if isinstance(body, str) else _json_of(body))[:200]!r}"
+        return PolicyError(
+            f"the model server at {self.base_url} answered something that is not {expected} ({why}){shown}; "
+            "does --base-url point at the API root, ending in /v1?"
         )
 
     def _explain(self, exc: Exception, doing: str) -> PolicyError:
@@ -185,6 +217,33 @@ def _status_detail(exc: Any) -> str:
         if detail:
             return str(detail)[:300]
     return str(getattr(exc, "message", exc))[:300]
+
+
+def _text_of(content: Any) -> str | None:
+    """A message's text: a string, nothing, or a list of content parts (some servers answer so);
+    None when it is none of these."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(part, dict) for part in content):
+        return "".join(part["text"] for part in content if isinstance(part.get("text"), str))
+    return None
+
+
+def _json_of(body: Any) -> str:
+    """The body as the server sent it, as near as the SDK's object allows."""
+    if isinstance(body, BaseModel):
+        try:
+            return body.model_dump_json(exclude_unset=True, warnings=False)
+        except ValueError:  # PydanticSerializationError: a value the SDK stored as it came
+            pass
+    return repr(body)
+
+
+def _token_count(usage: Any, field: str) -> int | None:
+    value = getattr(usage, field, None)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _reasoning_of(message: Any) -> str | None:
