@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 
 import numpy as np
 import pytest
@@ -197,6 +198,33 @@ def test_uploads_and_files_share_decoders():
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="TIFF", compression="tiff_lzw")  # tifffile needs imagecodecs
     assert np.array_equal(load_image(EncodedImage(buffer.getvalue())), rgb)
+
+
+def _tiff_with_tag(tag: int, field_type: int, count: int, value: bytes) -> bytes:
+    """A small TIFF whose IFD entry ``tag`` is rewritten in place, as a damaged file would have it."""
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, np.arange(32 * 48, dtype=np.int16).reshape(32, 48))
+    data = bytearray(buffer.getvalue())
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for k in range(struct.unpack_from("<H", data, ifd)[0]):
+        entry = ifd + 2 + 12 * k
+        if struct.unpack_from("<H", data, entry)[0] == tag:
+            struct.pack_into("<HHI4s", data, entry, tag, field_type, count, value)
+            return bytes(data)
+    raise AssertionError(f"no tag {tag} in the TIFF written by tifffile")
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        (256, 3, 2, struct.pack("<HH", 48, 48)),  # two widths: tifffile computes with a tuple (TypeError)
+        (256, 3, 1, struct.pack("<HH", 0, 0)),  # width 0: tifffile divides by it (ZeroDivisionError)
+    ],
+)
+def test_a_tiff_with_damaged_tags_is_an_image_load_error(tmp_path, entry):
+    (tmp_path / "scan.tif").write_bytes(_tiff_with_tag(*entry))
+    with pytest.raises(ImageLoadError, match=r"scan\.tif: not a readable TIFF image"):
+        load_image(tmp_path / "scan.tif")
 
 
 @pytest.mark.parametrize(

@@ -51,6 +51,9 @@ _DATA_ERRORS: tuple[type[BaseException], ...] = (
     tokenize.TokenError,
 )
 
+# tifffile turns damaged tag values into numbers of the wrong kind and computes with them.
+_TIFF_ERRORS = (*_DATA_ERRORS, TypeError, ZeroDivisionError, IndexError, KeyError)
+
 
 class ImageLoadError(OSError):
     """An image (or mask) file that cannot be used; ``str()`` is one line naming the file."""
@@ -345,7 +348,7 @@ def _decode_tiff(stream: BinaryIO, name: str, check: _SizeCheck) -> np.ndarray:
             return tif.asarray()
     except ImageLoadError:
         raise
-    except _DATA_ERRORS as exc:
+    except _TIFF_ERRORS as exc:
         if "imagecodecs" in str(exc):  # a compression tifffile cannot decode on its own: Pillow can
             stream.seek(0)
             return _decode_pillow(stream, name, check)
