@@ -177,3 +177,34 @@ def test_records_in_the_runs_jsonl_layouts(tmp_path):
     args = ["reward", "explain", str(tmp_path / "trajectories.jsonl"), "--trajectory", "2"]
     result = runner.invoke(cli(), args)
     assert result.exit_code == 2 and "holds 2 trajectory record(s)" in " ".join(result.output.split())
+
+
+def test_unreadable_record_files_are_named_not_tracebacks(tmp_path):
+    gt = gt_rect()
+    record = build_record(gt, [("box", (0, 0, 4, 3), gt), ("stop", None)], policy="good").model_dump(mode="json")
+    rows = tmp_path / "runs" / "records.jsonl"
+    rows.parent.mkdir()
+    rows.write_bytes(b"\xff\xfe not text\n\n" + json.dumps({"key": "k", "record": record}).encode() + b"\n")
+    (tmp_path / "runs" / "latin1.json").write_bytes(b'{"policy": "caf\xe9"}')
+    (tmp_path / "runs" / "folder.jsonl").mkdir()
+    loaded = load_records(tmp_path / "runs")
+    assert [name for name, _, _ in loaded.records] == ["records.jsonl:3"]  # blank line 2 still counted
+    assert [(name, reason.split(":")[0]) for name, reason in loaded.skipped] == [
+        ("latin1.json", f"{tmp_path / 'runs' / 'latin1.json'} is not UTF-8 text"),
+        ("records.jsonl:1", "not UTF-8 text"),
+    ]
+
+    runner = CliRunner()
+
+    def explain(*args: str) -> str:
+        result = runner.invoke(cli(), ["reward", "explain", *args])
+        assert result.exit_code == 2, result.output
+        return " ".join(result.output.split())
+
+    assert f"{rows} line 1 is not UTF-8 text" in explain(str(rows))
+    assert f"{rows} line 2 is blank" in explain(str(rows), "--line", "2")
+    assert f"{rows} line 4 is past the end (3 line(s))" in explain(str(rows), "--line", "4")
+    assert runner.invoke(cli(), ["reward", "explain", str(rows), "--line", "3", "--json"]).exit_code == 0
+    assert "cannot read record file" in explain(str(tmp_path / "runs" / "folder.jsonl"))
+    (tmp_path / "folder.json").mkdir()
+    assert "cannot read record file" in explain(str(tmp_path / "folder.json"))

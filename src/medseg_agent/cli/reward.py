@@ -73,24 +73,6 @@ def presets(
     console.print(table)
 
 
-def _record_from_jsonl(path: Path, line: int, trajectory: int):
-    from medseg_agent.environment.record import RecordError, record_from_dict
-    from medseg_agent.rewards.compare import records_in_row
-
-    if not path.is_file():
-        raise RecordError(f"record file {path} does not exist")
-    lines = [text for text in path.read_text().splitlines() if text.strip()]
-    if line > len(lines):
-        raise RecordError(f"{path} has {len(lines)} line(s); --line {line} is past the end")
-    try:
-        found = records_in_row(json.loads(lines[line - 1]))
-    except json.JSONDecodeError as exc:
-        raise RecordError(f"{path} line {line} is not valid JSON: {exc}") from None
-    if trajectory >= len(found):
-        raise RecordError(f"{path} line {line} holds {len(found)} trajectory record(s); --trajectory {trajectory}")
-    return record_from_dict(found[trajectory], f"{path} line {line}")
-
-
 def explain(
     record: Annotated[
         Path,
@@ -113,10 +95,11 @@ def explain(
     """
     from medseg_agent.environment.record import RecordError, load_record
     from medseg_agent.rewards import score_record
+    from medseg_agent.rewards.compare import record_at
 
     spec = _spec(reward, overrides)
     try:
-        loaded = load_record(record) if record.suffix != ".jsonl" else _record_from_jsonl(record, line, trajectory)
+        loaded = load_record(record) if record.suffix != ".jsonl" else record_at(record, line, trajectory)
         breakdown = score_record(loaded, spec, base=record.parent, with_steps=True)
     except (RecordError, ValueError) as exc:
         fail(str(exc))

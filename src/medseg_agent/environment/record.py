@@ -239,9 +239,13 @@ def record_from_dict(data: dict[str, Any], source: str = "<record>") -> Trajecto
 def load_record(path: str | Path) -> TrajectoryRecord:
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_bytes())
     except FileNotFoundError:
         raise RecordError(f"record file {path} does not exist") from None
+    except OSError as exc:  # a folder, no permission
+        raise RecordError(f"cannot read record file {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise RecordError(f"{path} is not UTF-8 text: {exc}") from None
     except json.JSONDecodeError as exc:
         raise RecordError(f"{path} is not valid JSON: {exc}") from None
     return record_from_dict(data, str(path))

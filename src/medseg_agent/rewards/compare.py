@@ -51,6 +51,42 @@ def records_in_row(row: Any) -> list[dict[str, Any]]:
     return [row] if "turns" in row and "image_size" in row else []
 
 
+def jsonl_rows(path: Path) -> Iterator[tuple[int, Any, str | None]]:
+    """``(line number, value, None)`` for each JSON line, ``(line number, None, why)`` for a line that
+    is not JSON; blank lines are passed over but counted, so numbers match an editor's."""
+    for number, raw in enumerate(path.read_bytes().splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            yield number, json.loads(raw), None
+        except UnicodeDecodeError as exc:
+            yield number, None, f"not UTF-8 text: {exc}"
+        except json.JSONDecodeError as exc:
+            yield number, None, f"not valid JSON: {exc}"
+
+
+def record_at(path: str | Path, line: int, trajectory: int = 0) -> TrajectoryRecord:
+    """The ``trajectory``-th record held by line ``line`` (1-based) of a ``.jsonl`` file."""
+    path = Path(path)
+    try:
+        rows = {number: (row, problem) for number, row, problem in jsonl_rows(path)}
+    except FileNotFoundError:
+        raise RecordError(f"record file {path} does not exist") from None
+    except OSError as exc:
+        raise RecordError(f"cannot read record file {path}: {exc.strerror or exc}") from None
+    if line not in rows:
+        last = max(rows, default=0)
+        why = "is blank" if line < last else f"is past the end ({last} line(s))"
+        raise RecordError(f"{path} line {line} {why}")
+    row, problem = rows[line]
+    if problem is not None:
+        raise RecordError(f"{path} line {line} is {problem}")
+    found = records_in_row(row)
+    if trajectory >= len(found):
+        raise RecordError(f"{path} line {line} holds {len(found)} trajectory record(s); --trajectory {trajectory}")
+    return record_from_dict(found[trajectory], f"{path} line {line}")
+
+
 def load_records(folder: str | Path) -> LoadedRecords:
     """Every record under ``folder``: ``*.json`` files holding one record, and ``*.jsonl`` files in
     any layout :func:`records_in_row` reads (one record or several per line).
@@ -69,14 +105,16 @@ def load_records(folder: str | Path) -> LoadedRecords:
             except RecordError as exc:
                 out.skipped.append((rel, str(exc)))
             continue
-        for i, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
+        try:
+            rows = list(jsonl_rows(path))
+        except OSError as exc:
+            out.skipped.append((rel, f"cannot read: {exc.strerror or exc}"))
+            continue
+        for i, row, problem in rows:
+            if problem is not None:
+                out.skipped.append((f"{rel}:{i}", problem))
                 continue
-            try:
-                found = records_in_row(json.loads(line))
-            except json.JSONDecodeError as exc:
-                out.skipped.append((f"{rel}:{i}", f"not valid JSON: {exc}"))
-                continue
+            found = records_in_row(row)
             if not found:
                 out.skipped.append((f"{rel}:{i}", "no trajectory record in this line"))
             for j, data in enumerate(found):
