@@ -59,6 +59,17 @@ def test_bad_configs_name_the_field(data, message):
         spec_from_dict(data, "my.yaml")
 
 
+def test_a_reward_file_that_cannot_be_read_is_a_config_error(tmp_path):
+    (tmp_path / "latin1.yaml").write_bytes(b"name: r\xe9compense\npreset: medseg\n")
+    with pytest.raises(RewardConfigError, match=r"^reward config .*latin1\.yaml is not UTF-8 text \(byte 7 is 0xe9\)"):
+        load_reward_config(tmp_path / "latin1.yaml")
+    (tmp_path / "folder.yaml").mkdir()
+    with pytest.raises(RewardConfigError, match=r"^cannot read reward config .*folder\.yaml: Is a directory"):
+        load_reward_config(tmp_path / "folder.yaml")
+    (tmp_path / "bom.yaml").write_bytes(b"\xef\xbb\xbfpreset: medseg\nname: with_bom\n")  # saved by a Windows editor
+    assert load_reward_config(tmp_path / "bom.yaml").name == "with_bom"
+
+
 def test_overrides_from_the_command_line():
     spec = resolve_reward("medsam_agent", ["groups.quality.terms.improvement=0.2", "params.medsam_free_turns=2"])
     assert spec.groups["quality"].terms["improvement"] == 0.2 and spec.params.medsam_free_turns == 2
@@ -190,7 +201,8 @@ def test_unreadable_record_files_are_named_not_tracebacks(tmp_path):
     loaded = load_records(tmp_path / "runs")
     assert [name for name, _, _ in loaded.records] == ["records.jsonl:3"]  # blank line 2 still counted
     assert [(name, reason.split(":")[0]) for name, reason in loaded.skipped] == [
-        ("latin1.json", f"{tmp_path / 'runs' / 'latin1.json'} is not UTF-8 text"),
+        ("latin1.json", f"record file {tmp_path / 'runs' / 'latin1.json'} is not UTF-8 text (byte 15 is 0xe9); "
+         "save it as UTF-8"),
         ("records.jsonl:1", "not UTF-8 text"),
     ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,28 @@ def test_verl_config_and_rl_dry_run(tmp_path):
     val = tmp_path / "val.parquet"
     result = runner.invoke(cli(), [*args, "--val", str(val), "--dry-run"])
     assert result.exit_code == 0 and "no --val" not in text(result) and f"data.val_files=[{val}]" in text(result)
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"trainer.total_epochs: 2 # r\xe9glage\n", r"recipe .*my_recipe\.yaml is not UTF-8 text \(byte 27 is 0xe9\)"),
+        (b"trainer.total_epochs: [2\n", r"recipe .*my_recipe\.yaml is not valid YAML"),
+        (b"- trainer.total_epochs=2\n", r"my_recipe\.yaml: expected a mapping of dotted verl keys"),
+        (None, r"cannot read recipe .*my_recipe\.yaml: Is a directory"),
+    ],
+)
+def test_a_recipe_that_cannot_be_read_is_named(tmp_path, content, problem):
+    pytest.importorskip("verl")
+    recipe = tmp_path / "my_recipe.yaml"
+    if content is None:
+        recipe.mkdir()
+    else:
+        recipe.write_bytes(content)
+    args = ["train", "rl", "--model", "/m", "--train", str(tmp_path / "rl.parquet"), "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(cli(), [*args, "--recipe", str(recipe), "--dry-run"])
+    assert result.exit_code == 2, result.output
+    assert re.search(problem, text(result)), text(result)
 
 
 def test_sft_command_names_bad_data(tmp_path):

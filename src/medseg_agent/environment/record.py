@@ -31,6 +31,7 @@ from pydantic import (
 
 from medseg_agent.io.atomic import atomic_write_json
 from medseg_agent.io.masks import checked_rle, decode_rle, read_mask_png, write_mask_png
+from medseg_agent.io.text import TextFileError, read_text_file
 from medseg_agent.vocabulary.actions import Action, AddBox, AddPoint, Stop, action_from_dict, action_to_dict
 from medseg_agent.vocabulary.errors import ActionError, ErrorKind
 from medseg_agent.vocabulary.stop import StopReason
@@ -239,13 +240,9 @@ def record_from_dict(data: dict[str, Any], source: str = "<record>") -> Trajecto
 def load_record(path: str | Path) -> TrajectoryRecord:
     path = Path(path)
     try:
-        data = json.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise RecordError(f"record file {path} does not exist") from None
-    except OSError as exc:  # a folder, no permission
-        raise RecordError(f"cannot read record file {path}: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise RecordError(f"{path} is not UTF-8 text: {exc}") from None
+        data = json.loads(read_text_file(path, "record file"))
+    except TextFileError as exc:
+        raise RecordError(str(exc)) from None
     except json.JSONDecodeError as exc:
         raise RecordError(f"{path} is not valid JSON: {exc}") from None
     return record_from_dict(data, str(path))

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from medseg_agent.io.text import TextFileError, read_text_file
 from medseg_agent.rewards.presets import PRESETS, RewardSpec, TermGroup, get_preset
 from medseg_agent.rewards.terms import TERMS, RewardParams, is_finite_number
 
@@ -147,9 +148,9 @@ def spec_from_dict(data: dict[str, Any], source: str = "reward config") -> Rewar
 def load_reward_config(path: str | Path) -> RewardSpec:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise RewardConfigError(f"reward config {path} does not exist") from None
+        data = yaml.safe_load(read_text_file(path, "reward config"))
+    except TextFileError as exc:
+        raise RewardConfigError(str(exc)) from None
     except yaml.YAMLError as exc:
         raise RewardConfigError(f"{path} is not valid YAML: {exc}") from None
     return spec_from_dict(data or {}, str(path))

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from medseg_agent.io.text import read_text_file
+
 CONFIG_PACKAGE = "medseg_agent.training.configs"
 TOOL_CLASSES = {
     "add_bbox": "medseg_agent.training.verl.tools.AddBboxTool",
@@ -37,7 +39,10 @@ def shipped_config(name: str) -> Path:
 def recipe_overrides(path: str | Path | None = None) -> dict[str, Any]:
     """The recipe mapping (``verl_grpo.yaml`` or a user copy of it)."""
     path = Path(path) if path else shipped_config("verl_grpo.yaml")
-    data = yaml.safe_load(path.read_text())
+    try:
+        data = yaml.safe_load(read_text_file(path, "recipe"))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"recipe {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of dotted verl keys to values")
     return data
