@@ -86,6 +86,34 @@ def test_rows_are_checked_before_training(tmp_path):
         load_sft_dataset(tmp_path / "missing.parquet")
 
 
+USER_TURN = {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "segment"}]}
+
+
+@pytest.mark.parametrize(
+    ("lines", "problem"),
+    [
+        (['{"messages": ['], r"cannot read the json rows: JSON parse error"),
+        ([""], r"rows\.jsonl: the file is empty"),
+        ([{"messages": "segment the liver", "images": []}], r"row 0: 'messages' must be a non-empty list .* got str"),
+        ([{"messages": [], "images": []}], r"row 0: 'messages' must be a non-empty list"),
+        ([{"messages": [{"content": "hi"}], "images": []}], r"row 0: messages\[0\] must be an object with a text"),
+        ([{"messages": [{"role": "user", "content": 5}], "images": []}], r"row 0: messages\[0\]\.content must be text"),
+        ([{"messages": [USER_TURN], "images": "view.png"}], r"row 0: 'images' must be a list of images, got str"),
+        (
+            [{"messages": [USER_TURN], "images": ["a.png"]}, {"messages": ["hi"], "images": []}],
+            r"row 1: messages\[0\] must be an object with a text 'role', got str 'hi'",
+        ),
+    ],
+)
+def test_rows_people_bring_are_checked_naming_row_and_field(tmp_path, lines, problem):
+    import json
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines).strip())
+    with pytest.raises(SFTDataError, match=problem):
+        load_sft_dataset(path)
+
+
 @pytest.mark.slow
 def test_sft_loss_goes_down_and_the_checkpoint_runs_as_hf_policy(tiny_qwen, tmp_path):
     from transformers import AutoModelForImageTextToText

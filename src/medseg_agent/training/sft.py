@@ -95,19 +95,46 @@ def validate_sft_rows(dataset: Any, source: str, check_rows: int = 50) -> None:
             f"(chat messages, images as {{'type': 'image'}} parts in user turns) and 'images'; got {sorted(columns)}"
         )
     for i in range(min(check_rows, len(dataset))):
-        row = dataset[i]
-        placeholders, images = _image_placeholders(row["messages"]), len(row["images"] or [])
-        if placeholders != images:
-            raise SFTDataError(
-                f"{source}: row {i}: {placeholders} image placeholder(s) in 'messages' but {images} image(s) in "
-                "'images'; every image must have exactly one {'type': 'image'} part in a user turn"
+        problem = _row_problem(dataset[i])
+        if problem is not None:
+            raise SFTDataError(f"{source}: row {i}: {problem}")
+
+
+def _row_problem(row: dict[str, Any]) -> str | None:
+    """Why one conversational row cannot be trained on (None when it can): rows people bring from other
+    tools are checked here, not met as a TypeError inside the chat template."""
+    messages, images = row["messages"], row["images"]
+    if not isinstance(messages, list) or not messages:
+        return f"'messages' must be a non-empty list of chat messages, got {_shown(messages)}"
+    if images is not None and not isinstance(images, list):
+        return f"'images' must be a list of images, got {_shown(images)}"
+    for j, message in enumerate(messages):
+        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+            return f"messages[{j}] must be an object with a text 'role', got {_shown(message)}"
+        content = message.get("content")
+        parts = isinstance(content, list) and all(isinstance(part, dict) for part in content)
+        if content is not None and not isinstance(content, str) and not parts:
+            return (
+                f"messages[{j}].content must be text or a list of parts such as {{'type': 'text', 'text': ...}} "
+                f"and {{'type': 'image'}}, got {_shown(content)}"
             )
-        for message in row["messages"]:
-            if message["role"] == "tool" and _image_placeholders([message]):
-                raise SFTDataError(
-                    f"{source}: row {i}: an image inside a 'tool' message; put overlays in user turns "
-                    "(TRL counts placeholders in user turns only)"
-                )
+        if message["role"] == "tool" and _image_placeholders([message]):
+            return (
+                "an image inside a 'tool' message; put overlays in user turns (TRL counts placeholders in user "
+                "turns only)"
+            )
+    placeholders, count = _image_placeholders(messages), len(images or [])
+    if placeholders != count:
+        return (
+            f"{placeholders} image placeholder(s) in 'messages' but {count} image(s) in 'images'; every image must "
+            "have exactly one {'type': 'image'} part in a user turn"
+        )
+    return None
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
 
 
 def load_sft_dataset(path: str | Path) -> Any:
@@ -134,8 +161,14 @@ def load_sft_dataset(path: str | Path) -> Any:
             files = sorted(path.rglob("*.jsonl")) + sorted(path.rglob("*.json"))
         if not files:
             raise SFTDataError(f"{path}: no .parquet, .jsonl or .json files and not a save_to_disk folder")
+        empty = [f for f in files if f.stat().st_size == 0]
+        if empty:
+            raise SFTDataError(f"{empty[0]}: the file is empty; SFT needs at least one row")
         kind = "parquet" if files[0].suffix == ".parquet" else "json"
-        dataset = datasets.load_dataset(kind, data_files=[str(f) for f in files], split="train")
+        try:
+            dataset = datasets.load_dataset(kind, data_files=[str(f) for f in files], split="train")
+        except datasets.exceptions.DatasetGenerationError as exc:  # the reader's own error is its cause
+            raise SFTDataError(f"{path}: cannot read the {kind} rows: {exc.__cause__ or exc}") from None
     validate_sft_rows(dataset, str(path))
     return dataset
 
