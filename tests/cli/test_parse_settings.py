@@ -30,3 +30,11 @@ def test_other_values_keep_their_yaml_types():
 def test_a_pair_without_a_value_is_refused():
     with pytest.raises(typer.Exit):
         parse_settings(["lr"])
+
+
+@pytest.mark.parametrize("item", ["lr=[1", "lr={", 'lr="3e-4', "lr=!!python/name:os.system"])
+def test_a_value_yaml_cannot_read_is_a_clean_exit_naming_it(item, capsys):
+    with pytest.raises(typer.Exit):
+        parse_settings([item])
+    message = " ".join(capsys.readouterr().err.split())
+    assert f"--set {item!r}: " in message and "is not a value YAML can read" in message

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from medseg_agent.io.text import TextFileError, read_text_file
+from medseg_agent.io.text import TextFileError, read_text_file, yaml_value
 
 
 def test_text_files_read_with_or_without_a_byte_order_mark(tmp_path):
@@ -20,3 +22,18 @@ def test_every_failed_read_is_one_error_naming_the_file_and_its_role(tmp_path):
         read_text_file(tmp_path / "folder.yaml", "reward config")
     with pytest.raises(TextFileError, match=r"^file .*gone\.yaml does not exist$"):
         read_text_file(tmp_path / "gone.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("3", 3), ("1e-4", 1e-4), ("-2.5E3", -2500.0), ("true", True), ("[1, 2]", [1, 2]), ("cosine", "cosine"),
+     ("'[1'", "[1"), ("1e5x", "1e5x")],
+)
+def test_command_line_values_keep_their_types(text, value):
+    assert yaml_value(text) == value and type(yaml_value(text)) is type(value)
+
+
+@pytest.mark.parametrize("text", ["[1", "{a: ", '"unclosed', "!!python/object/apply:os.system ['ls']", "a: b: c"])
+def test_a_value_yaml_cannot_read_names_itself(text):
+    with pytest.raises(ValueError, match=rf"^{re.escape(repr(text))} is not a value YAML can read \(.+\); put text"):
+        yaml_value(text)

@@ -20,6 +20,7 @@ from medseg_agent.rewards import (
     spec_from_dict,
 )
 from medseg_agent.rewards.compare import compare, format_report, load_records
+from medseg_agent.rewards.config import parse_overrides
 
 
 def test_yaml_merges_over_a_preset(tmp_path):
@@ -68,6 +69,12 @@ def test_a_reward_file_that_cannot_be_read_is_a_config_error(tmp_path):
         load_reward_config(tmp_path / "folder.yaml")
     (tmp_path / "bom.yaml").write_bytes(b"\xef\xbb\xbfpreset: medseg\nname: with_bom\n")  # saved by a Windows editor
     assert load_reward_config(tmp_path / "bom.yaml").name == "with_bom"
+
+
+def test_override_values_are_read_like_every_command_line_setting():
+    assert parse_overrides(["params.good_iou=8.5e-1"]) == {"params": {"good_iou": 0.85}}  # YAML 1.1: a string
+    with pytest.raises(RewardConfigError, match=r"override 'params.good_iou=\[0.8': '\[0.8' is not a value YAML"):
+        parse_overrides(["params.good_iou=[0.8"])
 
 
 def test_overrides_from_the_command_line():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -14,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from medseg_agent.io.text import yaml_value
 from medseg_agent.tools.base import SegmentationTool
 from medseg_agent.tools.spec import ToolSpec
 from medseg_agent.vocabulary.sample import Sample
@@ -122,23 +122,18 @@ def parse_key_values(items: list[str] | None, what: str = "--policy-option") -> 
     return out
 
 
-SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-
 def parse_settings(items: list[str] | None, flag: str = "--set") -> dict[str, Any]:
     """``--set key=value`` pairs (YAML values, so 1e-4, true and [1, 2] keep their types) for trainer
-    and recipe configs; a pair without ``=`` is a clean exit naming it."""
-    import yaml
-
+    and recipe configs; a pair without ``=`` or a value YAML cannot read is a clean exit naming it."""
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             fail(f"{flag} {item!r}: expected KEY=VALUE, e.g. {flag} warmup_steps=10")
-        value = yaml.safe_load(raw)
-        if isinstance(value, str) and SCIENTIFIC.fullmatch(value.strip()):
-            value = float(value)  # YAML 1.1 reads 1e-4 (no dot) as a string
-        out[key.strip()] = value
+        try:
+            out[key.strip()] = yaml_value(raw)
+        except ValueError as exc:
+            fail(f"{flag} {item!r}: {exc}")
     return out
 
 

@@ -1,12 +1,21 @@
-"""Reading the small text files people write and pass around (reward configs, recipes, records).
+"""Reading the small texts people write: files they pass around (reward configs, recipes, records)
+and ``KEY=VALUE`` settings typed on a command line.
 
-Every way such a read fails (no file, a folder, no permission, bytes that are not UTF-8) is one
-:class:`TextFileError` naming the file, so commands print a sentence instead of a traceback.
+Every way such a read fails (no file, a folder, no permission, bytes that are not UTF-8, a value
+YAML cannot parse) is one error naming the file or the value, so commands print a sentence instead
+of a traceback.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: YAML 1.1 reads 1e-4 (no dot) as a string; learning rates are written that way.
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 class TextFileError(ValueError):
@@ -32,3 +41,16 @@ def read_text_file(path: str | Path, what: str = "file") -> str:
         raise TextFileError(
             f"{what} {path} is not UTF-8 text (byte {exc.start} is 0x{data[exc.start]:02x}); save it as UTF-8"
         ) from None
+
+
+def yaml_value(text: str) -> Any:
+    """A value typed on a command line, with YAML's types: ``3`` and ``1e-4`` are numbers, ``true``
+    a bool, ``[1, 2]`` a list, ``cosine`` text; ``ValueError`` naming the text when YAML cannot read it."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem = str(getattr(exc, "problem", None) or exc).splitlines()[0]
+        raise ValueError(f"{text!r} is not a value YAML can read ({problem}); put text in quotes") from None
+    if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+        return float(value)
+    return value

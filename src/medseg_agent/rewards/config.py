@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from medseg_agent.io.text import TextFileError, read_text_file
+from medseg_agent.io.text import TextFileError, read_text_file, yaml_value
 from medseg_agent.rewards.presets import PRESETS, RewardSpec, TermGroup, get_preset
 from medseg_agent.rewards.terms import TERMS, RewardParams, is_finite_number
 
@@ -163,7 +163,10 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise RewardConfigError(f"override {item!r}: expected KEY=VALUE, e.g. params.good_iou=0.85")
-        value = yaml.safe_load(raw) if raw.strip() else None
+        try:
+            value = yaml_value(raw) if raw.strip() else None
+        except ValueError as exc:
+            raise RewardConfigError(f"override {item!r}: {exc}") from None
         parts = key.strip().split(".")
         node = out
         for part in parts[:-1]:
