@@ -16,6 +16,8 @@ class ClickerPolicy(Policy):
     uses_ground_truth = True
 
     def __init__(self, stop_iou: float | None = 0.9) -> None:
+        if stop_iou is not None and not 0.0 < stop_iou <= 1.0:
+            raise ValueError(f"stop_iou must be in (0, 1] (or None: never stop), got {stop_iou}")
         self.stop_iou = stop_iou
 
     def reset(self, context: EpisodeContext, observation: Observation) -> None:

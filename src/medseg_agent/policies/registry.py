@@ -9,8 +9,12 @@ first time an unknown name is asked for.
 from __future__ import annotations
 
 import importlib
+import inspect
+import typing
 from collections.abc import Callable
 from typing import Any
+
+from pydantic import ConfigDict, ValidationError, create_model
 
 from medseg_agent.plugins import PluginError, load_plugins
 from medseg_agent.policies.base import Policy
@@ -43,12 +47,42 @@ def build_policy(name: str, **options: Any) -> Policy:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             raise ValueError(f"policy {name!r} is not available in this installation: {exc}") from None
-        return getattr(module, attribute)(**options)
+        factory = getattr(module, attribute)
+        return factory(**checked_options(name, factory, options))
     if name not in _REGISTERED:
         _load_plugins()
     if name not in _REGISTERED:
         raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(available_policies())}")
-    return _REGISTERED[name](**options)
+    factory = _REGISTERED[name]
+    return factory(**checked_options(name, factory, options))
+
+
+def checked_options(name: str, factory: Callable[..., Policy], options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` checked against the factory's signature and type hints (``--policy-option`` values
+    come from a command line): an unknown name or a value of the wrong type is a ``ValueError`` naming
+    the option (callers add the policy's name), not a ``TypeError`` in the middle of an episode. Text
+    that reads as the hinted type is converted (``"0.8"`` for a float)."""
+    try:
+        parameters = inspect.signature(factory).parameters
+        hints = typing.get_type_hints(factory.__init__ if isinstance(factory, type) else factory)
+    except (TypeError, ValueError, NameError):  # a factory that cannot be introspected checks its own options
+        return options
+    if not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        named = [k for k, p in parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        unknown = sorted(set(options) - set(named))
+        if unknown:
+            raise ValueError(f"no option {', '.join(unknown)} (the options are: {', '.join(named) or 'none'})")
+    fields: dict[str, Any] = {key: (hints.get(key, Any), ...) for key in options}
+    model = create_model(f"{name}_options", __config__=ConfigDict(arbitrary_types_allowed=True), **fields)
+    try:
+        checked = model(**options)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"option {'.'.join(map(str, error['loc']))}: {error['msg']} (got {error['input']!r})"
+            for error in exc.errors()
+        )
+        raise ValueError(problems) from None
+    return {key: getattr(checked, key) for key in options}
 
 
 def _load_plugins() -> None:
