@@ -4,6 +4,7 @@ and saved sessions that ``trajectories export`` reads as training data."""
 from __future__ import annotations
 
 import json
+import struct
 
 import nibabel as nib
 import numpy as np
@@ -92,6 +93,21 @@ def test_open_volume_reads_nifti_and_dicom_and_names_bad_files(tmp_path):
         open_volume(broken)
     with pytest.raises(VolumeOpenError, match="no such file"):
         open_volume(tmp_path / "missing.nii")
+
+
+@pytest.mark.parametrize(
+    ("offset", "fmt", "values", "problem"),
+    [
+        (46, "<h", (-13304,), "a side of fewer than 1 voxel"),  # dim[3] negative: nibabel memory-mapped -1 MB
+        (70, "<h", (4096,), "data code 4096 not recognized"),  # datatype
+    ],
+)
+def test_a_damaged_header_is_a_volume_open_error(tmp_path, offset, fmt, values, problem):
+    data = bytearray(oblique_volume().to_bytes())
+    struct.pack_into(fmt, data, offset, *values)
+    (tmp_path / "scan.nii").write_bytes(bytes(data))
+    with pytest.raises(VolumeOpenError, match=f"scan.nii: not a readable NIfTI volume or DICOM series: .*{problem}"):
+        open_volume(tmp_path / "scan.nii")
 
 
 def test_saved_sessions_export_as_sft_data(tmp_path, shape_tool, disc):

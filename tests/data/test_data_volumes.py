@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 
 import nibabel as nib
 import numpy as np
@@ -217,6 +218,31 @@ def test_volumes_over_the_voxel_limit_are_skipped_from_their_header(tmp_path, mo
     monkeypatch.setenv(MAX_VOXELS_ENV, "many")
     with pytest.raises(ValueError, match=f"{MAX_VOXELS_ENV}='many' is not a positive whole number of voxels"):
         max_volume_voxels()
+
+
+def _with_header_fields(image: nib.Nifti1Image, fields: dict[int, tuple[str, tuple]]) -> bytes:
+    """The image as .nii bytes with header fields (byte offset -> struct format, values) overwritten."""
+    data = bytearray(image.to_bytes())
+    for offset, (fmt, values) in fields.items():
+        struct.pack_into(fmt, data, offset, *values)
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({46: ("<h", (-13304,))}, "describes a 20x30x-13304 volume: a side of fewer than 1 voxel"),  # dim[3]
+        ({70: ("<h", (4096,))}, "HeaderDataError: data code 4096 not recognized"),  # datatype
+        ({252: ("<hh", (0, 1)), 280: ("<12f", (0.0,) * 12)}, "VolumeError: the voxel-to-world matrix"),  # sform
+    ],
+)
+def test_a_damaged_nifti_header_skips_its_case_naming_the_field(tmp_path, fields, reason):
+    image, label = _synthetic_lps()
+    (tmp_path / "head.nii").write_bytes(_with_header_fields(nib.Nifti1Image(image, LPS_AFFINE), fields))
+    nib.save(nib.Nifti1Image(label, LPS_AFFINE), tmp_path / "head_seg.nii.gz")
+    ds = read_nifti(tmp_path / "head.nii", label=tmp_path / "head_seg.nii.gz")
+    assert ds.load() == [] and len(ds.skipped) == 1
+    assert ds.skipped[0].reason.startswith("unreadable image volume") and reason in ds.skipped[0].reason
 
 
 def test_msd_and_nnunet_folders(tmp_path):

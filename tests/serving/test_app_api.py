@@ -164,6 +164,18 @@ def test_a_small_upload_describing_a_huge_volume_is_refused_before_it_is_read(cl
         answer.json()["detail"])
 
 
+def test_a_slice_one_voxel_thick_is_refused_naming_the_axis(client, tmp_path):
+    single = nib.Nifti1Image(np.random.default_rng(4).normal(100, 20, (30, 24, 1)).astype(np.float32), np.eye(4))
+    nib.save(single, tmp_path / "single.nii.gz")
+    volume = client.post("/v1/app/open", files={"files": ("single.nii.gz", (tmp_path / "single.nii.gz").read_bytes())})
+    volume_id = volume.json()["volume_id"]
+    axial = client.post(f"/v1/app/volumes/{volume_id}/slice", json={"index": 0, "axis": "axial"})
+    assert axial.status_code == 200 and (axial.json()["height"], axial.json()["width"]) == (24, 30)
+    coronal = client.post(f"/v1/app/volumes/{volume_id}/slice", json={"index": 0, "axis": "coronal"})
+    assert coronal.status_code == 422 and coronal.json()["detail"] == (
+        "single.nii.gz: a coronal slice is 1x30 pixels, at least 2x2 are needed; view the volume along another axis")
+
+
 def test_dicom_series_upload(client, tmp_path):
     stored = np.random.default_rng(2).integers(0, 1500, (6, 20, 24)).astype(np.uint16)
     folder = helper_module("data", "data_reader_helpers").write_dicom_series(tmp_path / "series", stored)

@@ -24,6 +24,7 @@ from medseg_agent.data.volumes import (
     display_slice,
     load_nifti,
     read_dicom_series,
+    read_errors,
     slice_spacing,
 )
 from medseg_agent.io.intensity import (
@@ -178,8 +179,6 @@ def is_volume_path(path: Path) -> bool:
 
 def open_volume(path: str | Path, name: str | None = None, modality: str | None = None) -> Volume:
     """A NIfTI file or a DICOM series folder as a :class:`Volume`."""
-    from nibabel.filebasedimages import ImageFileError
-
     path = Path(path)
     label = name or path.name
     try:
@@ -191,7 +190,7 @@ def open_volume(path: str | Path, name: str | None = None, modality: str | None 
         raise
     except FileNotFoundError:
         raise VolumeOpenError(f"{label}: no such file or folder") from None
-    except (ImageFileError, ValueError, OSError, EOFError) as exc:  # nibabel / pydicom refusals, truncated gzip
+    except read_errors() as exc:  # nibabel / pydicom refusals, truncated gzip
         raise VolumeOpenError(f"{label}: not a readable NIfTI volume or DICOM series: {exc}") from None
 
 

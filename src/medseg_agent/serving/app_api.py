@@ -31,7 +31,7 @@ from medseg_agent.annotation.episode import EpisodeClosed, InvalidPersonAction, 
 from medseg_agent.annotation.library import LibraryEntry
 from medseg_agent.annotation.volumes import Contrast, Volume, VolumeOpenError, ct_window_presets, open_volume
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
-from medseg_agent.io.images import EncodedImage, ImageLimits, ImageLoadError, load_image
+from medseg_agent.io.images import MIN_SIDE, EncodedImage, ImageLimits, ImageLoadError, load_image
 from medseg_agent.io.masks import encode_rle
 from medseg_agent.policies.chat import PolicyError
 from medseg_agent.policies.registry import build_policy
@@ -198,6 +198,12 @@ async def volume_slice(volume_id: str, body: SliceRequest, app_state: AppState =
         image = await run_in_threadpool(volume.render, body.axis, body.index, contrast)
     except (ValueError, IndexError) as exc:
         raise HTTPException(422, str(exc)) from None
+    if min(image.shape[:2]) < MIN_SIDE:  # a volume one voxel thick along this view (a single-slice series)
+        raise HTTPException(
+            422,
+            f"{volume.name}: a {body.axis} slice is {image.shape[0]}x{image.shape[1]} pixels, at least "
+            f"{MIN_SIDE}x{MIN_SIDE} are needed; view the volume along another axis",
+        )
     stem = f"{_safe_name(volume.name)}_{body.axis}{body.index:03d}"
     sample = Sample(
         image=image,

@@ -17,7 +17,7 @@ pairs in folders), :mod:`.cases` (one case to samples), :mod:`.slicing` (a volum
 from .cases import VolumeCase
 from .dicom import looks_like_dicom_dir, read_dicom_series
 from .discovery import discover_dicom_cases, discover_nifti_cases, looks_like_nifti_dir
-from .errors import VolumeError
+from .errors import VolumeError, read_errors
 from .files import NIFTI_SUFFIXES, load_nifti
 from .labels import LabelSpec, humanize_label, read_label_names, resolve_label_names
 from .limits import MAX_VOXELS_ENV, max_volume_voxels
@@ -32,6 +32,7 @@ __all__ = [
     "LabelSpec",
     "VolumeCase",
     "VolumeError",
+    "read_errors",
     "axis_index",
     "canonical",
     "discover_dicom_cases",

@@ -21,10 +21,13 @@ def max_volume_voxels() -> int:
 
 
 def check_voxel_count(shape: Sequence[int], name: str) -> None:
-    """Refuse a volume over the voxel limit, naming it, before any voxel is read."""
+    """Refuse a volume over the voxel limit, or with a side of no voxels, naming it, before any voxel
+    is read (nibabel takes a negative side from a damaged header as it is)."""
+    size = "x".join(str(int(side)) for side in shape)
+    if any(int(side) < 1 for side in shape):
+        raise VolumeError(f"{name} describes a {size} volume: a side of fewer than 1 voxel means a damaged header")
     voxels, limit = math.prod(int(side) for side in shape), max_volume_voxels()
     if voxels > limit:
-        size = "x".join(str(int(side)) for side in shape)
         raise VolumeError(
             f"{name} describes a {size} volume of {voxels:,} voxels, over the limit of {limit:,}; raise "
             f"{MAX_VOXELS_ENV} if the volume is genuine"

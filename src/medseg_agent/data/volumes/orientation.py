@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import VolumeError
+
 AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
 
 
@@ -46,7 +48,12 @@ def slice_spacing(zooms: tuple[float, ...], axis: str | int = "axial") -> tuple[
 
 
 def canonical(img: Any) -> Any:
-    """A nibabel image reoriented to the closest RAS+ orientation."""
+    """A nibabel image reoriented to the closest RAS+ orientation; a voxel-to-world matrix that
+    cannot orient the voxels (singular, not finite: a damaged header) is a :class:`VolumeError`."""
     import nibabel as nib
 
+    rotation = np.asarray(img.affine, dtype=float)[:3, :3]
+    if not np.isfinite(rotation).all() or abs(np.linalg.det(rotation)) < 1e-12:
+        matrix = np.array2string(rotation, precision=3, separator=", ").replace("\n", "")
+        raise VolumeError(f"the voxel-to-world matrix {matrix} cannot orient the volume: a damaged header")
     return nib.as_closest_canonical(img)
