@@ -56,7 +56,7 @@ def test_every_sample_gets_one_record_and_failures_are_kept_apart(tmp_path, work
 
 def test_resume_refuses_different_settings(tmp_path):
     run_evaluation(disc_samples(1), _spec(), tmp_path, show_progress=False)
-    with pytest.raises(ValueError, match=r"'episode' was .* use another --out"):
+    with pytest.raises(ValueError, match=r"episode.max_consecutive_errors was 2, now 5\); use another --out"):
         run_evaluation(disc_samples(1), _spec(max_consecutive_errors=5), tmp_path, show_progress=False)
 
 

@@ -22,10 +22,10 @@ from typing import Any
 
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
 from medseg_agent.evaluation.summary import SampleResult
-from medseg_agent.io.atomic import atomic_write_json
 from medseg_agent.policies.base import Policy
 from medseg_agent.policies.runner import run_episode
 from medseg_agent.runs.parallel import run_jobs
+from medseg_agent.runs.settings import remember_settings
 from medseg_agent.runs.store import ResultStore
 from medseg_agent.tools.base import SegmentationTool
 from medseg_agent.vocabulary.errors import ToolError
@@ -47,7 +47,6 @@ class EvalSpec:
     seed: int = 0
     #: JSON description of the run (policy, options, tool); checked on resume, never holds secrets.
     describe: dict[str, Any] = field(default_factory=dict)
-
 
     def with_built(self, tool: SegmentationTool, policy: Policy) -> EvalSpec:
         """This spec with factories that hand out ``tool`` and ``policy``, built in this process: a
@@ -109,20 +108,7 @@ def public_options(options: dict[str, Any]) -> dict[str, Any]:
 
 def check_run_file(out_dir: Path, describe: dict[str, Any]) -> None:
     """Write run.json on the first run; on resume, refuse settings that differ from the stored ones."""
-    import json
-
-    path = out_dir / RUN_FILE
-    wanted = json.loads(json.dumps(describe, default=str))
-    if path.exists():
-        stored = json.loads(path.read_text())
-        for name in sorted(set(stored) | set(wanted)):
-            if stored.get(name) != wanted.get(name):
-                raise ValueError(
-                    f"{out_dir} holds a run with different settings: {name!r} was {stored.get(name)!r}, "
-                    f"now {wanted.get(name)!r}; use another --out (or the same settings to resume)"
-                )
-        return
-    atomic_write_json(path, wanted)
+    remember_settings(out_dir / RUN_FILE, describe)
 
 
 def describe_run(

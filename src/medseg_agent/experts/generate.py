@@ -25,9 +25,10 @@ from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
 from medseg_agent.environment.record import TrajectoryRecord, record_from_dict
 from medseg_agent.experts import defaults
 from medseg_agent.experts.expert import ExpertPolicy
-from medseg_agent.io.atomic import atomic_write_bytes, atomic_write_json
+from medseg_agent.io.atomic import atomic_write_bytes
 from medseg_agent.policies.runner import run_episode
 from medseg_agent.runs.parallel import run_jobs
+from medseg_agent.runs.settings import remember_settings
 from medseg_agent.runs.store import ResultStore
 from medseg_agent.tools.base import SegmentationTool, ToolSession
 from medseg_agent.vocabulary.actions import action_to_dict
@@ -176,18 +177,7 @@ def png_bytes(image: np.ndarray) -> bytes:
 
 def check_config(out: Path, config: GenerationConfig, tool_id: dict[str, Any]) -> None:
     """Refuse to resume a run made with other settings; write the settings on a fresh run."""
-    wanted = json.loads(json.dumps({"tool": tool_id, **config.to_dict()}))
-    path = out / CONFIG_NAME
-    if path.exists():
-        stored = json.loads(path.read_text())
-        if stored != wanted:
-            changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
-            raise ValueError(
-                f"{out} holds trajectories generated with other settings ({', '.join(changed)} differ); "
-                "use a new --out folder, or the same options to resume"
-            )
-        return
-    atomic_write_json(path, wanted)
+    remember_settings(out / CONFIG_NAME, {"tool": tool_id, **config.to_dict()})
 
 
 def generate_dataset(

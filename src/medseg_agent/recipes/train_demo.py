@@ -37,6 +37,7 @@ from typing import Any
 from medseg_agent.environment.episode import EpisodeConfig
 from medseg_agent.io.atomic import atomic_write_json
 from medseg_agent.models.tiny_qwen import ARCHS
+from medseg_agent.runs.settings import SettingsMismatch, as_stored, check_same_settings, read_settings
 from medseg_agent.vocabulary.sample import Sample
 
 STAGES = ("expert", "sft", "rl")
@@ -179,19 +180,12 @@ def seed_dir(out: Path, seed: int) -> Path:
 
 def _finished(folder: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
     """The stage's record when it finished with ``settings``; None when it has not finished."""
-    path = folder / STAGE_FILE
-    if not path.is_file():
-        return None
-    stored = json.loads(path.read_text())
-    wanted = json.loads(json.dumps(settings, default=str))
-    if stored.get("settings") != wanted:
-        changed = sorted(
-            k for k in set(stored.get("settings", {})) | set(wanted) if stored["settings"].get(k) != wanted.get(k)
-        )
-        raise DemoError(
-            f"{folder} was made with other settings ({', '.join(changed) or 'format'} differ); "
-            "use another --out, or the same settings to resume"
-        )
+    try:
+        stored = read_settings(folder / STAGE_FILE)
+        if stored is not None:
+            check_same_settings(stored.get("settings"), as_stored(settings), folder)
+    except SettingsMismatch as exc:
+        raise DemoError(str(exc)) from None
     return stored
 
 
