@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import numpy as np
 import pytest
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image
 from serving_helpers import AUTH, TOKEN, free_port, start_server
 
@@ -312,6 +314,37 @@ def test_client_retries_until_a_late_server_is_up(make_sample):
     finally:
         timer.join()
         server.stop()
+
+
+def _other_server(health: Response, predict: dict) -> FastAPI:
+    """A server that is not a medseg-agent tool server behind the URL (a model server, a proxy)."""
+    app = FastAPI()
+    app.get("/health")(lambda: health)
+    app.get("/v1/images/{key}")(lambda key: {"image_id": key})
+    app.post("/v1/predict")(lambda: predict)
+    return app
+
+
+@pytest.mark.parametrize(
+    "health",
+    [
+        Response(b"", status_code=200),  # vLLM's /health
+        HTMLResponse("<html>Jupyter</html>"),
+        JSONResponse({"status": "ok"}),
+    ],
+)
+def test_a_url_that_is_not_a_tool_server_is_named_at_once(health):
+    with BackgroundServer(_other_server(health, {})) as other, pytest.raises(ServerError) as caught:
+        HttpSegmentationTool(other.url, retries=0)
+    assert other.url in str(caught.value)
+    assert "not JSON" in str(caught.value) or "not a medseg-agent tool server" in str(caught.value)
+
+
+def test_a_prediction_answer_of_another_shape_is_a_server_error(make_sample):
+    with BackgroundServer(_other_server(JSONResponse({"tool": "classic"}), {"masks": []})) as other:
+        tool = HttpSegmentationTool(other.url, retries=0, prefetch=False)
+        with pytest.raises(ServerError, match=r"/v1/predict at .* answered \"\{'masks': \[\]\}\", not 1 prediction"):
+            tool.set_image(make_sample().image).predict(Prompt(box=np.array([30, 20, 100, 80])))
 
 
 def test_client_rejects_local_model_options():

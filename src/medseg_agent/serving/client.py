@@ -116,7 +116,19 @@ class ToolServerClient:
             raise self._error(method, path, response)
 
     def json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self.request(method, path, **kwargs).json()
+        return self.parse(method, path, self.request(method, path, **kwargs))
+
+    def parse(self, method: str, path: str, response: httpx.Response) -> Any:
+        """The JSON body of an accepted answer; a body that is not JSON (another kind of server behind the
+        URL: a model server, a web page) is a ServerError showing it."""
+        try:
+            return response.json()
+        except ValueError:
+            raise ServerError(
+                f"{method} {path} at {self.url} answered {response.status_code} with a body that is not JSON "
+                f"({response.text[:120]!r}); is {self.url} a medseg-agent tool server (medseg-agent serve)?",
+                response.status_code,
+            ) from None
 
     def close(self) -> None:
         self._http.close()
@@ -144,7 +156,14 @@ class ToolServerClient:
 
     # -- API -----------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
-        return self.json("GET", "/health")
+        """The server's state; also the check that the URL is a medseg-agent tool server at all."""
+        data = self.json("GET", "/health")
+        if not isinstance(data, dict) or not isinstance(data.get("tool"), str):
+            raise ServerError(
+                f"{self.url} is not a medseg-agent tool server: GET /health answered {str(data)[:120]!r} without "
+                "the tool it serves; start one with `medseg-agent serve --tool ...` and pass its URL"
+            )
+        return data
 
     def metrics(self) -> str:
         return self.request("GET", "/metrics").text
@@ -314,7 +333,13 @@ class HttpSegmentationTool(SegmentationTool):
         if response.status_code == 404:  # the server restarted or evicted the image: upload again
             self.client.upload(remote.image)
             response = self.client.request("POST", "/v1/predict", json=body)
-        return [_prediction(p) for p in response.json()["predictions"]]
+        data = self.client.parse("POST", "/v1/predict", response)
+        predictions = data.get("predictions") if isinstance(data, dict) else None
+        if not isinstance(predictions, list) or len(predictions) != len(prompts):
+            raise ServerError(
+                f"POST /v1/predict at {self.url} answered {str(data)[:120]!r}, not {len(prompts)} prediction(s)"
+            )
+        return [_prediction(p) for p in predictions]
 
 
 def _png(image: np.ndarray) -> bytes:
