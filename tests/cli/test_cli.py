@@ -52,6 +52,12 @@ def test_segment_reports_bad_input_clearly(tmp_path):
     assert result.exit_code == 2 and "shape" in result.output
     result = runner.invoke(app, ["segment", str(image), "-t", "x", "-o", str(tmp_path / "o")])
     assert result.exit_code == 2 and "--gt" in result.output
+    empty = tmp_path / "empty.png"
+    cv2.imwrite(str(empty), np.zeros((96, 128), np.uint8))  # a wrong label value or file: nothing to score
+    result = runner.invoke(app, ["segment", str(image), "-t", "x", "--gt", str(empty), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "has no foreground pixel" in result.output
+    result = runner.invoke(app, ["segment", str(image), "-t", " ", "--gt", str(gt), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "the target text is empty" in result.output
     result = runner.invoke(app, ["segment", str(image), "-t", "x", "--gt", str(gt), "--tool", "nope", "-o",
                                  str(tmp_path / "o")])
     assert result.exit_code == 2 and "unknown tool" in result.output

@@ -32,12 +32,16 @@ class SegmentResult:
 
 
 def load_case(image: Path, target: str, gt: Path | None = None) -> Sample:
-    """The image (and ground truth) as a sample; ImageLoadError names an unreadable file, ValueError a
-    ground truth whose size differs from the image's."""
+    """The image (and ground truth) as a sample; ImageLoadError names an unreadable file, ValueError an
+    empty target text or a ground truth that cannot score anything (another size, no foreground)."""
+    if not target.strip():
+        raise ValueError("the target text is empty: name what to segment, e.g. -t 'left kidney in abdomen CT'")
     pixels = load_image(image)
     gt_mask = load_mask(gt) if gt else None
     if gt_mask is not None and gt_mask.shape != pixels.shape[:2]:
         raise ValueError(f"--gt {gt} has shape {gt_mask.shape}, but {image} is {pixels.shape[:2]}")
+    if gt_mask is not None and not gt_mask.any():
+        raise ValueError(f"--gt {gt} has no foreground pixel (every value is 0); the target must be non-zero")
     return Sample(pixels, gt_mask, target, "", "", image.stem, image_path=str(image))
 
 
