@@ -213,6 +213,24 @@ def test_export_command(tmp_path, shape_tool):
     assert result.exit_code == 2 and "unknown --format csv" in result.output
 
 
+def test_exports_add_to_the_folders_dataset_list_and_a_damaged_one_stops_before_any_work(tmp_path, shape_tool):
+    folder = generate(tmp_path / "traj", shape_tool)
+    out = tmp_path / "sft"
+    out.mkdir()
+    (out / "dataset_info.json").write_text(json.dumps({"theirs": {"file_name": "theirs.json"}}))
+    result = CliRunner().invoke(trajectories_app, ["export", str(folder), "--out", str(out), "-f", "sharegpt"])
+    assert result.exit_code == 0, result.output
+    assert set(json.loads((out / "dataset_info.json").read_text())) == {"theirs", "medseg_expert"}
+
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "dataset_info.json").write_text('{"theirs": {"file_name": ')  # cut short by a full disk
+    result = CliRunner().invoke(trajectories_app, ["export", str(folder), "--out", str(damaged), "-f", "sharegpt"])
+    assert result.exit_code == 2
+    assert "LLaMA-Factory dataset list" in result.output and "is not valid JSON" in result.output
+    assert not (damaged / "medseg_expert.sharegpt.json").exists() and not list(damaged.glob("images"))
+
+
 def test_ibis_trajectories_with_the_default_formats_skip_verl_rl_and_say_so(tmp_path, shape_tool):
     """Issue 10 item 13: the default (all formats) used to abort on verl-rl and write nothing."""
     folder = generate(tmp_path / "traj", shape_tool, protocol="ibis")

@@ -30,12 +30,13 @@ def test_each_difference_is_named_by_its_dotted_name(tmp_path):
 @pytest.mark.parametrize(
     ("content", "problem"),
     [
-        (b'{"seed": 0', r"run\.json is damaged \(Expecting ',' delimiter"),
-        (b"\xff\xfe", r"run\.json is damaged \(run settings file .* is not UTF-8 text"),
-        (b"[1, 2]", r"run\.json holds a list, not the run's settings"),
+        (b'{"seed": 0', r"run\.json is not valid JSON \(Expecting ',' delimiter"),
+        (b"\xff\xfe", r"run\.json is not UTF-8 text"),
+        (b"[1, 2]", r"run\.json holds a JSON list, not an object"),
     ],
 )
 def test_a_damaged_settings_file_is_named_not_a_traceback(tmp_path, content, problem):
     (tmp_path / "run.json").write_bytes(content)
-    with pytest.raises(SettingsMismatch, match=problem + r".*delete it to start the run afresh, or use another --out"):
+    expected = r"^run settings file .*" + problem + r".*; delete it to start the run afresh"
+    with pytest.raises(SettingsMismatch, match=expected):
         remember_settings(tmp_path / "run.json", {"seed": 0})

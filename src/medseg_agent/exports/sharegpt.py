@@ -8,12 +8,12 @@ to the export folder, which is the ``dataset_dir`` to give LLaMA-Factory.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from medseg_agent.exports.common import ExportItem
 from medseg_agent.io.atomic import atomic_write_json
+from medseg_agent.io.text import read_json_object
 from medseg_agent.protocols.conversation import to_sharegpt
 
 DATASET_INFO = "dataset_info.json"
@@ -37,6 +37,8 @@ def dataset_info_entry(file_name: str) -> dict[str, Any]:
 class ShareGPTWriter:
     def __init__(self, out: Path, name: str) -> None:
         self.out, self.name = out, name
+        # Read before any work: a damaged list of the folder's other datasets stops the export at once.
+        self.info = read_json_object(out / DATASET_INFO, "LLaMA-Factory dataset list") or {}
         self.file_name = f"{name}.sharegpt.json"
         self.rows: list[dict[str, Any]] = []
 
@@ -50,8 +52,6 @@ class ShareGPTWriter:
     def close(self) -> tuple[Path, int]:
         path = self.out / self.file_name
         atomic_write_json(path, self.rows)
-        info_path = self.out / DATASET_INFO
-        info = json.loads(info_path.read_text()) if info_path.exists() else {}
-        info[self.name] = dataset_info_entry(self.file_name)
-        atomic_write_json(info_path, info)
+        self.info[self.name] = dataset_info_entry(self.file_name)
+        atomic_write_json(self.out / DATASET_INFO, self.info)
         return path, len(self.rows)

@@ -8,6 +8,7 @@ of a traceback.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,21 @@ def read_text_file(path: str | Path, what: str = "file") -> str:
         raise TextFileError(
             f"{what} {path} is not UTF-8 text (byte {exc.start} is 0x{data[exc.start]:02x}); save it as UTF-8"
         ) from None
+
+
+def read_json_object(path: str | Path, what: str = "file") -> dict[str, Any] | None:
+    """The JSON object a small file holds (settings, an index of datasets); None when there is no such
+    file, :class:`TextFileError` naming it when it is damaged or holds something else."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(read_text_file(path, what))
+    except json.JSONDecodeError as exc:
+        raise TextFileError(f"{what} {path} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise TextFileError(f"{what} {path} holds a JSON {type(data).__name__}, not an object")
+    return data
 
 
 def yaml_value(text: str) -> Any:

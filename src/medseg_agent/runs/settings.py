@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg_agent.io.atomic import atomic_write_json
-from medseg_agent.io.text import TextFileError, read_text_file
+from medseg_agent.io.text import TextFileError, read_json_object
 
 
 class SettingsMismatch(ValueError):
@@ -23,20 +23,10 @@ def as_stored(settings: dict[str, Any]) -> dict[str, Any]:
 
 def read_settings(path: Path) -> dict[str, Any] | None:
     """The JSON object stored in ``path``; None when there is no such file."""
-    if not path.is_file():
-        return None
     try:
-        data = json.loads(read_text_file(path, "run settings file"))
-    except (TextFileError, json.JSONDecodeError) as exc:
-        raise SettingsMismatch(
-            f"{path} is damaged ({exc}); delete it to start the run afresh, or use another --out"
-        ) from None
-    if not isinstance(data, dict):
-        raise SettingsMismatch(
-            f"{path} holds a {type(data).__name__}, not the run's settings; delete it to start the run afresh, "
-            "or use another --out"
-        )
-    return data
+        return read_json_object(path, "run settings file")
+    except TextFileError as exc:
+        raise SettingsMismatch(f"{exc}; delete it to start the run afresh, or use another --out") from None
 
 
 def check_same_settings(stored: Any, wanted: dict[str, Any], folder: Path) -> None:
