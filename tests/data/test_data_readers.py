@@ -64,6 +64,12 @@ def test_detect_every_layout(tmp_path):
         open_dataset(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="unknown dataset format"):
         open_dataset(bp, format="hdf5")
+    (tmp_path / "cut.json").write_text('{"annotations": [')  # a copy cut short
+    with pytest.raises(ValueError, match=r"cut\.json is not valid JSON \(Expecting value"):
+        detect_format(tmp_path / "cut.json")
+    (tmp_path / "latin1.json").write_bytes(b'[{"target": "f\xe9mur"}]')
+    with pytest.raises(ValueError, match=r"latin1\.json is not UTF-8 text \(byte 14 is 0xe9\)"):
+        detect_format(tmp_path / "latin1.json")
 
 
 def test_open_dataset_aliases_and_split(tmp_path):

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from medseg_agent.io.text import read_text_file
+
 from .biomedparse import looks_like_biomedparse, read_biomedparse
 from .dataset import Dataset
 from .json_annotations import is_annotation_json, read_json_annotations
@@ -68,7 +70,10 @@ def detect_format(path: str | Path) -> tuple[str, Path]:
     if p.is_file():
         name = p.name.lower()
         if name.endswith(".json"):
-            data = _load_json(p)
+            try:
+                data = json.loads(read_text_file(p, "dataset file"))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{p} is not valid JSON ({exc})") from None
             if is_annotation_json(data):
                 return "json", p
             if _is_msd_json(data):
