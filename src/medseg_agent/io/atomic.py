@@ -40,7 +40,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, utf8_bytes(text))
+
+
+def utf8_bytes(text: str) -> bytes:
+    """``text`` as UTF-8. A lone surrogate (a path whose file name has bytes that are not UTF-8, kept by
+    Python as ``\\udce9``) is written as that escape: in JSON it reads back as the same path."""
+    return text.encode("utf-8", "backslashreplace")
 
 
 def json_safe(value: Any) -> Any:
@@ -70,7 +76,7 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = (dumps(record) + "\n").encode("utf-8")
+    line = utf8_bytes(dumps(record) + "\n")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         os.write(fd, line)
