@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 from pathlib import Path
 from typing import Annotated, Any
@@ -94,9 +95,11 @@ def rl_data(
         fail(f"--images must be inline or files, got {images!r}")
 
     def samples():
+        stream = iter_samples([data], data_format=data_format, split=split, limit=limit)
+        first = next(stream, None)  # a dataset that cannot be opened fails here, before a progress bar shows
         with progress_bar() as progress:
             task = progress.add_task("RL rows", total=limit)
-            for sample in iter_samples([data], data_format=data_format, split=split, limit=limit):
+            for sample in itertools.chain([] if first is None else [first], stream):
                 progress.advance(task)
                 yield sample
 
