@@ -114,3 +114,10 @@ def test_a_row_with_a_bad_window_or_label_is_skipped_naming_its_row(files, field
     ds = read_manifest(files / "rows.jsonl")
     assert len(ds.load()) == 1
     assert len(ds.skipped) == 1 and ds.skipped[0].reason.startswith("row 1: ") and reason in ds.skipped[0].reason
+
+
+def test_a_manifest_saved_by_excel_as_unicode_text_is_read(files):
+    rows = "image\tmask\ttarget\tmodality\nimg/a.png\tmsk/a.png\tfémur\tCT\n"
+    (files / "excel.tsv").write_bytes(rows.encode("utf-16"))  # UTF-16 with its byte-order mark
+    [sample] = read_manifest(files / "excel.tsv").load()
+    assert sample.target == "fémur" and sample.modality == "CT"

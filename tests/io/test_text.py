@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import codecs
 import re
 
 import pytest
@@ -13,6 +14,14 @@ def test_text_files_read_with_or_without_a_byte_order_mark(tmp_path):
     assert read_text_file(tmp_path / "plain.yaml") == read_text_file(tmp_path / "bom.yaml") == "weight: 0.5 # café\n"
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-be", "utf-32"])
+def test_utf16_and_utf32_with_a_byte_order_mark_are_read(tmp_path, encoding):
+    text = "image\tmask\ttarget\nscan.png\tseg.png\tfémur\n"  # Excel's "Unicode text", PowerShell's >
+    mark = {"utf-16": b"", "utf-16-be": codecs.BOM_UTF16_BE, "utf-32": b""}[encoding]
+    (tmp_path / "rows.tsv").write_bytes(mark + text.encode(encoding))
+    assert read_text_file(tmp_path / "rows.tsv") == text
+
+
 def test_every_failed_read_is_one_error_naming_the_file_and_its_role(tmp_path):
     (tmp_path / "latin1.yaml").write_bytes(b"site: abdom\xe9n\n")
     (tmp_path / "folder.yaml").mkdir()
@@ -22,6 +31,9 @@ def test_every_failed_read_is_one_error_naming_the_file_and_its_role(tmp_path):
         read_text_file(tmp_path / "folder.yaml", "reward config")
     with pytest.raises(TextFileError, match=r"^file .*gone\.yaml does not exist$"):
         read_text_file(tmp_path / "gone.yaml")
+    (tmp_path / "cut.tsv").write_bytes(codecs.BOM_UTF16_LE + "a\tb\n".encode("utf-16-le")[:-1])
+    with pytest.raises(TextFileError, match=r"^manifest .*cut\.tsv is not UTF-16 text \(byte 8 is 0x0a\)"):
+        read_text_file(tmp_path / "cut.tsv", "manifest")
 
 
 @pytest.mark.parametrize(

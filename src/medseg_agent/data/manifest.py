@@ -20,6 +20,7 @@ from typing import Any
 
 from medseg_agent.io.images import load_image, load_mask
 from medseg_agent.io.intensity import resolve_window
+from medseg_agent.io.text import TextFileError, read_text_file
 
 from .common import build_sample, canonical_modality, parse_spacing
 from .dataset import Dataset, Item
@@ -37,7 +38,7 @@ MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_text_file(path, "manifest")
     if suffix in (".jsonl", ".ndjson"):
         rows: list[dict[str, Any]] = []
         for n, line in enumerate(text.splitlines(), 1):
@@ -141,6 +142,8 @@ def read_manifest(path: str | Path, *, split: str | None = None, name: str | Non
     mpath = Path(path)
     try:
         rows = _read_rows(mpath)
+    except TextFileError as exc:
+        raise ValueError(str(exc)) from None
     except (OSError, ValueError, csv.Error) as exc:
         raise ValueError(f"cannot read manifest {mpath}: {exc}") from exc
     cols = _column_map([r for r in rows if "__error__" not in r], mpath)

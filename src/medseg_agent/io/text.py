@@ -8,6 +8,7 @@ of a traceback.
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from pathlib import Path
@@ -17,6 +18,13 @@ import yaml
 
 #: YAML 1.1 reads 1e-4 (no dot) as a string; learning rates are written that way.
 _SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+#: UTF-32 first: its little-endian mark begins with UTF-16's.
+_BYTE_ORDER_MARKS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 
 
 class TextFileError(ValueError):
@@ -24,7 +32,9 @@ class TextFileError(ValueError):
 
 
 def read_text_file(path: str | Path, what: str = "file") -> str:
-    """The file's text; a byte-order mark (editors on Windows write one) is dropped.
+    """The file's text: UTF-8, or UTF-16/32 with a byte-order mark (Excel's "Unicode text" and Windows
+    PowerShell's ``>`` write UTF-16); the mark itself (which Windows editors also put before UTF-8) is
+    dropped.
 
     ``what`` names the file's role in the messages: ``"reward config"`` -> "reward config x.yaml does
     not exist".
@@ -36,11 +46,13 @@ def read_text_file(path: str | Path, what: str = "file") -> str:
         raise TextFileError(f"{what} {path} does not exist") from None
     except OSError as exc:  # a folder, no permission, a name too long
         raise TextFileError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    encoding = next((name for mark, name in _BYTE_ORDER_MARKS if data.startswith(mark)), "utf-8-sig")
     try:
-        return data.decode("utf-8-sig")
+        return data.decode(encoding)
     except UnicodeDecodeError as exc:
+        kind = "UTF-8" if encoding == "utf-8-sig" else encoding.upper()
         raise TextFileError(
-            f"{what} {path} is not UTF-8 text (byte {exc.start} is 0x{data[exc.start]:02x}); save it as UTF-8"
+            f"{what} {path} is not {kind} text (byte {exc.start} is 0x{data[exc.start]:02x}); save it as UTF-8"
         ) from None
 
 
