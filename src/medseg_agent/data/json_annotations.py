@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from medseg_agent.io.text import TextFileError, read_text_file
+
 from .biomedparse import _modality_site_from_image_stem
 from .common import build_sample, canonical_modality, is_known_modality, parse_spacing, strip_image_ext
 from .dataset import Dataset, Item
@@ -207,8 +209,10 @@ def read_json_annotations(
     (per-annotation problems become skipped samples)."""
     json_path = Path(path)
     try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        data = json.loads(read_text_file(json_path, "annotation JSON"))
+    except TextFileError as exc:
+        raise ValueError(str(exc)) from None
+    except ValueError as exc:
         raise ValueError(f"cannot read annotation JSON {json_path}: {exc}") from exc
     if not is_annotation_json(data):
         raise ValueError(f"{json_path} has no 'annotations' list (not a COCO/RefCOCO-style file)")
