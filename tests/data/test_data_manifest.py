@@ -121,3 +121,12 @@ def test_a_manifest_saved_by_excel_as_unicode_text_is_read(files):
     (files / "excel.tsv").write_bytes(rows.encode("utf-16"))  # UTF-16 with its byte-order mark
     [sample] = read_manifest(files / "excel.tsv").load()
     assert sample.target == "fémur" and sample.modality == "CT"
+
+
+def test_a_csv_excel_saved_with_semicolons_is_read(files):
+    (files / "europe.csv").write_text(
+        "image;mask;target;modality;site\n"
+        'img/a.png;msk/a.png;"kidney; left";CT;abdomen, upper\n'
+    )
+    [sample] = read_manifest(files / "europe.csv").load()
+    assert sample.target == "kidney; left" and sample.modality == "CT" and sample.meta["site"] == "abdomen, upper"

@@ -1,6 +1,7 @@
 """Manifest files: one row per sample, paths relative to the manifest file.
 
-CSV (``,``), TSV (``.tsv``), JSONL, or JSON (a list of rows or ``{"samples": [...]}``) with columns
+CSV (``,``, or ``;`` as Excel writes it in most of Europe), TSV (``.tsv``), JSONL, or JSON (a list of
+rows or ``{"samples": [...]}``) with columns
 
 - required: ``image``, ``mask``, ``target``, ``modality``
 - optional: ``dataset``, ``split``, ``sample_id``, ``spacing`` (``"0.8,0.8"``, ``"0.8x0.8"``, a
@@ -57,9 +58,17 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
         if not isinstance(data, list):
             raise ValueError(f"{path}: expected a list of rows or {{'samples': [...]}}")
         return [r if isinstance(r, dict) else {"__error__": "row is not an object"} for r in data]
-    dialect = "excel-tab" if suffix == ".tsv" else "excel"
-    reader = csv.DictReader(text.splitlines(), dialect=dialect)
+    lines = text.splitlines()
+    reader = csv.DictReader(lines, dialect="excel", delimiter=_delimiter(lines[0] if lines else "", suffix))
     return [{(k or "").strip(): (v.strip() if isinstance(v, str) else v) for k, v in r.items()} for r in reader]
+
+
+def _delimiter(header: str, suffix: str) -> str:
+    """Tab for ``.tsv``; for ``.csv`` the separator its header uses, because Excel saves CSV with ``;``
+    where a comma is the decimal mark (most of Europe). A tie goes to the comma."""
+    if suffix == ".tsv":
+        return "\t"
+    return max((",", ";", "\t"), key=header.count)
 
 
 def _column_map(rows: list[dict[str, Any]], path: Path) -> dict[str, str]:
