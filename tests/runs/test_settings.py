@@ -31,7 +31,7 @@ def test_each_difference_is_named_by_its_dotted_name(tmp_path):
     ("content", "problem"),
     [
         (b'{"seed": 0', r"run\.json is not valid JSON \(Expecting ',' delimiter"),
-        (b"\xff\xfe", r"run\.json is not UTF-8 text"),
+        (b'{"site": "f\xe9mur"}', r"run\.json is not UTF-8 text \(byte 11 is 0xe9\)"),
         (b"[1, 2]", r"run\.json holds a JSON list, not an object"),
     ],
 )
