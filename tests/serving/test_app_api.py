@@ -188,6 +188,26 @@ def test_dicom_series_upload(client, tmp_path):
     assert (shown["height"], shown["width"]) == (20, 24)
 
 
+def test_an_upload_of_a_whole_study_says_which_series_it_shows(client, tmp_path):
+    write = helper_module("data", "data_reader_helpers").write_dicom_series
+    rng = np.random.default_rng(5)
+    big = write(tmp_path / "big", rng.integers(0, 1500, (5, 20, 24)).astype(np.uint16))
+    small = write(tmp_path / "small", rng.integers(0, 1500, (3, 16, 16)).astype(np.uint16))
+    files = [("files", (f"{folder.name}_{p.name}", p.read_bytes())) for folder in (big, small)
+             for p in sorted(folder.iterdir())]
+    files.append(("files", ("notes.txt", b"scanned on the old machine")))
+    volume = client.post("/v1/app/open", files=files).json()
+    assert volume["slices"]["axial"] == 5
+    assert volume["name"] == ("DICOM series (9 files): the largest of 2 series, 5 slices; 1 file(s) that are not "
+                              "DICOM images left out")
+
+    junk = client.post("/v1/app/open", files=[("files", ("a.dcm", b"junk")), ("files", ("b.dcm", b"junk"))])
+    assert junk.status_code == 422 and junk.json()["detail"].endswith("no DICOM images in the upload")
+    nifti = volume_file(tmp_path / "v.nii.gz").read_bytes()
+    two = client.post("/v1/app/open", files=[("files", ("a.nii.gz", nifti)), ("files", ("b.nii.gz", nifti))])
+    assert two.status_code == 422 and two.json()["detail"].startswith("open one NIfTI volume at a time")
+
+
 def test_a_slice_of_a_volume_saves_as_nifti(client, app_server):
     volume = open_library(client, "volume")
     vid = volume["volume_id"]

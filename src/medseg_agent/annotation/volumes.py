@@ -184,7 +184,7 @@ def open_volume(path: str | Path, name: str | None = None, modality: str | None 
     try:
         if path.is_dir():
             image, info = read_dicom_series(path)
-            return Volume(image, label, modality or _dicom_modality(info), source=str(path))
+            return Volume(image, _series_label(label, info), modality or _dicom_modality(info), source=str(path))
         return Volume(load_nifti(path), label, modality, source=str(path))
     except VolumeOpenError:
         raise
@@ -192,6 +192,17 @@ def open_volume(path: str | Path, name: str | None = None, modality: str | None 
         raise VolumeOpenError(f"{label}: no such file or folder") from None
     except read_errors() as exc:  # nibabel / pydicom refusals, truncated gzip
         raise VolumeOpenError(f"{label}: not a readable NIfTI volume or DICOM series: {exc}") from None
+
+
+def _series_label(label: str, info: dict[str, Any]) -> str:
+    """The volume's name, saying what of the folder was not read: a folder of a whole study holds
+    several series and only the largest is shown."""
+    notes = []
+    if info.get("n_series", 1) > 1:
+        notes.append(f"the largest of {info['n_series']} series, {info['n_files']} slices")
+    if info.get("ignored"):
+        notes.append(f"{info['ignored']} file(s) that are not DICOM images left out")
+    return f"{label}: {'; '.join(notes)}" if notes else label
 
 
 def _dicom_modality(info: dict[str, Any]) -> str | None:

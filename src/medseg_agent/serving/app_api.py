@@ -457,16 +457,23 @@ def _open_uploads(uploads: list[tuple[str, bytes]], modality: str | None, max_si
     names = [Path(name).name or f"file{i}" for i, (name, _) in enumerate(uploads)]
     lower = [name.lower() for name in names]
     first = uploads[0][1]
-    is_volume = len(uploads) == 1 and lower[0].endswith((".nii", ".nii.gz"))
+    volumes = [name for name in names if name.lower().endswith((".nii", ".nii.gz"))]
+    if len(uploads) > 1 and volumes:
+        raise VolumeOpenError(f"open one NIfTI volume at a time ({', '.join(volumes)} came with {len(uploads) - 1} "
+                              "other file(s)); several files are read as the slices of one DICOM series")
+    is_volume = bool(volumes)
     is_series = len(uploads) > 1 or lower[0].endswith(".dcm") or first[128:132] == b"DICM"
     if is_volume or is_series:
         with tempfile.TemporaryDirectory(prefix="medseg-app-upload-") as tmp:
             folder = Path(tmp)
             for i, ((_, data), name) in enumerate(zip(uploads, names, strict=True)):
                 (folder / (f"{i:05d}_{name}" if len(uploads) > 1 else name)).write_bytes(data)
-            if is_volume:
-                return open_volume(folder / names[0], names[0], modality)
-            return open_volume(folder, f"DICOM series ({len(names)} files)", modality)
+            try:
+                if is_volume:
+                    return open_volume(folder / names[0], names[0], modality)
+                return open_volume(folder, f"DICOM series ({len(names)} files)", modality)
+            except VolumeOpenError as exc:  # the server's temporary folder means nothing to the person
+                raise VolumeOpenError(str(exc).replace(str(folder), "the upload")) from None
     limits = ImageLimits(max_side=max_side, max_pixels=max_side * max_side)
     try:
         image = load_image(EncodedImage(first, names[0]), modality, limits=limits)
