@@ -14,7 +14,7 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import ConfigDict, ValidationError, create_model
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from medseg_agent.plugins import PluginError, load_plugins
 from medseg_agent.policies.base import Policy
@@ -72,17 +72,18 @@ def checked_options(name: str, factory: Callable[..., Policy], options: dict[str
         unknown = sorted(set(options) - set(named))
         if unknown:
             raise ValueError(f"no option {', '.join(unknown)} (the options are: {', '.join(named) or 'none'})")
-    fields: dict[str, Any] = {key: (hints.get(key, Any), ...) for key in options}
-    model = create_model(f"{name}_options", __config__=ConfigDict(arbitrary_types_allowed=True), **fields)
-    try:
-        checked = model(**options)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"option {'.'.join(map(str, error['loc']))}: {error['msg']} (got {error['input']!r})"
-            for error in exc.errors()
-        )
-        raise ValueError(problems) from None
-    return {key: getattr(checked, key) for key in options}
+    checked, problems = {}, []
+    for key, value in options.items():
+        adapter = TypeAdapter(hints.get(key, Any), config=ConfigDict(arbitrary_types_allowed=True))
+        try:
+            checked[key] = adapter.validate_python(value)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join(map(str, (key, *error["loc"])))
+            problems.append(f"option {where}: {error['msg']} (got {error['input']!r})")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return checked
 
 
 def _load_plugins() -> None:
