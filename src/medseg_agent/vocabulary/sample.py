@@ -35,7 +35,8 @@ class Sample:
 
     def __post_init__(self) -> None:
         for name in ("target", "modality", "dataset", "sample_id", "split"):
-            setattr(self, name, readable_text(getattr(self, name)))
+            if isinstance(getattr(self, name), str):
+                setattr(self, name, readable_text(getattr(self, name)))
         self.meta = {key: readable_text(value) if isinstance(value, str) else value for key, value in self.meta.items()}
 
 
