@@ -36,6 +36,13 @@ def test_serve_reports_a_tool_option_the_tool_does_not_take():
     assert result.exit_code == 2 and "KEY=VALUE" in result.output
 
 
+def test_serve_and_app_refuse_a_log_level_uvicorn_does_not_have():
+    for command in ("serve", "app"):
+        result = CliRunner().invoke(app, [command, "--log-level", "loud"], env={"COLUMNS": "200"})
+        assert result.exit_code == 2, result.output  # uvicorn's KeyError came only once the server started
+        assert "'loud' is not a log level; choose one of critical, error, warning, info, debug, trace" in result.output
+
+
 def test_serve_refuses_a_url_as_the_tool():
     result = CliRunner().invoke(app, ["serve", "--tool", "http://127.0.0.1:9"], env={"COLUMNS": "200"})
     assert result.exit_code == 2 and "not another server's URL" in " ".join(result.output.split())

@@ -496,7 +496,17 @@ MaxBodyOption = Annotated[int, typer.Option("--max-body-mb", min=1, help="Larges
 SessionTtlOption = Annotated[
     float, typer.Option("--session-ttl", min=1.0, help="Seconds of inactivity after which a session is deleted.")
 ]
-LogLevelOption = Annotated[str, typer.Option("--log-level", help="uvicorn log level.")]
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")  # uvicorn's
+
+
+def _log_level(value: str) -> str:
+    if value.lower() not in LOG_LEVELS:
+        raise typer.BadParameter(f"{value!r} is not a log level; choose one of {', '.join(LOG_LEVELS)}")
+    return value.lower()
+
+
+LogLevelOption = Annotated[str, typer.Option("--log-level", callback=_log_level,
+                                             help=f"uvicorn log level: {', '.join(LOG_LEVELS)}.")]
 
 
 @dataclasses.dataclass(frozen=True)
