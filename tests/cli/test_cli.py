@@ -58,6 +58,13 @@ def test_segment_reports_bad_input_clearly(tmp_path):
     assert result.exit_code == 2 and "has no foreground pixel" in result.output
     result = runner.invoke(app, ["segment", str(image), "-t", " ", "--gt", str(gt), "-o", str(tmp_path / "o")])
     assert result.exit_code == 2 and "the target text is empty" in result.output
+    for command in (["segment", str(image), "-t", "x", "--gt", str(gt), "-o", str(tmp_path / "o")],
+                    ["evaluate", "--data", str(tmp_path / "data"), "-o", str(tmp_path / "e")],
+                    ["trajectories", "generate", "--data", str(tmp_path / "data"), "-o", str(tmp_path / "t")],
+                    ["data", "build-synthetic", "--out", str(tmp_path / "s")]):
+        result = runner.invoke(app, [*command, "--seed", "-1"], env={"COLUMNS": "200"})  # numpy refuses them later
+        message = " ".join(result.output.split())
+        assert result.exit_code == 2 and "'--seed': Input should be greater than or equal to 0" in message, command
     result = runner.invoke(app, ["segment", str(image), "-t", "x", "--gt", str(gt), "--tool", "nope", "-o",
                                  str(tmp_path / "o")])
     assert result.exit_code == 2 and "unknown tool" in result.output

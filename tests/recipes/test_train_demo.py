@@ -131,6 +131,10 @@ def test_cli_refuses_bad_options(tmp_path):
     assert result.exit_code != 0 and "--size must be one of demo, smoke" in result.output
     result = runner.invoke(cli(), ["train", "demo", "--seeds", "a,b", "--out", str(tmp_path)])
     assert result.exit_code != 0 and "expected integers" in result.output
+    result = runner.invoke(cli(), ["train", "demo", "--seeds", "0,-1", "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "seeds are whole numbers from 0" in result.output
+    result = runner.invoke(cli(), ["train", "demo", "--seeds", "1,1", "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "a seed given twice" in result.output
     result = runner.invoke(cli(), ["train", "demo", "--size", "smoke", "--stages", "rl", "--from", str(tmp_path),
                                    "--out", str(tmp_path / "x"), "-q"])
     assert result.exit_code != 0 and "no model there" in " ".join(result.output.split())

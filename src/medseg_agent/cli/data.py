@@ -69,7 +69,7 @@ def build_synthetic(
     val: int = typer.Option(24, "--val", min=0, help="Validation images."),
     test: int = typer.Option(100, "--test", min=0, help="Test images."),
     size: int = typer.Option(256, "--size", min=128, max=1024, help="Image side in pixels."),
-    seed: int = typer.Option(0, "--seed", help="Same seed and sizes: same files."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Same seed and sizes: same files."),
     force: bool = typer.Option(False, "--force", help="Rebuild even if a complete build is there."),
 ) -> None:
     """Build synthetic CT-like scans with several look-alike lesions and a text naming one of them

@@ -29,7 +29,7 @@ def evaluate(
     data_format: Annotated[str, typer.Option("--format", help="Dataset layout (default: detected).")] = "auto",
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="At most N samples per --data.")] = None,
     episode: EpisodeOptions,
-    seed: Annotated[int, typer.Option("--seed", help="Base seed (per-sample seeds derive from it).")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Base seed (per-sample seeds derive from it).")] = 0,
     run: RunOptions,
 ) -> None:
     """Evaluate a POLICY driving a TOOL on datasets: one trajectory record per sample in

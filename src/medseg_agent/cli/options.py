@@ -280,7 +280,7 @@ class ExpertOptions:
         f"(default {defaults.OTHER_SHARE}).")] = None
     view_size: ViewSizeOption = 512
     seed: Annotated[int, typer.Option(
-        "--seed", help="Base seed; each trajectory's seed derives from it and the sample.")] = 0
+        "--seed", min=0, help="Base seed; each trajectory's seed derives from it and the sample.")] = 0
 
     def config(self) -> Any:
         """The GenerationConfig, checked (ValueError names the bad option) before any work starts."""

@@ -25,7 +25,7 @@ def segment(
     ] = None,
     policy: PolicyOptions,
     episode: EpisodeOptions,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for stochastic policies.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed for stochastic policies.")] = 0,
 ) -> None:
     """Segment TARGET in IMAGE with a policy driving a tool; writes the final mask, one overlay per
     turn and the trajectory record, and prints the IoU after every turn when --gt is given.

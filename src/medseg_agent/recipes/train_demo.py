@@ -696,6 +696,10 @@ def parse_seeds(text: str) -> list[int]:
         raise ValueError(f"--seeds {text!r}: expected integers separated by commas, e.g. 0,1,2") from None
     if not seeds:
         raise ValueError("--seeds: give at least one seed")
+    if min(seeds) < 0:
+        raise ValueError(f"--seeds {text!r}: seeds are whole numbers from 0 (numpy refuses negative ones)")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds {text!r}: a seed given twice would train the same run twice")
     return seeds
 
 
