@@ -245,6 +245,29 @@ def test_a_damaged_nifti_header_skips_its_case_naming_the_field(tmp_path, fields
     assert ds.skipped[0].reason.startswith("unreadable image volume") and reason in ds.skipped[0].reason
 
 
+@pytest.mark.parametrize(
+    ("description", "problem"),
+    [
+        ('{"labels": {"1": "marker"}, "training": [', r"dataset\.json is not valid JSON \(Expecting value"),
+        ({"labels": {"1": "marker"}, "training": [{"image": ["a.nii.gz"], "label": "b.nii.gz"}]},
+         r"dataset\.json: training\[0\] must be \{\"image\": path, \"label\": path\}"),
+        ({"labels": {"1": "marker"}, "training": [{"image": "./imagesTr/head_001.nii.gz",
+                                                    "label": "./labelsTr/head_001.nii.gz"}, "head_002"]},
+         r"training\[1\] must be .*got head_002"),
+    ],
+)
+def test_a_damaged_msd_description_is_named_not_ignored(tmp_path, description, problem):
+    img, lab = _synthetic_lps()
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "labelsTr").mkdir()
+    nib.save(nib.Nifti1Image(img, LPS_AFFINE), tmp_path / "imagesTr" / "head_001.nii.gz")
+    nib.save(nib.Nifti1Image(lab, LPS_AFFINE), tmp_path / "labelsTr" / "head_001.nii.gz")
+    text = description if isinstance(description, str) else json.dumps(description)
+    (tmp_path / "dataset.json").write_text(text)  # read silently as if absent, label names lost, before
+    with pytest.raises(ValueError, match=problem):
+        open_dataset(tmp_path, format="nifti")
+
+
 def test_msd_and_nnunet_folders(tmp_path):
     img, lab = _synthetic_lps()
     msd = tmp_path / "Task99_Head"

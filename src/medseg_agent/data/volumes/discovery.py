@@ -10,6 +10,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from medseg_agent.io.text import read_text_file
+
 from .cases import VolumeCase
 from .files import NIFTI_SUFFIXES
 from .labels import labels_from_mapping
@@ -71,9 +73,12 @@ def discover_nifti_cases(root: Path) -> tuple[list[VolumeCase], dict[str, Any]]:
     ds_json = root / "dataset.json"
     if ds_json.is_file():
         try:
-            meta = json.loads(ds_json.read_text(encoding="utf-8"))
-        except ValueError:
-            meta = {}
+            meta = json.loads(read_text_file(ds_json, "dataset description"))
+        except json.JSONDecodeError as exc:  # its label names would be lost without a word
+            raise ValueError(
+                f"{ds_json} is not valid JSON ({exc}); mend it, or move it away to read the folder by its "
+                "images*/labels* folders"
+            ) from None
         if isinstance(meta, dict) and "labels" in meta:
             with contextlib.suppress(ValueError, TypeError):
                 info["label_names"] = labels_from_mapping(meta["labels"])
@@ -84,10 +89,15 @@ def discover_nifti_cases(root: Path) -> tuple[list[VolumeCase], dict[str, Any]]:
                 info["name"] = meta["name"]
             if isinstance(meta.get("training"), list) and meta["training"] and isinstance(meta["training"][0], dict):
                 cases = []
-                for entry in meta["training"]:
-                    img, lab = entry.get("image"), entry.get("label")
-                    if not img or not lab:
-                        continue
+                for i, entry in enumerate(meta["training"]):
+                    img, lab = (entry.get("image"), entry.get("label")) if isinstance(entry, dict) else (0, 0)
+                    if isinstance(entry, dict) and (not img or not lab):
+                        continue  # an entry without a label has nothing to score
+                    if not isinstance(img, str) or not isinstance(lab, str):
+                        raise ValueError(
+                            f"{ds_json}: training[{i}] must be {{\"image\": path, \"label\": path}}, got "
+                            f"{str(entry)[:80]}"
+                        )
                     cases.append(VolumeCase(strip_nifti_suffix(Path(img).name), root / img, root / lab, "train"))
                 return cases, info
     cases: list[VolumeCase] = []
