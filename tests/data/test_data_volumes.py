@@ -324,6 +324,10 @@ def test_read_label_names_formats(tmp_path):
     assert humanize_label("Left-Lateral-Ventricle") == "left lateral ventricle"
     assert humanize_label("IVC") == "IVC"
     assert humanize_label("right kidney") == "right kidney"
+    for value in ("Infinity", "1.5"):  # Infinity was an OverflowError out of every reader, 1.5 silently label 1
+        j.write_text(f'{{"labels": {{"background": 0, "liver": {value}}}}}')
+        with pytest.raises(ValueError, match=f"label 'liver' has the value {value.lower().replace('infinity', 'inf')}"):
+            read_label_names(j)
 
 
 # ------------------------------------------------------------------------------------ DICOM

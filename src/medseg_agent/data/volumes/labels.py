@@ -66,6 +66,8 @@ def labels_from_mapping(data: Any) -> dict[int, str]:
         raise ValueError("label mapping must be a dict")
     for k, v in data.items():
         if isinstance(v, int | float) and not isinstance(v, bool):  # nnU-Net v2: {"liver": 1}
+            if isinstance(v, float) and not v.is_integer():  # 1.5, Infinity, NaN: no voxel holds it
+                raise ValueError(f"label {k!r} has the value {v}, not a whole number")
             out[int(v)] = str(k)
         elif isinstance(v, list | tuple) and v and isinstance(v[0], int):  # region-based: first value
             out[int(v[0])] = str(k)
