@@ -231,6 +231,14 @@ def test_exports_add_to_the_folders_dataset_list_and_a_damaged_one_stops_before_
     assert not (damaged / "medseg_expert.sharegpt.json").exists() and not list(damaged.glob("images"))
 
 
+@pytest.mark.parametrize("name", ["../outside", "", ".hidden", "a/b"])
+def test_a_dataset_name_that_is_not_a_file_name_is_refused(tmp_path, shape_tool, name):
+    folder = generate(tmp_path / "traj", shape_tool)
+    result = CliRunner().invoke(trajectories_app, ["export", str(folder), "--out", str(tmp_path / "o"), "--name", name])
+    assert result.exit_code == 2 and f"--name {name!r}: a dataset name starts with" in " ".join(result.output.split())
+    assert not list(tmp_path.glob("outside*")) and not list((tmp_path / "o").glob("*.*"))
+
+
 def test_ibis_trajectories_with_the_default_formats_skip_verl_rl_and_say_so(tmp_path, shape_tool):
     """Issue 10 item 13: the default (all formats) used to abort on verl-rl and write nothing."""
     folder = generate(tmp_path / "traj", shape_tool, protocol="ibis")

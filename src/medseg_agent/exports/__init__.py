@@ -6,11 +6,15 @@ every image is a PNG file under ``<out>/images/`` and, in the Parquet files, emb
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from medseg_agent.exports.common import ExportItem, FormatNotApplicable, iter_items
+
+#: A dataset name is a file-name stem: ``../x`` would write outside the export folder, ``""`` hidden files.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 
 def _writer(fmt: str, out: Path, name: str) -> Any:
@@ -49,6 +53,11 @@ def write_exports(
     A format that cannot hold the trajectories (:class:`FormatNotApplicable`) raises, or, with
     ``on_skip``, is dropped, its partial file removed, and ``on_skip(format, reason)`` called.
     """
+    if not _NAME.fullmatch(name):
+        raise ValueError(
+            f"--name {name!r}: a dataset name starts with a letter or digit and holds only letters, digits and "
+            "_ . + - (it names the files in OUT and the entry in dataset_info.json)"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     writers = {fmt: _writer(fmt, out, name) for fmt in dict.fromkeys(formats)}
