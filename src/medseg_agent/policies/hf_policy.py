@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg_agent.environment.episode import Observation
+from medseg_agent.io.text import read_text_file
 from medseg_agent.policies.base import EpisodeContext, PolicyReply
 from medseg_agent.policies.chat import ChatPolicy, reply_from
 from medseg_agent.protocols.conversation import Conversation, to_hf
@@ -81,7 +82,9 @@ class HFPolicy(ChatPolicy):
         self.model.to(self.device).eval()
         if chat_template is not None:
             template = Path(chat_template)
-            self.processor.chat_template = template.read_text() if template.is_file() else str(chat_template)
+            self.processor.chat_template = (
+                read_text_file(template, "chat template") if template.is_file() else str(chat_template)
+            )
         if not getattr(self.processor, "chat_template", None):
             raise ValueError(f"hf policy: {self.model_path} has no chat template; pass chat_template=")
         if native_tools and not self._template_renders_tools():

@@ -27,6 +27,7 @@ from typing import Any, Literal
 
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
 from medseg_agent.environment.record import TrajectoryRecord
+from medseg_agent.io.text import read_text_file
 from medseg_agent.protocols import get_protocol, tool_schemas
 from medseg_agent.rewards import RewardSpec, resolve_reward, score_record
 from medseg_agent.tools.base import SegmentationTool
@@ -193,7 +194,7 @@ def _chat_template(name: str) -> str:
     path = Path(name)
     if not path.is_file():
         raise FileNotFoundError(f"chat template {name!r} is neither 'qwen3_vl' nor a file")
-    return path.read_text()
+    return read_text_file(path, "chat template")
 
 
 def ensure_tool_call_parser(processor: Any) -> None:
