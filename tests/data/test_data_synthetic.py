@@ -97,6 +97,21 @@ def test_reuse_rebuild_and_refusals(tmp_path):
         SyntheticConfig(image_size=64)
 
 
+def test_the_command_prints_text_not_markup(tmp_path):
+    from typer.testing import CliRunner
+
+    from medseg_agent.cli.app import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["data", "build-synthetic", "--out", str(tmp_path / "d"), "--train", "0", "--val", "0",
+                                 "--test", "0"])
+    assert result.exit_code == 2 and "error: no images requested" in result.output and "[red]" not in result.output
+    result = runner.invoke(app, ["data", "build-synthetic", "--out", str(tmp_path / "d"), "--train", "1", "--val", "0",
+                                 "--test", "0", "--size", "128"])
+    assert result.exit_code == 0 and f"synthetic dataset: {tmp_path / 'd'} (" in " ".join(result.output.split())
+    assert "[bold]" not in result.output
+
+
 def test_a_bare_scene_is_one_lesion_named_lesion_and_extras_need_lookalikes():
     rng = np.random.default_rng(4)
     for _ in range(5):

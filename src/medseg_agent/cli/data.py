@@ -14,7 +14,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from medseg_agent.cli.common import console, say
+from medseg_agent.cli.common import console, fail, say
 
 data_app = typer.Typer(
     help="Datasets: build the real demo dataset, list what a dataset folder/file contains.",
@@ -80,18 +80,16 @@ def build_synthetic(
     try:
         config = SyntheticConfig(train=train, val=val, test=test, image_size=size, seed=seed)
     except ValueError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+        fail(str(exc))
     start = time.perf_counter()
     try:
         with progress_bar() as progress:
             task = progress.add_task("synthetic scans", total=train + val + test)
             path = build_synthetic_dataset(out, config, force=force, on_image=lambda _: progress.advance(task))
     except FileExistsError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
+        fail(str(exc))
     summary = synthetic_info(path)["summary"]
-    console.print(f"synthetic dataset: [bold]{path}[/bold] ({time.perf_counter() - start:.1f} s)")
+    say("synthetic dataset: ", (str(path), "bold"), f" ({time.perf_counter() - start:.1f} s)")
     console.print(
         "images per split: " + ", ".join(f"{k} {v}" for k, v in summary["images"].items())
         + f"; {summary['mean_lesions_per_image']} lesions per image; attributes named in the target text: "
