@@ -100,6 +100,13 @@ def test_written_tables_are_strict_json_csv_and_markdown(tmp_path):
     assert "inf" in paths["samples"].read_text()
 
 
+def test_a_target_with_a_bar_or_a_line_break_keeps_its_markdown_row(tmp_path):
+    markdown = write_summary([result("a", "cyst | left\nlobe", 0.9)], tmp_path, max_actions=3, title="t")["markdown"]
+    rows = [line for line in markdown.read_text().splitlines() if "cyst" in line]
+    assert rows and all(line.startswith("| target | cyst \\| left lobe |") for line in rows)
+    assert all(line.count(" | ") == rows[0].count(" | ") for line in rows)
+
+
 def test_gallery_rows_are_best_median_worst():
     cases = pick_cases(RESULTS, per_row=4)
     assert [r.key for r in cases["best"]] == ["a"] and [r.key for r in cases["worst"]] == ["d"]

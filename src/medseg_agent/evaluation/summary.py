@@ -232,9 +232,14 @@ def _cell(row: dict[str, Any], column: str) -> str:
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    lines = ["| " + " | ".join(map(_md_cell, header)) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(map(_md_cell, cells)) + " |" for cells in rows]
     return "\n".join(lines)
+
+
+def _md_cell(text: str) -> str:
+    """A cell that cannot break its row: a target such as ``cyst | left`` or one with a line break."""
+    return " ".join(str(text).split()).replace("|", "\\|")
 
 
 def summary_markdown(
