@@ -254,6 +254,9 @@ def test_a_damaged_nifti_header_skips_its_case_naming_the_field(tmp_path, fields
         ({"labels": {"1": "marker"}, "training": [{"image": "./imagesTr/head_001.nii.gz",
                                                     "label": "./labelsTr/head_001.nii.gz"}, "head_002"]},
          r"training\[1\] must be .*got head_002"),
+        ({"labels": ["background", "marker"]}, r"its 'labels' cannot be read as \{value: name\}: label mapping"),
+        ('{"labels": {"background": 0, "marker": Infinity}}',
+         r"its 'labels' cannot be read .*label 'marker' has the value inf"),
     ],
 )
 def test_a_damaged_msd_description_is_named_not_ignored(tmp_path, description, problem):

@@ -4,7 +4,6 @@ case folders."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from pathlib import Path
@@ -80,8 +79,10 @@ def discover_nifti_cases(root: Path) -> tuple[list[VolumeCase], dict[str, Any]]:
                 "images*/labels* folders"
             ) from None
         if isinstance(meta, dict) and "labels" in meta:
-            with contextlib.suppress(ValueError, TypeError):
+            try:
                 info["label_names"] = labels_from_mapping(meta["labels"])
+            except (ValueError, TypeError) as exc:  # every target would be named "label N" without a word
+                raise ValueError(f"{ds_json}: its 'labels' cannot be read as {{value: name}}: {exc}") from None
             mods = meta.get("modality") or meta.get("channel_names") or {}
             if isinstance(mods, dict) and mods:
                 info["modality"] = str(mods.get("0", next(iter(mods.values()))))
