@@ -166,3 +166,23 @@ def test_real_demo_is_cached(demo_dir):
     assert demo.build_demo_dataset(demo_dir) == demo_dir
     assert time.perf_counter() - start < 5
     assert (demo_dir / demo.MARKER_NAME).stat().st_mtime == marker
+
+
+@pytest.mark.slow
+def test_the_demo_command_segments_every_sample_and_keeps_every_turn(demo_dir, tmp_path):
+    """`make demo` runs this command; here with two clicks, so the table is quick to make."""
+    from typer.testing import CliRunner
+
+    from medseg_agent.cli.app import app
+
+    result = CliRunner().invoke(app, ["demo", "--data", str(demo_dir), "--out", str(tmp_path), "--clicks", "2"],
+                                env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    records = sorted((tmp_path / "records").glob("*.json"))
+    assert len(records) == 28 and "demo: classic tool + clicker on 28 real samples" in result.output
+    row = next(line for line in result.output.splitlines() if line.startswith("│ all "))
+    assert [cell.strip() for cell in row.split("│")[1:3]] == ["all", "28"]
+    for path in records:  # an overlay per view: the first view and one per click
+        record = json.loads(path.read_text())
+        assert len(list((tmp_path / "overlays" / path.stem).glob("turn_*.png"))) == len(record["turns"]) + 1
+    assert (tmp_path / "tool_eval.json").is_file()
