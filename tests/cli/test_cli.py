@@ -95,3 +95,20 @@ def test_evaluate_tool_tables_and_resume(tmp_path):
     result = runner.invoke(app, args)  # resumes: nothing new to run, same table
     assert result.exit_code == 0 and "(0 new)" in result.output
     assert len((out / "curves.jsonl").read_text().splitlines()) == 3
+
+
+def test_an_output_folder_that_is_a_file_is_refused_before_any_work(tmp_path):
+    image, gt, _ = _write_case(tmp_path / "data", "case1", (60, 50), 22)
+    taken = tmp_path / "results.csv"  # `-o results.csv`: FileExistsError tracebacks, before
+    taken.write_text("mine")
+    for command in (["segment", str(image), "-t", "x", "--gt", str(gt)],
+                    ["evaluate", "--data", str(tmp_path / "data")],
+                    ["evaluate-tool", "--data", str(tmp_path / "data")],
+                    ["trajectories", "generate", "--data", str(tmp_path / "data")],
+                    ["data", "build-synthetic"]):
+        result = runner.invoke(app, [*command, "--out", str(taken)], env={"COLUMNS": "200"})
+        assert result.exit_code == 2 and "is a file" in result.output, command
+    assert taken.read_text() == "mine"
+    under_a_file = str(taken / "x.parquet")
+    result = runner.invoke(app, ["train", "rl-data", "--data", str(tmp_path / "data"), "--out", under_a_file])
+    assert result.exit_code == 2 and "File exists" in result.output

@@ -17,7 +17,8 @@ def app_command(
     *,  # option groups: see medseg_agent.cli.options
     served: ServedToolOptions,
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Where saved sessions go (trajectories.jsonl, images/, masks/).")
+        Path, typer.Option("--out", "-o", file_okay=False,
+                           help="Where saved sessions go (trajectories.jsonl, images/, masks/).")
     ] = Path("runs/app"),
     data: Annotated[
         Path | None,

@@ -26,7 +26,8 @@ data_app = typer.Typer(
 @data_app.command("build-demo")
 def build_demo(
     out: Path | None = typer.Option(
-        None, "--out", help="Output folder (default: $MEDSEG_AGENT_CACHE/demo or ~/.cache/medseg-agent/demo)."
+        None, "--out", file_okay=False,
+        help="Output folder (default: $MEDSEG_AGENT_CACHE/demo or ~/.cache/medseg-agent/demo)."
     ),
     force: bool = typer.Option(False, "--force", help="Rebuild even if a complete build is there."),
 ) -> None:
@@ -64,7 +65,8 @@ def build_demo(
 
 @data_app.command("build-synthetic")
 def build_synthetic(
-    out: Path = typer.Option(..., "--out", help="Output folder: images/, masks/, manifest.jsonl, synthetic.json."),
+    out: Path = typer.Option(..., "--out", file_okay=False,
+                             help="Output folder: images/, masks/, manifest.jsonl, synthetic.json."),
     train: int = typer.Option(600, "--train", min=0, help="Train images."),
     val: int = typer.Option(24, "--val", min=0, help="Validation images."),
     test: int = typer.Option(100, "--test", min=0, help="Test images."),

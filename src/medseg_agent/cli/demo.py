@@ -20,7 +20,8 @@ DEMO_STOP_IOU = 0.9
 
 def demo(
     data: Annotated[Path | None, typer.Option("--data", help="Where to build/cache the demo dataset.")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for overlays and records.")] = Path(
+    out: Annotated[Path, typer.Option("--out", "-o", file_okay=False,
+                                      help="Output folder for overlays and records.")] = Path(
         "runs/demo"
     ),
     tool: Annotated[str, typer.Option("--tool", help="Tool to drive (classic needs no weights).")] = "classic",

@@ -21,7 +21,8 @@ def evaluate(
         list[Path],
         typer.Option("--data", "-d", exists=True, help="Dataset folder or file (any supported layout); repeatable."),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: records.jsonl, summary.*, plots/.")],
+    out: Annotated[Path, typer.Option("--out", "-o", file_okay=False,
+                                      help="Run folder: records.jsonl, summary.*, plots/.")],
     *,  # option groups: see medseg_agent.cli.options
     policy: PolicyOptions,
     tool: ToolOptions,

@@ -15,7 +15,8 @@ from medseg_agent.cli.options import ToolOptions, expand_options
 @expand_options
 def evaluate_tool(
     data: Annotated[Path, typer.Option("--data", help="Dataset folder or manifest (any supported layout).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder: tool_eval.csv/json, curves.jsonl.")] = Path(
+    out: Annotated[Path, typer.Option("--out", "-o", file_okay=False,
+                                      help="Output folder: tool_eval.csv/json, curves.jsonl.")] = Path(
         "runs/evaluate-tool"
     ),
     *,  # option group: see medseg_agent.cli.options

@@ -340,7 +340,8 @@ class DemoRunOptions:
     OPTION_GROUP: typing.ClassVar[bool] = True
 
     out: Annotated[Path, typer.Option(
-        "--out", "-o", help="Run folder (shared data + seed-N/ per seed).", rich_help_panel=PANEL_DEMO)] = Path(
+        "--out", "-o", file_okay=False,
+        help="Run folder (shared data + seed-N/ per seed).", rich_help_panel=PANEL_DEMO)] = Path(
         "runs/train-demo")
     seeds: Annotated[str, typer.Option(
         "--seeds", help="Seeds to train, comma-separated: 0 or 0,1,2.", rich_help_panel=PANEL_DEMO)] = "0"

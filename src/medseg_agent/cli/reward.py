@@ -162,7 +162,8 @@ def compare(
     dice_tie: Annotated[
         float, typer.Option("--dice-tie", help="Dice differences up to this count as equal (process pairs).")
     ] = 0.01,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Also write the full report as JSON.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", dir_okay=False,
+                                             help="Also write the full report as JSON.")] = None,
 ) -> None:
     """Compare rewards on a folder of records: which trajectories does each prefer?
 

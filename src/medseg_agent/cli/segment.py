@@ -17,7 +17,8 @@ from medseg_agent.cli.options import EpisodeOptions, PolicyOptions, ToolOptions,
 def segment(
     image: Annotated[Path, typer.Argument(help="Image file (PNG, JPEG, TIFF; 8 or 16 bit).", exists=True)],
     target: Annotated[str, typer.Option("--target", "-t", help='What to segment, e.g. "right kidney in abdomen CT".')],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (mask.png, overlays, trajectory.json).")],
+    out: Annotated[Path, typer.Option("--out", "-o", file_okay=False,
+                                      help="Output folder (mask.png, overlays, trajectory.json).")],
     *,  # option groups: see medseg_agent.cli.options
     tool: ToolOptions,
     gt: Annotated[

@@ -39,7 +39,8 @@ def sft(
     data: Annotated[
         Path, typer.Option("--data", help="SFT rows: parquet/JSONL file or folder, or a datasets save_to_disk folder.")
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (checkpoints; final model in OUT/final).")],
+    out: Annotated[Path, typer.Option("--out", "-o", file_okay=False,
+                                      help="Output folder (checkpoints; final model in OUT/final).")],
     *,  # option group: see medseg_agent.cli.options
     training: SFTTrainOptions,
 ) -> None:
@@ -68,7 +69,8 @@ def sft(
 
 def rl_data(
     data: Annotated[Path, typer.Option("--data", help="Dataset folder or manifest (any supported layout).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write (e.g. runs/rl/train.parquet).")],
+    out: Annotated[Path, typer.Option("--out", "-o", dir_okay=False,
+                                      help="Parquet file to write (e.g. runs/rl/train.parquet).")],
     split: Annotated[str | None, typer.Option("--split", help="Only this split of the dataset.")] = None,
     data_format: Annotated[str, typer.Option("--format", help="Dataset layout; auto detects it.")] = "auto",
     limit: Annotated[int | None, typer.Option("--limit", help="Only the first N samples.")] = None,
@@ -106,14 +108,15 @@ def rl_data(
     options = {"split": split or "train", "view_longest_side": view, "image_mode": images, "image_dir": image_dir}
     try:
         count = write_rl_parquet(iter_rl_rows(samples(), **options), out)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:  # OSError: a folder of --out that is a file, no permission
         fail(str(exc))
         return
     console.print(f"wrote {count} RL rows to {out}")
 
 
 def verl_config(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for tools.yaml and agent_loop.yaml.")],
+    out: Annotated[Path, typer.Option("--out", "-o", file_okay=False,
+                                      help="Folder for tools.yaml and agent_loop.yaml.")],
     tool: Annotated[
         str, typer.Option("--tool", help="Tool server URL (http://host:port) or an in-process tool name.")
     ] = "http://127.0.0.1:8000",
@@ -140,7 +143,8 @@ def verl_config(
 def rl(
     model: Annotated[str, typer.Option("--model", help="Policy checkpoint (the SFT result, e.g. runs/sft/final).")],
     train_files: Annotated[list[str], typer.Option("--train", help="RL parquet(s) from `train rl-data`, repeatable.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: verl configs and checkpoints.")],
+    out: Annotated[Path, typer.Option("--out", "-o", file_okay=False,
+                                      help="Run folder: verl configs and checkpoints.")],
     *,  # option group: see medseg_agent.cli.options
     run: VerlRunOptions,
     overrides: Annotated[
@@ -181,7 +185,8 @@ def rl(
 def grpo(
     model: Annotated[str, typer.Option("--model", help="Policy checkpoint (e.g. runs/sft/final).")],
     data: Annotated[Path, typer.Option("--data", help="Dataset folder or manifest (any supported layout).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (final model in OUT/final).")],
+    out: Annotated[Path, typer.Option("--out", "-o", file_okay=False,
+                                      help="Output folder (final model in OUT/final).")],
     tool: Annotated[str, typer.Option("--tool", help="classic, sam, medsam, sam2 or http://host:port.")] = "classic",
     tool_device: ToolDeviceOption = "cpu",
     reward: RewardOption = "medseg",

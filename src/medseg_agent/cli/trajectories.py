@@ -33,7 +33,7 @@ def generate(
         typer.Option("--data", help="Dataset folder or file (any layout `medseg-agent data list` reads)."),
     ],
     out: Annotated[
-        Path, typer.Option("--out", "-o", help="Output folder; rerun with the same options to resume.")
+        Path, typer.Option("--out", "-o", file_okay=False, help="Output folder; rerun with the same options to resume.")
     ],
     *,  # option groups: see medseg_agent.cli.options
     tool: ToolOptions,
@@ -129,7 +129,7 @@ def export(
         Path,
         typer.Argument(help="A folder written by `trajectories generate`.", exists=True, file_okay=False),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Export folder (data files + images/).")],
+    out: Annotated[Path, typer.Option("--out", "-o", file_okay=False, help="Export folder (data files + images/).")],
     formats: Annotated[
         list[str] | None,
         typer.Option(
