@@ -167,6 +167,8 @@ def test_reward_explain_and_compare_commands(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "| mine |" in result.output and "| bad | 2 |" in result.output
+    result = runner.invoke(cli(), ["reward", "compare", "--records", str(yaml_path)], env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "dir '" in result.output and "mine.yaml' is a file" in result.output
 
     result = runner.invoke(cli(), ["reward", "explain", str(tmp_path / "missing.json")])
     assert result.exit_code == 2 and "does not exist" in " ".join(result.output.split())

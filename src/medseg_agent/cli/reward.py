@@ -154,7 +154,8 @@ def _print_breakdown(record: Path, loaded: Any, spec: Any, breakdown: Any) -> No
 
 
 def compare(
-    records: Annotated[Path, typer.Option("--records", help="Folder of trajectory records (*.json, *.jsonl).")],
+    records: Annotated[Path, typer.Option("--records", exists=True, file_okay=False,
+                                          help="Folder of trajectory records (*.json, *.jsonl).")],
     rewards: Annotated[
         list[str] | None,
         typer.Option("--reward", "-r", help="Preset or YAML to compare, repeatable (default: all presets)."),
