@@ -210,8 +210,8 @@ def read_json_annotations(
     json_path = Path(path)
     try:
         data = json.loads(read_text_file(json_path, "annotation JSON"))
-    except TextFileError as exc:
-        raise ValueError(str(exc)) from None
+    except TextFileError:  # already names the file and its role
+        raise
     except ValueError as exc:
         raise ValueError(f"cannot read annotation JSON {json_path}: {exc}") from exc
     if not is_annotation_json(data):

@@ -151,8 +151,8 @@ def read_manifest(path: str | Path, *, split: str | None = None, name: str | Non
     mpath = Path(path)
     try:
         rows = _read_rows(mpath)
-    except TextFileError as exc:
-        raise ValueError(str(exc)) from None
+    except TextFileError:  # already names the file and its role
+        raise
     except (OSError, ValueError, csv.Error) as exc:
         raise ValueError(f"cannot read manifest {mpath}: {exc}") from exc
     cols = _column_map([r for r in rows if "__error__" not in r], mpath)

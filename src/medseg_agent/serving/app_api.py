@@ -457,7 +457,7 @@ def _open_uploads(uploads: list[tuple[str, bytes]], modality: str | None, max_si
     names = [Path(name).name or f"file{i}" for i, (name, _) in enumerate(uploads)]
     lower = [name.lower() for name in names]
     first = uploads[0][1]
-    volumes = [name for name in names if name.lower().endswith((".nii", ".nii.gz"))]
+    volumes = [name for name, low in zip(names, lower, strict=True) if low.endswith((".nii", ".nii.gz"))]
     if len(uploads) > 1 and volumes:
         raise VolumeOpenError(f"open one NIfTI volume at a time ({', '.join(volumes)} came with {len(uploads) - 1} "
                               "other file(s)); several files are read as the slices of one DICOM series")
