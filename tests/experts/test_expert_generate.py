@@ -131,3 +131,9 @@ def test_killed_generation_resumes_with_no_duplicate_and_no_lost_record(tmp_path
     keys = [json.loads(line)["key"] for line in store.read_text().splitlines() if line.strip()]
     assert len(keys) == len(set(keys)) == total  # no duplicate, none lost
     assert stored_actions(resumed) == stored_actions(reference)  # the same trajectories as an unbroken run
+
+
+def test_a_broken_stored_sample_is_named_by_its_line_in_the_file(tmp_path):
+    (tmp_path / STORE_NAME).write_bytes(b'garbage\n{"key": "d/a", "trajectories": []}\n')
+    with pytest.raises(ValueError, match=rf"{STORE_NAME} line 2: missing field 'sample_id'"):
+        load_generation(tmp_path)

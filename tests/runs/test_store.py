@@ -48,7 +48,7 @@ def test_non_finite_numbers_are_stored_as_null(tmp_path):
     assert (tmp_path / "x.json").read_text().strip() == '{\n "v": null\n}'
 
 
-def test_lines_damaged_on_disk_are_redone_not_fatal(tmp_path):
+def test_lines_damaged_on_disk_are_redone_not_fatal(tmp_path, caplog):
     path = tmp_path / "r.jsonl"
     store = ResultStore(path)
     store.append("a", {"v": 1})
@@ -56,7 +56,32 @@ def test_lines_damaged_on_disk_are_redone_not_fatal(tmp_path):
         for damaged in (b"[1, 2]", b"5", b"null", b'{"key": [1]}', b'{"key": {"k": 1}}', b'{"key": 7}',
                         b'{"key": "\xff"}', b"\x00"):
             handle.write(damaged + b"\n")
-    store = ResultStore(path)
+    with caplog.at_level("WARNING", logger="medseg_agent.runs.store"):
+        store = ResultStore(path)
     assert store.keys == {"a"}
+    assert store.damaged_lines == list(range(2, 10))
+    assert f"{path}: 8 damaged line(s)" in caplog.text and "(lines 2, 3, 4, 5, 6, 7, 8, 9)" in caplog.text
     store.append("b", {"v": 2})
     assert [(r["key"], r["v"]) for r in ResultStore(path).rows()] == [("a", 1), ("b", 2)]
+
+
+def test_intact_files_and_torn_tails_warn_of_nothing(tmp_path, caplog):
+    path = tmp_path / "r.jsonl"
+    ResultStore(path).append("a", {"v": 1})
+    with path.open("ab") as handle:  # a kill in the middle of a write is not damage
+        handle.write(b'{"key": "b"')
+    with caplog.at_level("WARNING"):
+        store = ResultStore(path)
+    assert store.damaged_lines == [] and caplog.text == ""
+
+
+def test_numbered_rows_give_the_line_of_each_result_in_the_file(tmp_path):
+    path = tmp_path / "r.jsonl"
+    store = ResultStore(path)
+    store.append("a", {"v": 1})
+    with path.open("ab") as handle:
+        handle.write(b"garbage\n")
+    store.append("b", {"v": 2})
+    store = ResultStore(path)
+    store.append("c", {"v": 3})
+    assert [(n, r["key"]) for n, r in ResultStore(path).numbered_rows()] == [(1, "a"), (3, "b"), (4, "c")]

@@ -60,7 +60,8 @@ def looks_like_biomedparse(root: Path) -> bool:
     return bool(split_folders(Path(root)))
 
 
-def _modality_site_from_image_stem(stem: str) -> tuple[str | None, str | None]:
+def modality_site_from_image_stem(stem: str) -> tuple[str | None, str | None]:
+    """Modality and site from BiomedParse's ``<name>_<modality>_<site>`` image naming, shared by the JSON reader."""
     tokens = stem.split("_")
     if len(tokens) >= 3 and is_known_modality(tokens[-2]):
         return tokens[-2], tokens[-1]
@@ -77,7 +78,7 @@ def parse_mask_name(mask_stem: str, image_stems: set[str] | dict[str, Path]) -> 
         if prefix not in image_stems:
             continue
         rest = tokens[k:]
-        mod, site = _modality_site_from_image_stem(prefix)
+        mod, site = modality_site_from_image_stem(prefix)
         if mod is None and len(rest) >= 3 and is_known_modality(rest[0]):
             # <image_stem>_<modality>_<site>_<target>
             return ParsedMaskName(prefix, decode_name("_".join(rest[2:])), rest[0], decode_name(rest[1]))

@@ -23,7 +23,7 @@ from typing import Any
 
 from medseg_agent.io.text import TextFileError, read_text_file
 
-from .biomedparse import _modality_site_from_image_stem
+from .biomedparse import modality_site_from_image_stem
 from .common import build_sample, canonical_modality, is_known_modality, parse_spacing, strip_image_ext
 from .dataset import Dataset, Item
 from .sample import SkippedSample
@@ -161,7 +161,7 @@ def _produce(
         mod_token = ann.get("modality") or img.get("modality")
         site = ann.get("site") or img.get("site")
         if not mod_token:
-            mod_token, s2 = _modality_site_from_image_stem(strip_image_ext(Path(str(image_rel)).name))
+            mod_token, s2 = modality_site_from_image_stem(strip_image_ext(Path(str(image_rel)).name))
             site = site or s2
         if not mod_token and text:
             last = text.split()[-1]

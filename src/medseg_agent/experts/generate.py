@@ -239,7 +239,7 @@ def load_generation(folder: str | Path) -> list[StoredSample]:
             f"{folder} holds no {STORE_NAME}: run `medseg-agent trajectories generate` first"
         )
     out = []
-    for line, row in enumerate(ResultStore(path).rows(), start=1):
+    for line, row in ResultStore(path).numbered_rows():
         try:
             records = [
                 record_from_dict(data, f"{path} line {line} trajectory {i}")

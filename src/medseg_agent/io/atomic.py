@@ -6,6 +6,7 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,21 +86,24 @@ def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read complete JSON objects, one per line; a torn final line (from a kill) is ignored, and so is
-    a line damaged on disk (bytes that are not UTF-8, a value that is not an object): its job is redone."""
+def numbered_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | None]]:
+    """Each complete line with its 1-based number: the JSON object it holds, or ``None`` for a line damaged
+    on disk (bytes that are not UTF-8, a value that is not an object). A torn final line (from a kill) is
+    not yielded at all: it was never a result."""
     path = Path(path)
     if not path.exists():
-        return []
-    records = []
+        return
     with path.open("rb") as handle:
-        for raw in handle:
+        for number, raw in enumerate(handle, start=1):
             if not raw.endswith(b"\n"):
-                break
+                return
             try:
                 record = json.loads(raw)
             except ValueError:  # JSONDecodeError, UnicodeDecodeError
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-    return records
+                record = None
+            yield number, record if isinstance(record, dict) else None
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The complete JSON objects, one per line; torn and damaged lines are left out (see :func:`numbered_jsonl`)."""
+    return [record for _, record in numbered_jsonl(path) if record is not None]

@@ -1,23 +1,40 @@
 """An append-only store of results keyed by job, so killed runs resume with no duplicate.
 
 Each result is one JSON line written with a single ``write`` + ``fsync`` (see
-:func:`medseg_agent.io.atomic.append_jsonl`); a torn last line is ignored on reload and redone.
+:func:`medseg_agent.io.atomic.append_jsonl`); a torn last line is ignored on reload and redone. A line
+damaged on disk later (a bad sector, a hand edit) is redone too, and said in a warning that names its
+line numbers, because a silently shrinking result file would look like data loss.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from medseg_agent.io.atomic import append_jsonl, read_jsonl
+from medseg_agent.io.atomic import append_jsonl, numbered_jsonl
+
+log = logging.getLogger(__name__)
 
 
 class ResultStore:
     def __init__(self, path: str | Path, key_field: str = "key") -> None:
         self.path = Path(path)
         self.key_field = key_field
-        self._keys = {key for key in map(self._key_of, read_jsonl(self.path)) if key is not None}
+        self._keys: set[str] = set()
+        #: 1-based numbers of the lines that hold no readable result; their jobs count as not done.
+        self.damaged_lines: list[int] = []
+        for number, row in numbered_jsonl(self.path):
+            key = None if row is None else self._key_of(row)
+            if key is None:
+                self.damaged_lines.append(number)
+            else:
+                self._keys.add(key)
+        if self.damaged_lines:
+            log.warning("%s: %d damaged line(s) hold no readable result (%s) and are left out; "
+                        "a resumed run redoes their jobs",
+                        self.path, len(self.damaged_lines), _line_list(self.damaged_lines))
         self._repair_torn_tail()
 
     def _repair_torn_tail(self) -> None:
@@ -52,9 +69,19 @@ class ResultStore:
         self._keys.add(key)
 
     def rows(self) -> Iterator[dict[str, Any]]:
+        for _, row in self.numbered_rows():
+            yield row
+
+    def numbered_rows(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Each stored result (the first one of a key) with its line number in the file, for error messages."""
         seen: set[str] = set()
-        for row in read_jsonl(self.path):
-            key = self._key_of(row)
+        for number, row in numbered_jsonl(self.path):
+            key = None if row is None else self._key_of(row)
             if key is not None and key not in seen:
                 seen.add(key)
-                yield row
+                yield number, row
+
+
+def _line_list(numbers: list[int], shown: int = 10) -> str:
+    text = ", ".join(map(str, numbers[:shown]))
+    return f"lines {text}, ..." if len(numbers) > shown else f"line{'s' if len(numbers) > 1 else ''} {text}"
