@@ -161,6 +161,35 @@ def test_a_damaged_mask_in_a_record_names_the_file_and_the_field(tmp_path, shape
         load_record(path)
 
 
+@pytest.mark.parametrize(
+    ("path", "value", "problem"),
+    [
+        (("turns", 0, "iou"), 1.5, r"field 'turns\.0\.iou': Input should be less than or equal to 1, got 1\.5"),
+        (("turns", 0, "dice"), float("nan"), r"field 'turns\.0\.dice': Input should be a finite number, got nan"),
+        (("turns", 0, "iou"), -0.2, r"field 'turns\.0\.iou': .*greater than or equal to 0, got -0\.2"),
+        (("turns", 0, "turn"), 0, r"field 'turns\.0\.turn': .*greater than or equal to 1, got 0"),
+        (("turns", 0, "tool_seconds"), -3, r"field 'turns\.0\.tool_seconds': .*greater than or equal to 0"),
+        (("image_size",), [0, 64], r"field 'image_size\.0': .*greater than or equal to 1, got 0"),
+        (("view_size",), [64, -1], r"field 'view_size\.1'"),
+        (("num_errors",), -1, r"field 'num_errors'"),
+    ],
+)
+def test_values_a_reward_would_be_computed_from_are_checked_when_a_record_is_read(
+    tmp_path, shape_tool, disc, path, value, problem
+):
+    env = SegmentationEnv(shape_tool, EpisodeConfig(max_turns=3))
+    saved = save_record(run_episode(env, ClickerPolicy(stop_iou=0.99), disc), tmp_path / "rec.json")
+    load_record(saved)  # as written, it is valid
+    data = json.loads(saved.read_text())
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    saved.write_text(json.dumps(data))
+    with pytest.raises(RecordError, match=rf"rec\.json: {problem}"):
+        load_record(saved)
+
+
 def test_clicker_policy_improves_and_never_repeats(shape_tool, disc):
     env = SegmentationEnv(shape_tool, EpisodeConfig(max_turns=8, coordinate_space=CoordinateSpace.PIXEL,
                                                     view_longest_side=None))

@@ -79,10 +79,16 @@ def _read_rle(value: dict[str, Any]) -> dict[str, Any]:
 
 #: A mask as COCO RLE, checked when the record is read so that a damaged one names its file and field.
 RecordedRle = Annotated[dict[str, Any], AfterValidator(_read_rle)]
+#: An overlap score (IoU, Dice): rewards are computed from it, so a value outside [0, 1] or not finite in
+#: a record (edited by hand, written by another tool) is refused when read rather than trained on.
+Overlap = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+Seconds = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
+Side = Annotated[int, Field(ge=1)]
+Count = Annotated[int, Field(ge=0)]
 
 
 class TurnRecord(BaseModel):
-    turn: int  # 1-based index of the policy reply
+    turn: Side  # 1-based index of the policy reply
     raw_text: str | None = None
     reasoning: str | None = None
     actor: Actor = "agent"  # who acted: the policy, or a person correcting it (the browser app)
@@ -92,12 +98,12 @@ class TurnRecord(BaseModel):
     observation_text: str | None = None  # the user text the policy got back after this turn
     mask_rle: RecordedRle | None = None  # mask after this turn (None: unchanged / error)
     mask_png: str | None = None  # alternative to mask_rle, relative to the record file
-    iou: float | None = None
-    dice: float | None = None
+    iou: Overlap | None = None
+    dice: Overlap | None = None
     tool_score: float | None = None
-    tool_seconds: float = 0.0
-    policy_seconds: float = 0.0
-    env_seconds: float = 0.0
+    tool_seconds: Seconds = 0.0
+    policy_seconds: Seconds = 0.0
+    env_seconds: Seconds = 0.0
 
     @property
     def ran_tool(self) -> bool:
@@ -112,23 +118,23 @@ class TrajectoryRecord(BaseModel):
     modality: str = ""
     target: str = ""
     image_path: str | None = None
-    image_size: tuple[int, int]
+    image_size: tuple[Side, Side]
     spacing: tuple[float, float] | None = None
     protocol: str = "medsam"
     coordinate_space: str = "norm1000"
-    view_size: tuple[int, int]
+    view_size: tuple[Side, Side]
     tool: str = ""
     policy: str = ""
-    max_turns: int = 5
+    max_turns: Count = 5
     turns: list[TurnRecord] = Field(default_factory=list)
     final_mask_rle: RecordedRle | None = None
     final_mask_png: str | None = None
     gt_mask_rle: RecordedRle | None = None
     final_metrics: dict[str, float | None] = Field(default_factory=dict)
     stop_reason: RecordedStopReason = None  # None while the episode is open
-    num_interactions: int = 0
-    num_errors: int = 0
-    wall_seconds: float = 0.0
+    num_interactions: Count = 0
+    num_errors: Count = 0
+    wall_seconds: Seconds = 0.0
     meta: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -227,6 +233,8 @@ def record_from_dict(data: dict[str, Any], source: str = "<record>") -> Trajecto
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         message = first["msg"].removeprefix("Value error, ")
+        if first["type"] != "value_error" and not isinstance(first.get("input"), dict | list):
+            message += f", got {first.get('input')!r}"
         raise RecordError(f"{source}: field {where!r}: {message}" if where else f"{source}: {message}") from None
     if record.schema_version > SCHEMA_VERSION:
         raise RecordError(
