@@ -28,6 +28,24 @@ def test_list_prints_counts_and_skipped(tmp_path):
     assert result.exit_code == 2 and "no split" in result.output
 
 
+def test_list_refuses_volume_options_that_cannot_work(tmp_path):
+    import nibabel as nib
+
+    labels = np.zeros((12, 12, 4), np.uint8)
+    labels[3:8, 3:8, 1:3] = 1
+    image = np.random.default_rng(0).random((12, 12, 4), np.float32)
+    nib.save(nib.Nifti1Image(image, np.eye(4)), tmp_path / "v.nii.gz")
+    nib.save(nib.Nifti1Image(labels, np.eye(4)), tmp_path / "v_seg.nii.gz")
+    ok = runner.invoke(data_app, ["list", str(tmp_path / "v.nii.gz"), "--every-k", "2"], env={"COLUMNS": "200"})
+    assert ok.exit_code == 0 and "splits: test: 1" in ok.output, ok.output
+    result = runner.invoke(data_app, ["list", str(tmp_path / "v.nii.gz"), "--window", "garbage"])
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit)  # said, not a traceback
+    assert "unknown CT window 'garbage'" in result.output
+    for option in ("--every-k", "--min-area"):
+        result = runner.invoke(data_app, ["list", str(tmp_path / "v.nii.gz"), option, "0"])
+        assert result.exit_code == 2 and option in result.output
+
+
 def test_list_unknown_layout_fails_cleanly(tmp_path):
     result = runner.invoke(data_app, ["list", str(tmp_path)])
     assert result.exit_code == 2 and "cannot" in result.output

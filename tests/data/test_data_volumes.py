@@ -130,6 +130,23 @@ def test_every_k_min_area_include_and_skips(lps_pair):
         read_nifti(lps_pair / "head.nii.gz", axis="oblique")
 
 
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"window": "garbage"}, "unknown CT window 'garbage'"),
+        ({"window": "W0L40"}, "width"),
+        ({"every_k": 0}, "every_k must be a whole number >= 1, got 0"),
+        ({"every_k": 1.5}, "every_k must be a whole number >= 1, got 1.5"),
+        ({"min_area": -5}, "min_area must be a whole number >= 1, got -5"),
+        ({"split": "train"}, r"head\.nii\.gz has no split 'train' \(found: test\)"),
+    ],
+)
+def test_a_slip_in_the_reader_options_is_refused_when_the_dataset_is_opened(lps_pair, options, problem):
+    """Not at the first volume, mid-iteration, as a traceback (or, for a split, as an empty dataset)."""
+    with pytest.raises(ValueError, match=problem):
+        open_dataset(lps_pair / "head.nii.gz", **options)
+
+
 def test_label_names_mapping_overrides_and_ct_window(tmp_path):
     hu = np.full((10, 12, 3), -1000.0, np.float32)
     hu[2:6, 2:8, :] = 40.0

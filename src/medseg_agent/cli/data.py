@@ -108,9 +108,9 @@ def list_dataset(
     modality: str | None = typer.Option(None, "--modality", help="Volumes: CT, MRI, ... (default: guessed)."),
     window: str | None = typer.Option(None, "--window", help="Volumes: CT window preset or W400L40."),
     axis: str | None = typer.Option(None, "--axis", help="Volumes: axial (default), coronal or sagittal."),
-    every_k: int | None = typer.Option(None, "--every-k", help="Volumes: keep every k-th labelled slice."),
-    min_area: int | None = typer.Option(None, "--min-area", help="Volumes: minimum label area in pixels."),
-    max_skipped: int = typer.Option(50, "--max-skipped", help="Skipped samples to list one by one."),
+    every_k: int | None = typer.Option(None, "--every-k", min=1, help="Volumes: keep every k-th labelled slice."),
+    min_area: int | None = typer.Option(None, "--min-area", min=1, help="Volumes: minimum label area in pixels."),
+    max_skipped: int = typer.Option(50, "--max-skipped", min=0, help="Skipped samples to list one by one."),
 ) -> None:
     """Count samples per dataset / modality / target and list skipped samples with reasons."""
     from medseg_agent.data import open_dataset
@@ -145,6 +145,8 @@ def list_dataset(
     console.print(table)
     if splits:
         console.print("splits: " + ", ".join(f"{k}: {v}" for k, v in sorted(splits.items())))
+    elif split is not None:
+        console.print(f"no sample is in split {split!r}: run without --split to see the splits {path} has")
     if ds.skipped:
         st = Table(title=f"skipped: {len(ds.skipped)}", title_style="bold red")
         st.add_column("sample")

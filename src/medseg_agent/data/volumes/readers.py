@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from medseg_agent.io.intensity import WindowSpec
+from medseg_agent.io.intensity import WindowSpec, resolve_window
 
 from ..dataset import Dataset, Item
 from .cases import VolumeCase, case_samples
@@ -20,6 +20,8 @@ def _volume_dataset(
     cases: list[VolumeCase], name: str, source: str, fmt: str, split: str | None, options: dict[str, Any]
 ) -> Dataset:
     chosen = [c for c in cases if split is None or c.split == split]
+    if cases and not chosen:
+        raise ValueError(f"{source} has no split {split!r} (found: {', '.join(sorted({c.split for c in cases}))})")
 
     def produce() -> Iterator[Item]:
         for case in chosen:
@@ -39,7 +41,14 @@ def _options(
     site: str | None,
     channel: int,
 ) -> dict[str, Any]:
-    axis_index(axis)  # validate early
+    """The reader's options, checked before any volume is read: a slip in one would otherwise surface
+    at the first case, mid-iteration, as a traceback."""
+    axis_index(axis)
+    if window is not None:
+        resolve_window(window)
+    for option, value, least in (("every_k", every_k, 1), ("min_area", min_area, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{option} must be a whole number >= {least}, got {value!r}")
     return {
         "label_names": resolve_label_names(labels),
         "modality": modality,
