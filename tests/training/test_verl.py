@@ -364,3 +364,33 @@ def test_an_rl_row_whose_ground_truth_is_not_this_images_mask_is_refused(gt_mask
     )
     with pytest.raises(EpisodeSpecError, match=problem):
         spec.to_sample()
+
+
+_PNG = base64.b64encode(cv2.imencode(".png", np.full((12, 16, 3), 90, np.uint8))[1].tobytes()).decode()
+_RLE = {"size": [12, 16], "counts": "P6"}
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"gt_mask_rle": "P6"}, r"create_kwargs\.gt_mask_rle must be a COCO RLE mapping .*got str"),
+        ({"gt_mask_rle": [1, 2]}, r"create_kwargs\.gt_mask_rle must be a COCO RLE mapping .*got list"),
+        ({"spacing": "abc"}, r"create_kwargs\.spacing: invalid spacing 'abc' \(expected two sizes in mm, > 0\)"),
+        ({"spacing": [0.5, 0.0]}, r"create_kwargs\.spacing: invalid spacing \[0\.5, 0\.0\]"),
+        ({"spacing": [1, 2, 3]}, r"create_kwargs\.spacing: invalid spacing"),
+        ({"target": 7}, r"create_kwargs\.target must be text, got int 7"),
+        ({"image_path": 3}, r"create_kwargs\.image_path must be text, got int"),
+        ({"modality": ["CT"]}, r"create_kwargs\.modality must be text, got list"),
+    ],
+)
+def test_an_rl_row_with_a_field_of_the_wrong_kind_names_the_field(change, problem):
+    with pytest.raises(EpisodeSpecError, match=problem):
+        EpisodeSpec.from_kwargs({"target": "liver", "gt_mask_rle": _RLE, "image_png_b64": _PNG, **change})
+
+
+def test_an_rl_row_whose_inline_image_is_not_base64_is_refused():
+    spec = EpisodeSpec.from_kwargs({"target": "liver", "gt_mask_rle": _RLE, "image_png_b64": "not base64!"})
+    with pytest.raises(EpisodeSpecError, match="image_png_b64 is not base64"):
+        spec.to_sample()
+    spec = EpisodeSpec.from_kwargs({"target": "liver", "gt_mask_rle": _RLE, "image_png_b64": _PNG, "spacing": 0.8})
+    assert spec.spacing == (0.8, 0.8) and spec.to_sample().image.shape == (12, 16, 3)

@@ -15,6 +15,7 @@ drops the oldest open ones.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import threading
 from collections import OrderedDict
@@ -24,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from medseg_agent.data.common import parse_spacing
 from medseg_agent.environment.episode import EpisodeConfig, Observation, SegmentationEnv
 from medseg_agent.environment.record import TrajectoryRecord
 from medseg_agent.io.images import EncodedImage, ImageLoadError, load_image
@@ -66,25 +68,39 @@ class EpisodeSpec:
 
     @classmethod
     def from_kwargs(cls, data: Any) -> EpisodeSpec:
+        """The spec of one row, every field checked: rows may come from another tool's parquet, and a bad
+        one must name its field here rather than fail as a traceback deep in a rollout worker."""
+        where = f"tools_kwargs.{EPISODE_KWARGS_KEY}.create_kwargs"
         if not isinstance(data, dict):
-            raise EpisodeSpecError(
-                f"tools_kwargs.{EPISODE_KWARGS_KEY}.create_kwargs must be a mapping, got {type(data).__name__}"
-            )
+            raise EpisodeSpecError(f"{where} must be a mapping, got {type(data).__name__}")
         for key in ("target", "gt_mask_rle"):
             if not data.get(key):
-                raise EpisodeSpecError(f"tools_kwargs.{EPISODE_KWARGS_KEY}.create_kwargs.{key} is missing")
+                raise EpisodeSpecError(f"{where}.{key} is missing")
         if not (data.get("image_path") or data.get("image_png_b64")):
-            raise EpisodeSpecError(f"tools_kwargs.{EPISODE_KWARGS_KEY}.create_kwargs needs image_path or image_png_b64")
-        spacing = data.get("spacing")
+            raise EpisodeSpecError(f"{where} needs image_path or image_png_b64")
+        texts = {key: data.get(key) or "" for key in ("target", "image_path", "image_png_b64", "sample_id",
+                                                          "dataset", "modality")}
+        for key, value in texts.items():
+            if not isinstance(value, str):
+                raise EpisodeSpecError(f"{where}.{key} must be text, got {type(value).__name__} {value!r:.80}")
+        if not isinstance(data["gt_mask_rle"], dict):
+            raise EpisodeSpecError(
+                f"{where}.gt_mask_rle must be a COCO RLE mapping {{'size', 'counts'}}, "
+                f"got {type(data['gt_mask_rle']).__name__}"
+            )
+        try:
+            spacing = parse_spacing(data.get("spacing"))
+        except ValueError as exc:
+            raise EpisodeSpecError(f"{where}.spacing: {exc} (expected two sizes in mm, > 0)") from None
         return cls(
-            target=str(data["target"]),
+            target=texts["target"],
             gt_mask_rle=dict(data["gt_mask_rle"]),
-            image_path=data.get("image_path") or None,
-            image_png_b64=data.get("image_png_b64") or None,
-            sample_id=str(data.get("sample_id") or ""),
-            dataset=str(data.get("dataset") or ""),
-            modality=str(data.get("modality") or ""),
-            spacing=tuple(float(v) for v in spacing) if spacing else None,  # type: ignore[arg-type]
+            image_path=texts["image_path"] or None,
+            image_png_b64=texts["image_png_b64"] or None,
+            sample_id=texts["sample_id"],
+            dataset=texts["dataset"],
+            modality=texts["modality"],
+            spacing=spacing,
         )
 
     def load_image(self) -> np.ndarray:
@@ -94,7 +110,11 @@ class EpisodeSpec:
                 raise EpisodeSpecError(f"image_path {path} does not exist on this rollout node")
             return load_image(path, self.modality)
         try:
-            return load_image(EncodedImage(base64.b64decode(self.image_png_b64 or ""), "image_png_b64"), self.modality)
+            encoded = base64.b64decode(self.image_png_b64 or "", validate=True)
+        except binascii.Error as exc:
+            raise EpisodeSpecError(f"image_png_b64 is not base64: {exc}") from None
+        try:
+            return load_image(EncodedImage(encoded, "image_png_b64"), self.modality)
         except ImageLoadError as exc:
             raise EpisodeSpecError(f"image_png_b64 is not a decodable image: {exc.problem}") from None
 
