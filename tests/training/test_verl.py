@@ -394,3 +394,6 @@ def test_an_rl_row_whose_inline_image_is_not_base64_is_refused():
         spec.to_sample()
     spec = EpisodeSpec.from_kwargs({"target": "liver", "gt_mask_rle": _RLE, "image_png_b64": _PNG, "spacing": 0.8})
     assert spec.spacing == (0.8, 0.8) and spec.to_sample().image.shape == (12, 16, 3)
+    # parquet writes an unknown spacing as an empty list
+    unknown = EpisodeSpec.from_kwargs({"target": "liver", "gt_mask_rle": _RLE, "image_png_b64": _PNG, "spacing": []})
+    assert unknown.spacing is None

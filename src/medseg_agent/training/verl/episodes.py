@@ -89,7 +89,7 @@ class EpisodeSpec:
                 f"got {type(data['gt_mask_rle']).__name__}"
             )
         try:
-            spacing = parse_spacing(data.get("spacing"))
+            spacing = parse_spacing(data.get("spacing") or None)  # parquet stores an unknown spacing as []
         except ValueError as exc:
             raise EpisodeSpecError(f"{where}.spacing: {exc} (expected two sizes in mm, > 0)") from None
         return cls(
