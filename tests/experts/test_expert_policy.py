@@ -131,6 +131,23 @@ def test_expert_needs_a_session_and_gets_the_episode_one_from_run_episode(shape_
         ExpertPolicy("random")
 
 
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        ({"tau": -1.0}, r"tau must be a number > 0 \(above 1: never stop on IoU\), got -1\.0"),
+        ({"tau": float("nan")}, r"tau must be a number > 0"),
+        ({"box_jitter": -1.0}, r"box_jitter must be in \[0, 1\], got -1\.0"),
+        ({"box_jitter": float("nan")}, r"box_jitter must be in \[0, 1\], got nan"),
+        ({"first_min_iou": 2.0}, r"first_min_iou must be in \[0, 1\]"),
+        ({"box_redraw_fraction": -0.1}, r"box_redraw_fraction must be in \[0, 1\]"),
+        ({"delta": 3.0}, r"delta must be in \[0, 1\], got 3\.0"),
+    ],
+)
+def test_expert_settings_that_cannot_work_are_refused_when_built(options, problem):
+    with pytest.raises(ValueError, match=problem):
+        build_policy("expert", **options)
+
+
 def test_records_reproduce_and_trajectories_differ_by_seed(shape_tool):
     sample = sample_from_mask(bar(thickness=10))
     env = SegmentationEnv(shape_tool, EpisodeConfig(max_turns=5))

@@ -128,8 +128,12 @@ class ExpertPolicy(Policy):
             raise ValueError(f"need 0 <= epsilon <= delta, got epsilon={epsilon}, delta={delta}")
         if max_tries < 1:
             raise ValueError(f"max_tries must be at least 1, got {max_tries}")
-        if not 0.0 <= other_share <= 1.0:
-            raise ValueError(f"other_share must be in [0, 1], got {other_share}")
+        for option, value in (("other_share", other_share), ("box_jitter", box_jitter), ("delta", delta),
+                              ("first_min_iou", first_min_iou), ("box_redraw_fraction", box_redraw_fraction)):
+            if not 0.0 <= value <= 1.0:  # NaN fails too
+                raise ValueError(f"{option} must be in [0, 1], got {value}")
+        if tau is not None and not 0.0 < tau < float("inf"):
+            raise ValueError(f"tau must be a number > 0 (above 1: never stop on IoU), got {tau}")
         if max_actions is not None and max_actions < 1:
             raise ValueError(f"max_actions must be at least 1, got {max_actions}")
         self.mode = mode
