@@ -112,3 +112,18 @@ def test_an_output_folder_that_is_a_file_is_refused_before_any_work(tmp_path):
     under_a_file = str(taken / "x.parquet")
     result = runner.invoke(app, ["train", "rl-data", "--data", str(tmp_path / "data"), "--out", under_a_file])
     assert result.exit_code == 2 and "File exists" in result.output
+
+
+def test_numbers_out_of_range_are_refused_by_the_option_or_named_by_the_library(tmp_path):
+    _write_case(tmp_path / "data", "a", (60, 50), 14)
+    data, out = str(tmp_path / "data"), str(tmp_path / "out")
+    for args, problem in [
+        (["evaluate-tool", "--data", data, "--limit", "-3", "-o", out], "Invalid value for '--limit'"),
+        (["reward", "compare", "--records", data, "--dice-tie", "-1"], "Invalid value for '--dice-tie'"),
+        (["trajectories", "export", data, "--min-final-iou", "2"], "Invalid value for '--min-final-iou'"),
+        (["trajectories", "generate", "--data", data, "-o", out, "--tau", "-1"], "tau must be a number > 0"),
+        (["trajectories", "generate", "--data", data, "-o", out, "--box-jitter", "nan"], "box_jitter must be in"),
+    ]:
+        result = runner.invoke(app, args, env={"COLUMNS": "200"})
+        assert result.exit_code == 2 and problem in " ".join(result.output.split()), (args, result.output)
+        assert not (tmp_path / "out").exists()

@@ -6,6 +6,7 @@ import pytest
 
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
 from medseg_agent.environment.record import final_mask, load_record, save_record
+from medseg_agent.models.checkpoint import CheckpointError
 from medseg_agent.models.tiny_qwen import build_tiny_qwen_vl
 from medseg_agent.policies.registry import build_policy
 from medseg_agent.policies.runner import run_episode
@@ -67,7 +68,7 @@ def test_sampling_is_reproducible_per_seed(tiny_checkpoint, shape_tool, disc):
 
 
 def test_missing_checkpoint_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="checkpoint folder .*nowhere does not exist"):
+    with pytest.raises(CheckpointError, match="hf policy: checkpoint folder .*nowhere does not exist"):
         build_policy("hf", model_path=str(tmp_path / "nowhere"))
     with pytest.raises(ValueError, match="dtype must be one of"):
         build_policy("hf", model_path=str(tmp_path), dtype="int3")

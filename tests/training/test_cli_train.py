@@ -113,3 +113,44 @@ def test_sft_command_names_bad_data(tmp_path):
         cli(), ["train", "sft", "--model", "unused", "--data", str(bad), "--out", str(tmp_path / "o"), "--cpu"]
     )
     assert result.exit_code == 2 and "missing column" in text(result) and "rows.jsonl" in text(result)
+
+
+def test_grpo_names_what_cannot_work_before_it_loads_a_model(tmp_path):
+    empty = tmp_path / "empty-model"
+    empty.mkdir()
+    base = ["train", "grpo", "--data", str(manifest(tmp_path)), "--out", str(tmp_path / "o"), "--cpu"]
+    cases = [
+        (["--model", str(tmp_path / "nowhere")], r"train grpo: checkpoint folder \S*nowhere does not exist"),
+        # the empty folder would fail to load: these are found first
+        (["--model", str(empty), "--reward", "nosuch"], r"reward 'nosuch' is neither a preset"),
+        (["--model", str(empty), "--tool", "nosuch"], r"unknown tool 'nosuch'"),
+        (["--model", str(empty), "--chat-template", str(tmp_path / "t.jinja")], r"chat template .* nor a file"),
+        (["--model", str(empty), "--lr", "-1"], r"learning_rate must be a number > 0, got -1\.0"),
+        (["--model", str(empty)], r"train grpo: cannot load a vision-language checkpoint from \S*empty-model"),
+    ]
+    for args, problem in cases:
+        result = CliRunner().invoke(cli(), [*base, *args])
+        assert result.exit_code == 2 and isinstance(result.exception, SystemExit), (args, result.output)
+        assert re.search(problem, text(result)), (args, text(result))
+
+
+def test_sft_names_a_missing_checkpoint_folder_before_reading_the_data(tmp_path):
+    result = CliRunner().invoke(cli(), ["train", "sft", "--model", str(tmp_path / "nowhere"), "--data",
+                                        str(tmp_path / "no-data"), "--out", str(tmp_path / "o"), "--cpu"])
+    assert result.exit_code == 2 and re.search(r"train sft: checkpoint folder \S*nowhere does not exist", text(result))
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "value"),
+    [
+        ("rl-data", "--view", "8"),
+        ("rl-data", "--limit", "-1"),
+        ("verl-config", "--patch-size", "0"),
+        ("sft", "--max-steps", "-2"),
+        ("sft", "--max-length", "0"),
+        ("grpo", "--limit", "0"),
+    ],
+)
+def test_train_options_out_of_range_are_refused_by_the_option(tmp_path, command, option, value):
+    result = CliRunner().invoke(cli(), ["train", command, option, value, "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and f"Invalid value for '{option}'" in text(result), text(result)

@@ -25,7 +25,7 @@ def evaluate_tool(
     split: Annotated[str | None, typer.Option("--split", help="Only this split (e.g. test).")] = None,
     data_format: Annotated[str, typer.Option("--format", help="Dataset layout; auto detects it.")] = "auto",
     workers: Annotated[int, typer.Option("--workers", min=1, help="Local worker processes.")] = 1,
-    limit: Annotated[int | None, typer.Option("--limit", help="Evaluate only the first N samples.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Evaluate only the first N samples.")] = None,
 ) -> None:
     """Click up to --clicks times on every sample with the RITM clicker (interior-most point of the
     larger error, from an empty mask); report mIoU@1/3/5, NoC@80/85/90 and the share of clicks that

@@ -384,14 +384,15 @@ class DemoRunOptions:
 
 # Training options that several `train` commands take, declared once.
 CpuOption = Annotated[bool, typer.Option("--cpu", help="Train on CPU (smoke tests).")]
-MaxStepsOption = Annotated[int, typer.Option("--max-steps", help="Stop after N optimizer steps (-1: epochs).")]
+MaxStepsOption = Annotated[int, typer.Option("--max-steps", min=-1, help="Stop after N optimizer steps (-1: epochs).")]
 RewardOption = Annotated[str, typer.Option(
     "--reward", "-r",
     help="A preset (medsam_agent, ibis_agent, medseg) or a reward YAML file (see `reward presets --yaml`).")]
 RewardSetOption = Annotated[list[str] | None, typer.Option(
     "--reward-set", help="Reward override, repeatable: params.good_iou=0.85.")]
 ToolDeviceOption = Annotated[str, typer.Option("--tool-device", help="Device of an in-process tool.")]
-PatchSizeOption = Annotated[int, typer.Option("--patch-size", help="Vision patch: 16 Qwen3-VL, 14 Qwen2/2.5-VL.")]
+PatchSizeOption = Annotated[int, typer.Option(
+    "--patch-size", min=1, help="Vision patch: 16 Qwen3-VL, 14 Qwen2/2.5-VL.")]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -414,7 +415,7 @@ class SFTTrainOptions:
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Per-device batch size.")] = 1
     grad_accum: Annotated[int, typer.Option("--grad-accum", min=1)] = 8
     max_length: Annotated[int | None, typer.Option(
-        "--max-length", help="Truncate longer rows (default: never; images must stay whole).")] = None
+        "--max-length", min=1, help="Truncate longer rows (default: never; images must stay whole).")] = None
     save_steps: Annotated[int, typer.Option("--save-steps", min=1)] = 500
     merge_lora: Annotated[bool, typer.Option("--merge/--no-merge", help="Merge LoRA into OUT/final.")] = True
     cpu: CpuOption = False

@@ -161,7 +161,7 @@ def compare(
         typer.Option("--reward", "-r", help="Preset or YAML to compare, repeatable (default: all presets)."),
     ] = None,
     dice_tie: Annotated[
-        float, typer.Option("--dice-tie", help="Dice differences up to this count as equal (process pairs).")
+        float, typer.Option("--dice-tie", min=0.0, help="Dice differences up to this count as equal (process pairs).")
     ] = 0.01,
     out: Annotated[Path | None, typer.Option("--out", "-o", dir_okay=False,
                                              help="Also write the full report as JSON.")] = None,

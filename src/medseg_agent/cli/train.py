@@ -73,7 +73,7 @@ def rl_data(
                                       help="Parquet file to write (e.g. runs/rl/train.parquet).")],
     split: Annotated[str | None, typer.Option("--split", help="Only this split of the dataset.")] = None,
     data_format: Annotated[str, typer.Option("--format", help="Dataset layout; auto detects it.")] = "auto",
-    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N samples.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N samples.")] = None,
     images: Annotated[
         str,
         typer.Option("--images", help="inline: full-res PNG inside the parquet; files: PNGs in --image-dir."),
@@ -81,7 +81,7 @@ def rl_data(
     image_dir: Annotated[
         Path | None, typer.Option("--image-dir", help="With --images files: a folder every rollout node can read.")
     ] = None,
-    view: Annotated[int, typer.Option("--view", help="Longest side of the image the model sees.")] = 512,
+    view: Annotated[int, typer.Option("--view", min=16, help="Longest side of the image the model sees.")] = 512,
 ) -> None:
     """Write verl RL rows (RLHFDataset parquet) for a dataset.
 
@@ -194,7 +194,7 @@ def grpo(
     generations: Annotated[int, typer.Option("--generations", min=2, help="Rollouts per prompt (GRPO group).")] = 4,
     max_steps: MaxStepsOption = -1,
     learning_rate: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = 1e-6,
-    limit: Annotated[int | None, typer.Option("--limit", help="Only the first N samples.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N samples.")] = None,
     cpu: CpuOption = False,
     chat_template: Annotated[
         str, typer.Option("--chat-template", help="qwen3_vl (TRL's, tool calls parsed), a .jinja file, or keep.")
@@ -209,24 +209,29 @@ def grpo(
     import datasets
 
     from medseg_agent.training.trl_grpo import GRPOOptions, grpo_rows, run_grpo
+    from medseg_agent.vocabulary.errors import ToolError
 
     samples = load_samples([data], limit=limit)
-    options = GRPOOptions(
-        model=model,
-        output_dir=str(out),
-        tool=tool,
-        tool_device=tool_device,
-        reward=reward,
-        max_turns=max_turns,
-        num_generations=generations,
-        batch_size=generations,
-        max_steps=max_steps,
-        learning_rate=learning_rate,
-        use_cpu=cpu,
-        gradient_checkpointing=not cpu,
-        chat_template=None if chat_template == "keep" else chat_template,
-    )
-    result = run_grpo(options, datasets.Dataset.from_list(grpo_rows(samples)))
+    try:
+        options = GRPOOptions(
+            model=model,
+            output_dir=str(out),
+            tool=tool,
+            tool_device=tool_device,
+            reward=reward,
+            max_turns=max_turns,
+            num_generations=generations,
+            batch_size=generations,
+            max_steps=max_steps,
+            learning_rate=learning_rate,
+            use_cpu=cpu,
+            gradient_checkpointing=not cpu,
+            chat_template=None if chat_template == "keep" else chat_template,
+        )
+        result = run_grpo(options, datasets.Dataset.from_list(grpo_rows(samples)))
+    except (ValueError, FileNotFoundError, ToolError) as exc:  # CheckpointError, RewardConfigError: ValueErrors
+        fail(str(exc))
+        return
     console.print(f"trained {result.steps} steps; mean rewards per log: {result.rewards}; model in {result.output_dir}")
 
 

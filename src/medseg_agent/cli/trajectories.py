@@ -143,7 +143,7 @@ def export(
         str, typer.Option("--name", help="Dataset name (file names, dataset_info.json entry).")
     ] = "medseg_expert",
     min_final_iou: Annotated[
-        float, typer.Option("--min-final-iou", help="Leave out trajectories ending below this IoU.")
+        float, typer.Option("--min-final-iou", min=0.0, max=1.0, help="Leave out trajectories ending below this IoU.")
     ] = 0.0,
     max_images: Annotated[
         int | None,

@@ -13,6 +13,7 @@ from typing import Any
 
 from medseg_agent.environment.episode import Observation
 from medseg_agent.io.text import read_text_file
+from medseg_agent.models.checkpoint import checkpoint_reference, load_vision_language_checkpoint
 from medseg_agent.policies.base import EpisodeContext, PolicyReply
 from medseg_agent.policies.chat import ChatPolicy, reply_from
 from medseg_agent.protocols.conversation import Conversation, to_hf
@@ -55,16 +56,11 @@ class HFPolicy(ChatPolicy):
     ) -> None:
         super().__init__(max_history_images=max_history_images, native_tools=native_tools)
         import torch
-        from transformers import AutoModelForImageTextToText, AutoProcessor
-
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-        path = Path(model_path).expanduser()
-        if str(model_path).startswith((".", "/", "~")) and not path.exists():
-            raise FileNotFoundError(f"hf policy: checkpoint folder {path} does not exist")
-        self.model_path = str(path) if path.exists() else str(model_path)
+        self.model_path = checkpoint_reference(model_path, "hf policy")
         self.device = _resolve_device(device, torch)
         self.dtype = _resolve_dtype(dtype, self.device, torch)
         self.do_sample = do_sample
@@ -72,13 +68,7 @@ class HFPolicy(ChatPolicy):
         self.top_p = top_p
         self.max_new_tokens = max_new_tokens
         self._torch = torch
-        try:
-            self.processor = AutoProcessor.from_pretrained(self.model_path)
-            self.model = AutoModelForImageTextToText.from_pretrained(self.model_path, dtype=self.dtype)
-        except (OSError, ValueError) as exc:
-            raise ValueError(
-                f"hf policy: cannot load a vision-language checkpoint from {self.model_path}: {exc}"
-            ) from None
+        self.processor, self.model = load_vision_language_checkpoint(self.model_path, "hf policy", dtype=self.dtype)
         self.model.to(self.device).eval()
         if chat_template is not None:
             template = Path(chat_template)

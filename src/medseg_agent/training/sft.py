@@ -21,6 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from medseg_agent.models.checkpoint import checkpoint_reference, load_vision_language_checkpoint
+from medseg_agent.training.schedule import check_schedule
+
 VISION_MODULE_NAMES = ("visual", "vision_tower", "vision_model")
 # Projections of the language model (Qwen2/2.5/3-VL, Llama-style); the vision tower is left out.
 LANGUAGE_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
@@ -63,6 +66,9 @@ class SFTOptions:
     report_to: str = "none"
     use_cpu: bool = False
     extra: dict[str, Any] = field(default_factory=dict)  # more SFTConfig fields, passed through
+
+    def __post_init__(self) -> None:
+        check_schedule(self.learning_rate, self.epochs, self.max_steps)
 
 
 @dataclass
@@ -343,15 +349,14 @@ def run_sft(options: SFTOptions, dataset: Any | None = None) -> SFTResult:
     ``dataset``: an in-memory ``datasets.Dataset`` instead of ``options.data``.
     """
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
     from trl import SFTConfig, SFTTrainer
 
     output_dir = Path(options.output_dir)
+    checkpoint_reference(options.model, "train sft")  # a missing folder is named before the data is read
     data = dataset if dataset is not None else load_sft_dataset(options.data)
     if dataset is not None:
         validate_sft_rows(data, "dataset")
-    processor = AutoProcessor.from_pretrained(options.model)
-    model = AutoModelForImageTextToText.from_pretrained(options.model, dtype="auto")
+    processor, model = load_vision_language_checkpoint(options.model, "train sft")
     if options.freeze_vision:
         freeze_vision_tower(model)
     peft_config = None

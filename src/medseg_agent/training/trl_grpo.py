@@ -28,9 +28,11 @@ from typing import Any, Literal
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
 from medseg_agent.environment.record import TrajectoryRecord
 from medseg_agent.io.text import read_text_file
+from medseg_agent.models.checkpoint import checkpoint_reference, load_vision_language_checkpoint
 from medseg_agent.protocols import get_protocol, tool_schemas
 from medseg_agent.rewards import RewardSpec, resolve_reward, score_record
 from medseg_agent.tools.base import SegmentationTool
+from medseg_agent.training.schedule import check_schedule
 from medseg_agent.training.verl.episodes import EpisodeSpec, finished_text
 from medseg_agent.vocabulary.actions import ADD_BBOX, ADD_POINT, STOP_ACTION, CoordinateSpace, ToolCall
 from medseg_agent.vocabulary.sample import Sample
@@ -176,6 +178,9 @@ class GRPOOptions:
     report_to: str = "none"
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        check_schedule(self.learning_rate, self.epochs, self.max_steps)
+
 
 @dataclass
 class GRPOResult:
@@ -246,25 +251,28 @@ def run_grpo(options: GRPOOptions, dataset: Any, callbacks: list[Any] | None = N
     ``callbacks``: more ``transformers.TrainerCallback`` objects (progress bars, evaluations).
     """
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor, TrainerCallback
+    from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
     from medseg_agent.tools.registry import build_tool
 
-    processor = AutoProcessor.from_pretrained(options.model, padding_side="left")
-    if options.chat_template:
-        template = _chat_template(options.chat_template)
-        processor.chat_template = template
-        processor.tokenizer.chat_template = template
-    ensure_tool_call_parser(processor)
-    model = AutoModelForImageTextToText.from_pretrained(options.model, dtype="auto")
+    # what takes seconds to check comes before the model, which can take minutes to load
+    checkpoint_reference(options.model, "train grpo")
+    reward = resolve_reward(options.reward, options.reward_overrides or None)
+    template = _chat_template(options.chat_template) if options.chat_template else None
     tool = build_tool(options.tool, device=options.tool_device)
     episode_config = EpisodeConfig(
         max_turns=options.max_turns,
         protocol=get_protocol("medsam").name,
         view_longest_side=options.view_longest_side,
     )
-    reward = resolve_reward(options.reward, options.reward_overrides or None)
+    processor, model = load_vision_language_checkpoint(
+        options.model, "train grpo", processor_options={"padding_side": "left"}
+    )
+    if template is not None:
+        processor.chat_template = template
+        processor.tokenizer.chat_template = template
+    ensure_tool_call_parser(processor)
 
     rewards: list[float] = []
     logs: list[dict[str, float]] = []
