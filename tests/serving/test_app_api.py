@@ -115,6 +115,11 @@ def test_a_person_segments_a_library_sample_and_saves(client, app_server):
     assert redone["mask"] == clicked["mask"]
     assert client.post(f"/v1/app/episodes/{eid}/redo").status_code == 409
     assert client.post(f"/v1/app/episodes/{eid}/point", json={"point": [500, 5]}).status_code == 422
+    # the tool server's number rule: JSON true is not 1 (nor is NaN a coordinate)
+    for body in ('{"point": [true, 5]}', '{"box": [NaN, 2, 30, 12]}'):
+        refused = client.post(f"/v1/app/episodes/{eid}/{'point' if 'point' in body else 'box'}", content=body,
+                              headers={"Content-Type": "application/json"})
+        assert refused.status_code == 422 and "coordinates must hold" in refused.json()["detail"], refused.text
 
     saved = client.post(f"/v1/app/episodes/{eid}/save").json()
     assert saved["done"] and saved["turns"][-1]["name"] == "stop_action" and saved["turns"][-1]["actor"] == "person"

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from medseg_agent.environment.record import Actor
-from medseg_agent.serving.schemas import ImageId, Rle
+from medseg_agent.serving.schemas import Coordinate, ImageId, Rle
 from medseg_agent.vocabulary.stop import StopReason
 
 Axis = Literal["axial", "coronal", "sagittal"]
@@ -122,11 +122,11 @@ class EpisodeCreate(_Strict):
 
 
 class BoxIn(_Strict):
-    box: Annotated[list[float], Field(min_length=4, max_length=4, description="[x1, y1, x2, y2] image pixels")]
+    box: Annotated[list[Coordinate], Field(min_length=4, max_length=4, description="[x1, y1, x2, y2] image pixels")]
 
 
 class PointIn(_Strict):
-    point: Annotated[list[float], Field(min_length=2, max_length=2, description="[x, y] image pixels")]
+    point: Annotated[list[Coordinate], Field(min_length=2, max_length=2, description="[x, y] image pixels")]
     positive: bool = True
 
 
