@@ -223,7 +223,8 @@ def test_a_slice_of_a_volume_saves_as_nifti(client, app_server):
                                                                "level": 150}).json()
     assert custom["image_id"] != shown["image_id"]
     for bad in ({"axis": "axial", "index": 99}, {"axis": "axial", "index": 1, "window": "lung", "width": 3},
-                {"axis": "axial", "index": 1, "window": "kidney"}, {"axis": "axial", "index": 1, "level": 3}):
+                {"axis": "axial", "index": 1, "window": "kidney"}, {"axis": "axial", "index": 1, "level": 3},
+                {"axis": "axial", "index": 1, "window": "lung", "percentiles": [1, 99]}):
         answer = client.post(f"/v1/app/volumes/{vid}/slice", json=bad)
         assert answer.status_code == 422, bad
     assert client.post("/v1/app/volumes/nope/slice", json={"index": 1}).status_code == 404

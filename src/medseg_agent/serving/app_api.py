@@ -529,6 +529,8 @@ def _volume_out(app_state: AppState, volume: Volume, target: str) -> OpenedVolum
 def _contrast(body: SliceRequest, volume: Volume) -> Contrast:
     if body.window is not None and (body.width is not None or body.level is not None):
         raise ValueError("give either window (a preset) or width and level, not both")
+    if body.percentiles is not None and (body.window is not None or body.width is not None):
+        raise ValueError("give either a CT window or percentiles, not both")
     if (body.width is None) != (body.level is None):
         raise ValueError("width and level go together: give both")
     if body.window is not None:
