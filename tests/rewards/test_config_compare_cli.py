@@ -53,6 +53,9 @@ def test_yaml_merges_over_a_preset(tmp_path):
         ({"preset": "nope"}, "unknown reward preset 'nope'"),
         ({"weights": {}}, r"unknown key\(s\) \['weights'\]"),
         ({}, "has no terms"),
+        ({"preset": "medseg", "groups": {"quality": {"clip": [1, 0]}}}, r"quality\.clip: low 1 is above high 0"),
+        ({"preset": "medseg", "name": ["a", 1]}, r"my\.yaml: name: expected text, got \['a', 1\]"),
+        ({"preset": 3}, r"my\.yaml: preset: expected text, got 3"),
     ],
 )
 def test_bad_configs_name_the_field(data, message):

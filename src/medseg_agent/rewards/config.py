@@ -90,10 +90,13 @@ def spec_from_dict(data: dict[str, Any], source: str = "reward config") -> Rewar
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise RewardConfigError(f"{source}: unknown key(s) {unknown}; expected some of {sorted(allowed)}")
+    for key in ("name", "description", "preset"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise RewardConfigError(f"{source}: {key}: expected text, got {data[key]!r}")
     base = RewardSpec(name="custom")
     if data.get("preset") is not None:
         try:
-            base = get_preset(str(data["preset"]))
+            base = get_preset(data["preset"])
         except ValueError as exc:
             raise RewardConfigError(f"{source}: preset: {exc}") from None
     terms = _merge_weights(base.terms, data.get("terms", {}), f"{source}: terms")
@@ -116,6 +119,8 @@ def spec_from_dict(data: dict[str, Any], source: str = "reward config") -> Rewar
         bounds_ok = isinstance(clip, list | tuple) and len(clip) == 2
         if not (bounds_ok and all(c is None or is_finite_number(c) for c in clip)):
             raise RewardConfigError(f"{where}.clip: expected [low, high], finite numbers (null for open), got {clip!r}")
+        if None not in clip and clip[0] > clip[1]:
+            raise RewardConfigError(f"{where}.clip: low {clip[0]} is above high {clip[1]}")
         weight = raw.get("weight", old.weight)
         if not is_finite_number(weight):
             raise RewardConfigError(f"{where}.weight: expected a finite number, got {weight!r}")
