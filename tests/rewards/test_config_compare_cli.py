@@ -56,11 +56,20 @@ def test_yaml_merges_over_a_preset(tmp_path):
         ({"preset": "medseg", "groups": {"quality": {"clip": [1, 0]}}}, r"quality\.clip: low 1 is above high 0"),
         ({"preset": "medseg", "name": ["a", 1]}, r"my\.yaml: name: expected text, got \['a', 1\]"),
         ({"preset": 3}, r"my\.yaml: preset: expected text, got 3"),
+        ({"preset": "medseg", "params": {"good_iou": 1.5}}, r"good_iou: expected a fraction in \[0, 1\], got 1\.5"),
+        ({"preset": "medseg", "params": {"nsd_tolerance": 0}}, r"params\.nsd_tolerance: expected a number > 0, got 0"),
+        ({"preset": "ibis_agent", "params": {"ibis_optimal_steps": 2.5}}, r"steps: expected a whole number >= 1"),
+        ({"preset": "ibis_agent", "params": {"ibis_length_gamma": -0.2}}, r"gamma: expected a number >= 0, got -0\.2"),
     ],
 )
 def test_bad_configs_name_the_field(data, message):
     with pytest.raises(RewardConfigError, match=message):
         spec_from_dict(data, "my.yaml")
+
+
+def test_whole_number_parameters_stay_whole_numbers():
+    params = spec_from_dict({"preset": "ibis_agent", "params": {"ibis_optimal_steps": 3.0}}).params
+    assert params.ibis_optimal_steps == 3 and isinstance(params.ibis_optimal_steps, int)
 
 
 def test_a_reward_file_that_cannot_be_read_is_a_config_error(tmp_path):

@@ -29,7 +29,8 @@ class RewardParams:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "params") -> RewardParams:
-        known = {f.name for f in fields(cls)}
+        types = {f.name: f.type for f in fields(cls)}  # "int" or "float" (annotations are strings here)
+        known = set(types)
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"{source}: unknown parameter(s) {unknown}; expected some of {sorted(known)}")
@@ -37,8 +38,29 @@ class RewardParams:
         for name, value in data.items():
             if not is_finite_number(value):
                 raise ValueError(f"{source}.{name}: expected a finite number, got {value!r}")
-            values[name] = value
+            accepts, expected = _PARAM_RANGES[name]
+            if not accepts(value):
+                raise ValueError(f"{source}.{name}: expected {expected}, got {value!r}")
+            values[name] = int(value) if types[name] == "int" else value
         return cls(**values)
+
+
+def _fraction(value: float) -> bool:
+    return 0.0 <= value <= 1.0
+
+
+#: What each parameter accepts: a threshold on IoU or on a gain is a fraction, and a negative tolerance,
+#: step count or length penalty would turn a term's meaning around without any error.
+_PARAM_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "good_iou": (_fraction, "a fraction in [0, 1]"),
+    "easy_gain": (_fraction, "a fraction in [0, 1]"),
+    "min_gain": (_fraction, "a fraction in [0, 1]"),
+    "repeated_box_iou": (_fraction, "a fraction in [0, 1]"),
+    "nsd_tolerance": (lambda v: v > 0, "a number > 0"),
+    "medsam_free_turns": (lambda v: v >= 0 and v == int(v), "a whole number >= 0"),
+    "ibis_optimal_steps": (lambda v: v >= 1 and v == int(v), "a whole number >= 1"),
+    "ibis_length_gamma": (lambda v: v >= 0, "a number >= 0"),
+}
 
 
 def is_finite_number(value: object) -> bool:
