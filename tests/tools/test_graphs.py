@@ -265,3 +265,10 @@ def test_sam2_cuda_graphs_match_eager_on_a_gpu():
     for a, b in zip(eager, replayed, strict=True):
         assert abs(a.area - b.area) <= 1e-3 * 512 * 512
         np.testing.assert_allclose(a.logits, b.logits, rtol=2e-2, atol=5e-2)  # bf16: cuBLAS may pick other kernels
+
+
+@pytest.mark.parametrize("option", ["cuda_graphs", "bucket_batches"])
+def test_switches_of_the_sam_tools_take_true_or_false_only(option):
+    """--tool-option cuda_graphs=off reaches the tool as the text 'off', which bool() reads as on."""
+    with pytest.raises(ToolError, match=rf"{option} must be true or false, got 'off'"):
+        build_sam2_tool(allow_random_weights=True, **{option: "off"})

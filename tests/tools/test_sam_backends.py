@@ -260,8 +260,9 @@ def test_decoder_calls_take_the_server_batch_on_a_gpu_and_less_on_a_cpu():
     assert resolve_max_batch(None, torch.device("cuda")) == CUDA_MAX_BATCH == ServerConfig().max_batch
     assert resolve_max_batch(None, torch.device("cpu")) == DEFAULT_MAX_BATCH < CUDA_MAX_BATCH
     assert resolve_max_batch(4, torch.device("cuda")) == 4
-    with pytest.raises(ToolError, match="max_batch must be >= 1, got 0"):
-        resolve_max_batch(0, torch.device("cpu"))
+    for bad in (0, 1.5, True, "8"):  # from --tool-option max_batch=..., JSON values
+        with pytest.raises(ToolError, match=rf"max_batch must be a whole number >= 1, got {bad!r}"):
+            resolve_max_batch(bad, torch.device("cpu"))
 
 
 @pytest.mark.slow

@@ -61,6 +61,9 @@ class SamFamilyTool(SegmentationTool):
     def __init__(self, model: Any, *, max_batch: int | None, precision: str, bucket_batches: bool | None,
                  cuda_graphs: bool | None) -> None:
         super().__init__()
+        for option, flag in (("bucket_batches", bucket_batches), ("cuda_graphs", cuda_graphs)):
+            if flag is not None and not isinstance(flag, bool):  # the string "false" would switch it on
+                raise ToolError(f"{option} must be true or false, got {flag!r}")
         self.model = model
         self.device = model_device(model)
         self.max_batch = resolve_max_batch(max_batch, self.device)
@@ -158,9 +161,9 @@ def resolve_max_batch(max_batch: int | None, device: torch.device) -> int:
     :data:`DEFAULT_MAX_BATCH` elsewhere."""
     if max_batch is None:
         return CUDA_MAX_BATCH if device.type == "cuda" else DEFAULT_MAX_BATCH
-    if max_batch < 1:
-        raise ToolError(f"max_batch must be >= 1, got {max_batch}")
-    return int(max_batch)
+    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+        raise ToolError(f"max_batch must be a whole number >= 1, got {max_batch!r}")
+    return max_batch
 
 
 def resolve_bucketing(bucket_batches: bool | None, device: torch.device) -> bool:
