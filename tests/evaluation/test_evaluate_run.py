@@ -60,6 +60,17 @@ def test_resume_refuses_different_settings(tmp_path):
         run_evaluation(disc_samples(1), _spec(max_consecutive_errors=5), tmp_path, show_progress=False)
 
 
+def test_a_record_edited_out_of_shape_is_named_by_its_line_with_how_to_redo_it(tmp_path):
+    store, _ = run_evaluation(disc_samples(2), _spec(), tmp_path, show_progress=False)
+    lines = store.path.read_text().splitlines()
+    row = json.loads(lines[1])
+    row["record"]["turns"][0]["iou"] = 5.0
+    store.path.write_text("\n".join([lines[0], json.dumps(row)]) + "\n")
+    with pytest.raises(ValueError, match=rf"records\.jsonl line 2 \(sample '{row['key']}'; delete the line and rerun "
+                                         r"to redo it\): field 'turns\.0\.iou'"):
+        write_report(store, tmp_path, max_actions=3)
+
+
 def test_repeated_sample_ids_get_stable_distinct_keys():
     samples = disc_samples(2)
     samples[1].sample_id = samples[0].sample_id

@@ -30,8 +30,9 @@ def write_report(
     """Summaries of every record in ``store`` (this run's and earlier ones); returns the results and
     the written paths. Gallery images come from ``samples`` or else the records' ``image_path``."""
     out = Path(out_dir)
-    rows = {row[store.key_field]: row for row in store.rows()}
-    results = results_from_rows(rows.values(), store.key_field)
+    numbered = {row[store.key_field]: (line, row) for line, row in store.numbered_rows()}
+    rows = {key: row for key, (_, row) in numbered.items()}
+    results = results_from_rows(numbered.values(), store.key_field, str(store.path))
     paths = write_summary(results, out, max_actions=max_actions, title=title, meta=meta)
     if not plots:
         return results, paths

@@ -87,13 +87,17 @@ def result_from_record(key: str, record: TrajectoryRecord) -> SampleResult:
     )
 
 
-def results_from_rows(rows: Iterable[dict[str, Any]], key_field: str = "key") -> list[SampleResult]:
-    """Store rows (``record`` or ``failure``) -> results, in store order."""
+def results_from_rows(
+    rows: Iterable[tuple[int, dict[str, Any]]], key_field: str = "key", source: str = "records"
+) -> list[SampleResult]:
+    """Store rows (``record`` or ``failure``) with their line numbers in ``source`` -> results, in store order.
+    A record that cannot be read is named by its file, line and key, with how to redo it."""
     results = []
-    for row in rows:
+    for line, row in rows:
         key = row[key_field]
         if "record" in row:
-            results.append(result_from_record(key, record_from_dict(row["record"], f"record {key!r}")))
+            where = f"{source} line {line} (sample {key!r}; delete the line and rerun to redo it)"
+            results.append(result_from_record(key, record_from_dict(row["record"], where)))
         else:
             failure = row.get("failure", {})
             results.append(
