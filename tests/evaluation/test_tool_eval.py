@@ -55,3 +55,30 @@ def test_click_curve_runs_the_clicker_through_the_environment(shape_tool, disc):
     # clicks are exact pixels: the first click is the disc centre (interior-most point)
     first = shape_tool.prompts[0].points[0]
     assert abs(first[0] - 80) <= 1 and abs(first[1] - 60) <= 1
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "problem"),
+    [
+        ("ious", ["x", 0.5], r"field 'ious\.0': Input should be a valid number"),
+        ("ious", [0.2, 1.7], r"field 'ious\.1': Input should be less than or equal to 1, got 1\.7"),
+        ("clicks", -2, r"field 'clicks': Input should be greater than or equal to 0, got -2"),
+    ],
+)
+def test_a_stored_curve_that_cannot_be_read_back_is_named_by_its_line(tmp_path, field, value, problem):
+    import json
+
+    from evalfixtures import disc_samples
+
+    from medseg_agent.evaluation.tool_eval import evaluate_tool_to_folder
+    from medseg_agent.tools.registry import build_tool
+
+    samples = disc_samples(2)
+    run = evaluate_tool_to_folder(samples, lambda: build_tool("classic"), tmp_path, max_clicks=2)
+    assert run.ran == 2 and len(run.curves) == 2
+    path = tmp_path / "curves.jsonl"
+    first, second = path.read_text().splitlines()
+    row = {**json.loads(second), field: value}
+    path.write_text(first + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(ValueError, match=rf"curves\.jsonl line 2 \(curve '{row['key']}'\): {problem}.*delete the line"):
+        evaluate_tool_to_folder(samples, lambda: build_tool("classic"), tmp_path, max_clicks=2)

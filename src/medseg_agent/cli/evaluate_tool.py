@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from medseg_agent.cli.common import console, load_samples
+from medseg_agent.cli.common import console, fail, load_samples
 from medseg_agent.cli.options import ToolOptions, expand_options
 
 
@@ -36,8 +36,12 @@ def evaluate_tool(
     from medseg_agent.evaluation.tool_eval import evaluate_tool_to_folder
 
     samples = load_samples([data], data_format=data_format, split=split, limit=limit)
-    run = evaluate_tool_to_folder(samples, tool.factory(), out, max_clicks=clicks, workers=workers,
-                                  description=f"{tool.tool}: {clicks} clicks")
+    try:
+        run = evaluate_tool_to_folder(samples, tool.factory(), out, max_clicks=clicks, workers=workers,
+                                      description=f"{tool.tool}: {clicks} clicks")
+    except ValueError as exc:  # a stored curve that cannot be read back
+        fail(str(exc))
+        return
     print_summary(run.rows, f"{tool.tool} — {len(run.curves)} samples ({run.ran} new), {clicks} clicks")
     console.print(f"wrote {run.csv_path} and {run.json_path}")
 

@@ -32,6 +32,7 @@ from pydantic import (
 from medseg_agent.io.atomic import atomic_write_json
 from medseg_agent.io.masks import checked_rle, decode_rle, read_mask_png, write_mask_png
 from medseg_agent.io.text import TextFileError, read_text_file
+from medseg_agent.io.validation import first_problem
 from medseg_agent.vocabulary.actions import Action, AddBox, AddPoint, Stop, action_from_dict, action_to_dict
 from medseg_agent.vocabulary.errors import ActionError, ErrorKind
 from medseg_agent.vocabulary.stop import StopReason
@@ -230,12 +231,7 @@ def record_from_dict(data: dict[str, Any], source: str = "<record>") -> Trajecto
     try:
         record = TrajectoryRecord.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        message = first["msg"].removeprefix("Value error, ")
-        if first["type"] != "value_error" and not isinstance(first.get("input"), dict | list):
-            message += f", got {first.get('input')!r}"
-        raise RecordError(f"{source}: field {where!r}: {message}" if where else f"{source}: {message}") from None
+        raise RecordError(f"{source}: {first_problem(exc)}") from None
     if record.schema_version > SCHEMA_VERSION:
         raise RecordError(
             f"{source}: schema_version {record.schema_version} is newer than this medseg-agent "

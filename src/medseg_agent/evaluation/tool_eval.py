@@ -20,9 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pydantic import TypeAdapter, ValidationError
 
 from medseg_agent.environment.episode import EpisodeConfig, SegmentationEnv
+from medseg_agent.environment.record import Count, Overlap
 from medseg_agent.io.atomic import atomic_write_json, atomic_write_text
+from medseg_agent.io.validation import first_problem
 from medseg_agent.policies.clicker import ClickerPolicy
 from medseg_agent.policies.runner import run_episode
 from medseg_agent.runs.parallel import run_jobs
@@ -42,11 +45,24 @@ class ClickCurve:
     dataset: str
     modality: str
     target: str
-    ious: list[float]  # IoU after click 1..n (padded with the last value to max_clicks)
-    clicks: int | None = None  # clicks actually made (the rest of ``ious`` is padding); None: unknown
+    ious: list[Overlap]  # IoU after click 1..n (padded with the last value to max_clicks)
+    clicks: Count | None = None  # clicks actually made (the rest of ``ious`` is padding); None: unknown
 
     def to_dict(self) -> dict[str, Any]:
         return self.__dict__.copy()
+
+
+_CURVE = TypeAdapter(ClickCurve)
+
+
+def curve_from_row(row: dict[str, Any], where: str) -> ClickCurve:
+    """A stored curve, checked: a row edited by hand or by another tool is named by ``where`` instead of
+    failing later inside a numpy mean."""
+    try:
+        return _CURVE.validate_python({k: v for k, v in row.items() if k != "key"})
+    except ValidationError as exc:
+        raise ValueError(f"{where} (curve {row.get('key')!r}): {first_problem(exc)}; delete the line and rerun "
+                         "to redo it") from None
 
 
 def click_curve(tool: SegmentationTool, sample: Sample, max_clicks: int = 20) -> ClickCurve:
@@ -165,8 +181,8 @@ def evaluate_tool_to_folder(
     ran = run_jobs(jobs, tool_factory, partial(_curve_job, max_clicks=max_clicks), store, workers=workers,
                    description=description)
     wanted = {key for key, _ in jobs}
-    rows = [row for row in store.rows() if row["key"] in wanted]
-    curves = [ClickCurve(**{k: v for k, v in row.items() if k != "key"}) for row in rows]
+    curves = [curve_from_row(row, f"{store.path} line {line}") for line, row in store.numbered_rows()
+              if row["key"] in wanted]
     rows = summarize_curves(curves, max_clicks)
     csv_path, json_path = write_tables(rows, curves, out_dir)
     return ToolEvalRun(rows, curves, ran, csv_path, json_path)
