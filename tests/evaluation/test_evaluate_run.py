@@ -69,6 +69,9 @@ def test_a_record_edited_out_of_shape_is_named_by_its_line_with_how_to_redo_it(t
     with pytest.raises(ValueError, match=rf"records\.jsonl line 2 \(sample '{row['key']}'; delete the line and rerun "
                                          r"to redo it\): field 'turns\.0\.iou'"):
         write_report(store, tmp_path, max_actions=3)
+    store.path.write_text("\n".join([lines[0], json.dumps({"key": row["key"], "failure": "it broke"})]) + "\n")
+    with pytest.raises(ValueError, match=r"records\.jsonl line 2 .*: holds neither a record nor a failure"):
+        write_report(store, tmp_path, max_actions=3)
 
 
 def test_repeated_sample_ids_get_stable_distinct_keys():

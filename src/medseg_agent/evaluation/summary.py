@@ -95,11 +95,13 @@ def results_from_rows(
     results = []
     for line, row in rows:
         key = row[key_field]
+        where = f"{source} line {line} (sample {key!r}; delete the line and rerun to redo it)"
         if "record" in row:
-            where = f"{source} line {line} (sample {key!r}; delete the line and rerun to redo it)"
             results.append(result_from_record(key, record_from_dict(row["record"], where)))
         else:
-            failure = row.get("failure", {})
+            failure = row.get("failure")
+            if not isinstance(failure, dict):
+                raise ValueError(f"{where}: holds neither a record nor a failure {{type, message}}")
             results.append(
                 SampleResult(
                     key,
