@@ -26,7 +26,8 @@ import yaml
 
 from medseg_agent.io.text import TextFileError, read_text_file, yaml_value
 from medseg_agent.rewards.presets import PRESETS, RewardSpec, TermGroup, get_preset
-from medseg_agent.rewards.terms import TERMS, RewardParams, is_finite_number
+from medseg_agent.rewards.terms import TERMS, RewardParams
+from medseg_agent.vocabulary.numbers import is_finite_number
 
 
 class RewardConfigError(ValueError):

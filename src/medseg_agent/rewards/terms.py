@@ -7,11 +7,11 @@ preset gives a negative weight, so a breakdown reads the same whatever the prese
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 from medseg_agent.rewards.facts import BOX, POINT, STOP, EpisodeFacts, StepFacts
+from medseg_agent.vocabulary.numbers import is_finite_number
 
 
 @dataclass(frozen=True)
@@ -29,8 +29,8 @@ class RewardParams:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "params") -> RewardParams:
-        types = {f.name: f.type for f in fields(cls)}  # "int" or "float" (annotations are strings here)
-        known = set(types)
+        whole = {f.name for f in fields(cls) if f.type in (int, "int")}  # a string under postponed annotations
+        known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"{source}: unknown parameter(s) {unknown}; expected some of {sorted(known)}")
@@ -41,7 +41,7 @@ class RewardParams:
             accepts, expected = _PARAM_RANGES[name]
             if not accepts(value):
                 raise ValueError(f"{source}.{name}: expected {expected}, got {value!r}")
-            values[name] = int(value) if types[name] == "int" else value
+            values[name] = int(value) if name in whole else value
         return cls(**values)
 
 
@@ -61,12 +61,6 @@ _PARAM_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "ibis_optimal_steps": (lambda v: v >= 1 and v == int(v), "a whole number >= 1"),
     "ibis_length_gamma": (lambda v: v >= 0, "a number >= 0"),
 }
-
-
-def is_finite_number(value: object) -> bool:
-    """A finite int or float (not a bool): a NaN or infinite weight or parameter would turn every
-    reward into NaN or inf."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 TermFn = Callable[[EpisodeFacts, RewardParams], float]

@@ -26,7 +26,7 @@ class ResultStore:
         #: 1-based numbers of the lines that hold no readable result; their jobs count as not done.
         self.damaged_lines: list[int] = []
         for number, row in numbered_jsonl(self.path):
-            key = None if row is None else self._key_of(row)
+            key = self._key_of(row)
             if key is None:
                 self.damaged_lines.append(number)
             else:
@@ -47,9 +47,9 @@ class ResultStore:
             with self.path.open("r+b") as handle:
                 handle.truncate(cut)
 
-    def _key_of(self, row: dict[str, Any]) -> str | None:
-        """A row's key; a row without a text key (damaged on disk) counts as not done."""
-        key = row.get(self.key_field)
+    def _key_of(self, row: dict[str, Any] | None) -> str | None:
+        """A row's key; a damaged line or a row without a text key counts as not done."""
+        key = None if row is None else row.get(self.key_field)
         return key if isinstance(key, str) else None
 
     def __contains__(self, key: str) -> bool:
@@ -76,7 +76,7 @@ class ResultStore:
         """Each stored result (the first one of a key) with its line number in the file, for error messages."""
         seen: set[str] = set()
         for number, row in numbered_jsonl(self.path):
-            key = None if row is None else self._key_of(row)
+            key = self._key_of(row)
             if key is not None and key not in seen:
                 seen.add(key)
                 yield number, row

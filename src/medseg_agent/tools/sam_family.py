@@ -26,6 +26,7 @@ from medseg_agent.io.masks import boundaries_batch
 from medseg_agent.tools.base import DecodeRequest, EncodedPrediction, ImageEmbedding, SegmentationTool
 from medseg_agent.tools.graphs import GraphedForward, resolve_cuda_graphs
 from medseg_agent.vocabulary.errors import ToolError
+from medseg_agent.vocabulary.numbers import is_whole_number
 from medseg_agent.vocabulary.prompts import Prediction, Prompt
 
 #: Largest number of prompts sent through the mask decoder at once by :meth:`SamFamilyTool.decode_many`
@@ -161,7 +162,7 @@ def resolve_max_batch(max_batch: int | None, device: torch.device) -> int:
     :data:`DEFAULT_MAX_BATCH` elsewhere."""
     if max_batch is None:
         return CUDA_MAX_BATCH if device.type == "cuda" else DEFAULT_MAX_BATCH
-    if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+    if not is_whole_number(max_batch) or max_batch < 1:
         raise ToolError(f"max_batch must be a whole number >= 1, got {max_batch!r}")
     return max_batch
 

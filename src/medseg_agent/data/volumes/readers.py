@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg_agent.io.intensity import WindowSpec, resolve_window
+from medseg_agent.vocabulary.numbers import is_whole_number
 
 from ..dataset import Dataset, Item
 from .cases import VolumeCase, case_samples
@@ -47,7 +48,7 @@ def _options(
     if window is not None:
         resolve_window(window)
     for option, value, least in (("every_k", every_k, 1), ("min_area", min_area, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        if not is_whole_number(value) or value < least:
             raise ValueError(f"{option} must be a whole number >= {least}, got {value!r}")
     return {
         "label_names": resolve_label_names(labels),
